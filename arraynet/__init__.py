@@ -1,0 +1,2 @@
+"""arraynet."""
+__version__ = "0.1.0"

@@ -1,0 +1,53 @@
+"""Backend selector: `get_backend(name, device)` returns the adapter for one array library."""
+
+from __future__ import annotations
+
+from arraynet.backends.base import Array, Backend, BackendUnavailable, HostRNG
+
+NAMES = ("numpy", "cupy", "torch", "array-api-strict")
+ALIASES = {"strict": "array-api-strict", "np": "numpy", "cp": "cupy", "pytorch": "torch"}
+
+__all__ = ["NAMES", "Array", "Backend", "BackendUnavailable", "HostRNG", "get_backend", "probe"]
+
+
+def get_backend(name: str = "numpy", device: str | None = None, fast: bool = True) -> Backend:
+    """Return the backend `name` ('numpy', 'cupy', 'torch', 'array-api-strict' or 'auto').
+
+    'auto' picks CuPy when a CUDA device is usable, else NumPy. Raises BackendUnavailable
+    (one line saying what to install) when the library or the device is missing, and
+    ValueError for an unknown name.
+    """
+    key = ALIASES.get(name, name)
+    if key == "auto":
+        from arraynet.backends import cupy_backend
+
+        key = "cupy" if cupy_backend.cuda_usable() else "numpy"
+    if key == "numpy":
+        from arraynet.backends import numpy_backend
+
+        return numpy_backend.make(device, fast=fast)
+    if key == "cupy":
+        from arraynet.backends import cupy_backend
+
+        return cupy_backend.make(device)
+    if key == "torch":
+        from arraynet.backends import torch_backend
+
+        return torch_backend.make(device)
+    if key == "array-api-strict":
+        from arraynet.backends import strict_backend
+
+        return strict_backend.make(device)
+    raise ValueError(f"unknown backend {name!r}; choose from {', '.join((*NAMES, 'auto'))}")
+
+
+def probe() -> list[dict]:
+    """Which backends import here and which devices they see."""
+    rows = []
+    for name in NAMES:
+        try:
+            b = get_backend(name)
+            rows.append({"backend": name, "available": True, "devices": b.devices(), "error": None})
+        except (BackendUnavailable, ValueError) as e:
+            rows.append({"backend": name, "available": False, "devices": [], "error": str(e)})
+    return rows

@@ -1,0 +1,117 @@
+"""The backend adapter: everything a layer needs that the Array API standard lacks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+Array = Any
+
+
+class BackendUnavailable(RuntimeError):
+    """A backend cannot be used here; the message says what to install or fix."""
+
+
+class HostRNG:
+    """Seeded random numbers drawn on the host with NumPy, then copied to the backend.
+
+    Every backend can use it, so two backends fed the same seed see identical numbers.
+    """
+
+    def __init__(self, backend: Backend, seed: int) -> None:
+        self.backend = backend
+        self.gen = np.random.Generator(np.random.PCG64(seed))
+
+    def _out(self, a: np.ndarray, dtype: Any) -> Array:
+        return self.backend.from_host(a, dtype=dtype)
+
+    def uniform(self, shape: tuple[int, ...], low: float, high: float, dtype: Any) -> Array:
+        """Uniform numbers in [low, high)."""
+        return self._out(self.gen.uniform(low, high, size=shape).astype(np.float64), dtype)
+
+    def normal(self, shape: tuple[int, ...], mean: float, std: float, dtype: Any) -> Array:
+        """Normal numbers with the given mean and standard deviation."""
+        return self._out(self.gen.normal(mean, std, size=shape), dtype)
+
+    def bernoulli_scaled(self, shape: tuple[int, ...], keep: float, dtype: Any) -> Array:
+        """Inverted-dropout mask: 1/keep with probability keep, else 0."""
+        u = self.gen.random(size=shape, dtype=np.float32)
+        return self._out((u < keep).astype(np.float32) * np.float32(1.0 / keep), dtype)
+
+    def permutation(self, n: int) -> np.ndarray:
+        """A random permutation of range(n), on the host (it indexes host data)."""
+        return self.gen.permutation(n)
+
+    def host_uniform(self, shape: tuple[int, ...], low: float, high: float) -> np.ndarray:
+        """Uniform float64 numbers kept on the host (for small per-image parameters)."""
+        return self.gen.uniform(low, high, size=shape)
+
+    def host_random(self, size: int | None = None) -> Any:
+        """Uniform [0, 1) float64 number(s) on the host."""
+        return self.gen.random(size)
+
+    def get_state(self) -> dict:
+        """A JSON-serialisable snapshot of the generator."""
+        return _jsonable(self.gen.bit_generator.state)
+
+    def set_state(self, state: dict) -> None:
+        """Restore a snapshot made by get_state."""
+        self.gen.bit_generator.state = state
+
+
+def _jsonable(state: dict) -> dict:
+    out: dict = {}
+    for k, v in state.items():
+        out[k] = _jsonable(v) if isinstance(v, dict) else (int(v) if isinstance(v, np.integer) else v)
+    return out
+
+
+@dataclass
+class Backend:
+    """Base adapter. Subclasses set `name`, `xp` and the copy functions."""
+
+    name: str
+    xp: Any
+    device: Any = None
+    kernels: dict[str, Any] = field(default_factory=dict)
+
+    # -- host <-> device -------------------------------------------------------------
+    def from_host(self, a: np.ndarray, dtype: Any = None) -> Array:
+        """Copy a NumPy array onto this backend's device (optionally casting)."""
+        x = self.xp.asarray(np.ascontiguousarray(a), device=self.device)
+        if dtype is not None and x.dtype != dtype:
+            x = self.xp.astype(x, dtype)
+        return x
+
+    def to_host(self, x: Array) -> np.ndarray:
+        """Copy an array of this backend to a NumPy array on the host."""
+        return np.asarray(x)
+
+    def synchronize(self) -> None:
+        """Wait for queued device work (a no-op on the CPU backends)."""
+
+    def devices(self) -> list[str]:
+        """Names of the devices this backend sees."""
+        return ["cpu"]
+
+    def device_name(self) -> str:
+        """A human-readable name of the device in use."""
+        return "cpu"
+
+    # -- dtypes and random numbers ------------------------------------------------------
+    def dtype(self, name: str) -> Any:
+        """The namespace's dtype object for 'float32' or 'float64'."""
+        return getattr(self.xp, name)
+
+    def rng(self, seed: int, host: bool = True) -> HostRNG:
+        """A seeded generator. `host=True` draws on the host (identical across backends)."""
+        return HostRNG(self, seed)
+
+    def kernel(self, name: str) -> Any:
+        """An optional fast kernel, or None when the portable code should be used."""
+        return self.kernels.get(name)
+
+    def __repr__(self) -> str:
+        return f"Backend({self.name!r}, device={self.device_name()!r})"

@@ -1,0 +1,87 @@
+"""CuPy backend: NVIDIA GPUs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from arraynet.backends.base import Array, Backend, BackendUnavailable, HostRNG
+
+
+class CupyRNG(HostRNG):
+    """Draws masks on the GPU (fast); parameters still come from the host generator."""
+
+    def __init__(self, backend: Backend, seed: int) -> None:
+        super().__init__(backend, seed)
+        self.dev_gen = backend.cupy.random.default_rng(seed)
+
+    def bernoulli_scaled(self, shape: tuple[int, ...], keep: float, dtype: Any) -> Array:
+        cp = self.backend.cupy
+        u = self.dev_gen.random(size=shape, dtype=cp.float32)
+        return (u < keep).astype(dtype) * cp.asarray(1.0 / keep, dtype=dtype)
+
+
+class CupyBackend(Backend):
+    """Adapter for CuPy arrays on one GPU."""
+
+    cupy: Any = None
+
+    def from_host(self, a: np.ndarray, dtype: Any = None) -> Array:
+        with self.device:
+            x = self.cupy.asarray(np.ascontiguousarray(a))
+            return x.astype(dtype, copy=False) if dtype is not None else x
+
+    def to_host(self, x: Array) -> np.ndarray:
+        return self.cupy.asnumpy(x)
+
+    def synchronize(self) -> None:
+        self.cupy.cuda.Device(self.device.id).synchronize()
+
+    def devices(self) -> list[str]:
+        return [f"cuda:{i}" for i in range(self.cupy.cuda.runtime.getDeviceCount())]
+
+    def device_name(self) -> str:
+        props = self.cupy.cuda.runtime.getDeviceProperties(self.device.id)
+        name = props["name"]
+        return f"cuda:{self.device.id} ({name.decode() if isinstance(name, bytes) else name})"
+
+    def rng(self, seed: int, host: bool = True) -> HostRNG:
+        return HostRNG(self, seed) if host else CupyRNG(self, seed)
+
+
+def cuda_usable() -> bool:
+    """True when CuPy imports and sees at least one CUDA device."""
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
+def make(device: str | None = None) -> Backend:
+    """The CuPy backend on `device` ('cuda', 'cuda:N', or an integer string)."""
+    hint = "run `uv sync --extra cuda12` (CUDA 12) or `uv sync --extra cuda13` (CUDA 13)"
+    try:
+        import array_api_compat.cupy as xpc
+        import cupy
+    except ImportError as e:
+        raise BackendUnavailable(f"backend 'cupy' is not installed: {hint}") from e
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as e:
+        raise BackendUnavailable(f"backend 'cupy' cannot reach a CUDA driver ({e})") from e
+    if count == 0:
+        raise BackendUnavailable("backend 'cupy' sees no CUDA device")
+    index = 0
+    if device:
+        tail = device.split(":", 1)[-1] if ":" in device else device
+        if tail not in ("cuda", "gpu"):
+            if not tail.isdigit() or int(tail) >= count:
+                raise BackendUnavailable(f"backend 'cupy' has no device {device!r} ({count} seen)")
+            index = int(tail)
+    b = CupyBackend(name="cupy", xp=xpc, device=cupy.cuda.Device(index))
+    b.cupy = cupy
+    b.device.use()
+    return b

@@ -1,0 +1,84 @@
+"""Fast NumPy kernels (strided views, in-place updates). Each mirrors a portable function
+in `arraynet.ops` or `arraynet.optimizers`, and tests check they agree."""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+
+def pad_hw(x: np.ndarray, top: int, bottom: int, left: int, right: int) -> np.ndarray:
+    """Zero-pad the spatial axes of NHWC into one new buffer."""
+    if not (top or bottom or left or right):
+        return x
+    n, h, w, c = x.shape
+    out = np.zeros((n, h + top + bottom, w + left + right, c), dtype=x.dtype)
+    out[:, top : top + h, left : left + w, :] = x
+    return out
+
+
+def im2col(xpad: np.ndarray, kh: int, kw: int, stride: int) -> np.ndarray:
+    """One strided view and one copy: (N*Ho*Wo, kh*kw*C)."""
+    xpad = np.ascontiguousarray(xpad)
+    n, hp, wp, c = xpad.shape
+    ho = (hp - kh) // stride + 1
+    wo = (wp - kw) // stride + 1
+    sn, sh, sw, sc = xpad.strides
+    view = as_strided(
+        xpad,
+        shape=(n, ho, wo, kh, kw, c),
+        strides=(sn, sh * stride, sw * stride, sh, sw, sc),
+        writeable=False,
+    )
+    return view.reshape(n * ho * wo, kh * kw * c)
+
+
+def maxpool_forward(x: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray]:
+    """Max over p x p windows by reshape; the index is that of the first maximum."""
+    n, h, w, c = x.shape
+    ho, wo = h // p, w // p
+    xw = x[:, : ho * p, : wo * p, :].reshape(n, ho, p, wo, p, c)
+    xw = xw.transpose(0, 1, 3, 5, 2, 4).reshape(n, ho, wo, c, p * p)
+    idx = xw.argmax(axis=-1)
+    y = np.take_along_axis(xw, idx[..., None], axis=-1)[..., 0]
+    return y, idx
+
+
+def maxpool_backward(dy: np.ndarray, idx: np.ndarray, p: int, in_shape: tuple) -> np.ndarray:
+    """Scatter dy to the argmax positions."""
+    n, h, w, c = in_shape
+    ho, wo = dy.shape[1], dy.shape[2]
+    dxw = np.zeros((n, ho, wo, c, p * p), dtype=dy.dtype)
+    np.put_along_axis(dxw, idx[..., None], dy[..., None], axis=-1)
+    dx = dxw.reshape(n, ho, wo, c, p, p).transpose(0, 1, 4, 2, 5, 3).reshape(n, ho * p, wo * p, c)
+    if ho * p != h or wo * p != w:
+        dx = pad_hw(dx, 0, h - ho * p, 0, w - wo * p)
+    return dx
+
+
+def adam_update(p, g, m, v, lr: float, b1: float, b2: float, eps: float, t: int):
+    """In-place Adam step; returns the (same) arrays p, m, v."""
+    m *= b1
+    m += (1.0 - b1) * g
+    v *= b2
+    g2 = np.multiply(g, g)
+    g2 *= 1.0 - b2
+    v += g2
+    c1 = 1.0 - b1**t
+    c2 = 1.0 - b2**t
+    denom = np.sqrt(v, out=g2)
+    denom *= 1.0 / np.sqrt(c2)
+    denom += eps
+    step = np.divide(m, denom)
+    step *= lr / c1
+    p -= step
+    return p, m, v
+
+
+KERNELS = {
+    "pad_hw": pad_hw,
+    "im2col": im2col,
+    "maxpool_forward": maxpool_forward,
+    "maxpool_backward": maxpool_backward,
+    "adam_update": adam_update,
+}

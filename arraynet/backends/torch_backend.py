@@ -1,0 +1,58 @@
+"""PyTorch backend: torch tensors (CPU or CUDA) through array-api-compat."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from arraynet.backends.base import Array, Backend, BackendUnavailable
+
+
+class TorchBackend(Backend):
+    """Adapter for torch tensors."""
+
+    torch: Any = None
+
+    def from_host(self, a: np.ndarray, dtype: Any = None) -> Array:
+        t = self.torch.from_numpy(np.ascontiguousarray(a)).to(self.device)
+        if dtype is not None and t.dtype != dtype:
+            t = t.to(dtype)
+        return t
+
+    def to_host(self, x: Array) -> np.ndarray:
+        return x.detach().cpu().numpy()
+
+    def synchronize(self) -> None:
+        if self.device.type == "cuda":
+            self.torch.cuda.synchronize(self.device)
+
+    def devices(self) -> list[str]:
+        names = ["cpu"]
+        if self.torch.cuda.is_available():
+            names += [f"cuda:{i}" for i in range(self.torch.cuda.device_count())]
+        return names
+
+    def device_name(self) -> str:
+        if self.device.type == "cuda":
+            return f"{self.device} ({self.torch.cuda.get_device_name(self.device)})"
+        return "cpu"
+
+
+def make(device: str | None = None) -> Backend:
+    """The torch backend on `device` ('cpu', 'cuda', 'cuda:N'; default cpu)."""
+    try:
+        import array_api_compat.torch as xpt
+        import torch
+    except ImportError as e:
+        raise BackendUnavailable(
+            "backend 'torch' is not installed: run `uv sync --extra torch` "
+            "(or `pip install torch`)"
+        ) from e
+    dev = torch.device(device or "cpu")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise BackendUnavailable(f"backend 'torch' sees no CUDA device for --device {device}")
+    torch.set_grad_enabled(False)
+    b = TorchBackend(name="torch", xp=xpt, device=dev)
+    b.torch = torch
+    return b

@@ -1,0 +1,49 @@
+"""Fully connected layer: y = x @ W + b."""
+
+from __future__ import annotations
+
+from array_api_compat import array_namespace
+
+from arraynet.initializers import bias_init, initialize
+from arraynet.layers.base import Array, BuildContext, Layer, Shape
+
+
+class Dense(Layer):
+    """Dense layer with `units` outputs; inputs are (batch, features)."""
+
+    kind = "dense"
+
+    def __init__(self, units: int, init: str = "he_normal") -> None:
+        super().__init__()
+        self.units = int(units)
+        self.init = init
+
+    def _build(self, input_shape: Shape, ctx: BuildContext) -> Shape:
+        if len(input_shape) != 1:
+            raise ValueError(f"Dense expects flat inputs, got shape {input_shape}; add Flatten")
+        fan_in = input_shape[0]
+        self.params["kernel"] = initialize(
+            self.init, ctx.rng, (fan_in, self.units), fan_in, self.units, ctx.dtype
+        )
+        self.params["bias"] = initialize(
+            bias_init(self.init), ctx.rng, (self.units,), fan_in, self.units, ctx.dtype
+        )
+        return (self.units,)
+
+    def forward(self, x: Array, training: bool = False) -> Array:
+        if training:
+            self._x = x
+        return x @ self.params["kernel"] + self.params["bias"]
+
+    def backward(self, dy: Array) -> Array | None:
+        xp = array_namespace(dy)
+        x = self._x
+        self.grads["kernel"] = xp.matrix_transpose(x) @ dy
+        self.grads["bias"] = xp.sum(dy, axis=0)
+        self._x = None
+        if not self.need_input_grad:
+            return None
+        return dy @ xp.matrix_transpose(self.params["kernel"])
+
+    def config(self) -> dict:
+        return {"type": self.kind, "units": self.units, "init": self.init}

@@ -1,0 +1,42 @@
+"""Max pooling over non-overlapping windows."""
+
+from __future__ import annotations
+
+from arraynet import ops
+from arraynet.layers.base import Array, BuildContext, Layer, Shape
+
+
+class MaxPool2D(Layer):
+    """p x p max pooling with stride p on NHWC inputs (a ragged edge is dropped)."""
+
+    kind = "maxpool2d"
+
+    def __init__(self, pool_size: int = 2, stride: int | None = None) -> None:
+        super().__init__()
+        self.p = int(pool_size)
+        if stride is not None and int(stride) != self.p:
+            raise ValueError("MaxPool2D supports stride == pool_size only (non-overlapping)")
+
+    def _build(self, input_shape: Shape, ctx: BuildContext) -> Shape:
+        if len(input_shape) != 3:
+            raise ValueError(f"MaxPool2D expects (height, width, channels), got {input_shape}")
+        h, w, c = input_shape
+        if h < self.p or w < self.p:
+            raise ValueError(f"MaxPool2D window {self.p} is larger than input {input_shape}")
+        return (h // self.p, w // self.p, c)
+
+    def forward(self, x: Array, training: bool = False) -> Array:
+        fwd = ops.dispatch(self.backend, "maxpool_forward", ops.maxpool_forward)
+        y, idx = fwd(x, self.p)
+        if training:
+            self._idx = idx
+            self._shape = tuple(x.shape)
+        return y
+
+    def backward(self, dy: Array) -> Array:
+        bwd = ops.dispatch(self.backend, "maxpool_backward", ops.maxpool_backward)
+        idx, self._idx = self._idx, None
+        return bwd(dy, idx, self.p, self._shape)
+
+    def config(self) -> dict:
+        return {"type": self.kind, "pool_size": self.p}

@@ -1,0 +1,60 @@
+"""Layers that only move data: Flatten and Dropout."""
+
+from __future__ import annotations
+
+import math
+
+from array_api_compat import array_namespace
+
+from arraynet.layers.base import Array, BuildContext, Layer, Shape
+
+
+class Flatten(Layer):
+    """(batch, ...) -> (batch, prod(...))."""
+
+    kind = "flatten"
+
+    def _build(self, input_shape: Shape, ctx: BuildContext) -> Shape:
+        return (math.prod(input_shape),)
+
+    def forward(self, x: Array, training: bool = False) -> Array:
+        xp = array_namespace(x)
+        return xp.reshape(x, (x.shape[0], self.output_shape[0]))
+
+    def backward(self, dy: Array) -> Array:
+        xp = array_namespace(dy)
+        return xp.reshape(dy, (dy.shape[0], *self.input_shape))
+
+
+class Dropout(Layer):
+    """Inverted dropout: at train time zero a `rate` share and scale the rest by 1/(1-rate)."""
+
+    kind = "dropout"
+
+    def __init__(self, rate: float = 0.2) -> None:
+        super().__init__()
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
+        self.rate = float(rate)
+        self.rng = None
+
+    def _build(self, input_shape: Shape, ctx: BuildContext) -> Shape:
+        self.rng = ctx.rng
+        return input_shape
+
+    def forward(self, x: Array, training: bool = False) -> Array:
+        if not training or self.rate == 0.0:
+            self._mask = None
+            return x
+        self._mask = self.rng.bernoulli_scaled(tuple(x.shape), 1.0 - self.rate, x.dtype)
+        return x * self._mask
+
+    def backward(self, dy: Array) -> Array:
+        mask, self._mask = self._mask, None
+        return dy if mask is None else dy * mask
+
+    def rng_uses(self) -> bool:
+        return self.rate > 0.0
+
+    def config(self) -> dict:
+        return {"type": self.kind, "rate": self.rate}

@@ -1,0 +1,46 @@
+"""Losses. Each returns (loss as a 0-d array, gradient with respect to its input)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from array_api_compat import array_namespace
+
+from arraynet.layers.activations import log_softmax, softmax
+
+Array = Any
+
+
+def mse(pred: Array, target: Array) -> tuple[Array, Array]:
+    """Mean squared error over all elements; gradient 2 (p - y) / size."""
+    xp = array_namespace(pred)
+    diff = pred - target
+    size = diff.size
+    return xp.sum(diff * diff) / size, diff * (2.0 / size)
+
+
+def cross_entropy(prob: Array, target: Array, eps: float = 1e-7) -> tuple[Array, Array]:
+    """Categorical cross-entropy of probabilities (mean over the batch)."""
+    xp = array_namespace(prob)
+    n = prob.shape[0]
+    p = xp.clip(prob, eps, 1.0)
+    loss = -xp.sum(target * xp.log(p)) / n
+    return loss, -(target / p) / n
+
+
+def softmax_cross_entropy(
+    logits: Array, target: Array, smoothing: float = 0.0
+) -> tuple[Array, Array]:
+    """Softmax + cross-entropy fused, stable; gradient (softmax - y) / batch.
+
+    `smoothing` > 0 mixes the one-hot targets with the uniform distribution.
+    """
+    xp = array_namespace(logits)
+    n, k = logits.shape
+    if smoothing:
+        target = target * (1.0 - smoothing) + smoothing / k
+    loss = -xp.sum(target * log_softmax(logits)) / n
+    return loss, (softmax(logits) - target) / n
+
+
+LOSSES = {"mse": mse, "cross_entropy": cross_entropy}

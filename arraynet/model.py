@@ -1,0 +1,173 @@
+"""Sequential model: a stack of layers built from an input shape."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from array_api_compat import array_namespace
+
+from arraynet.backends import Backend, HostRNG
+from arraynet.layers import Activation, BuildContext, Layer, layer_from_config
+from arraynet.losses import cross_entropy, mse, softmax_cross_entropy
+
+Array = Any
+LOSS_NAMES = ("cross_entropy", "mse")
+
+
+class Sequential:
+    """Layers applied in order. Images are NHWC; `input_shape` excludes the batch axis."""
+
+    def __init__(self, layers: list[Layer], input_shape: tuple[int, ...] = (28, 28, 1)) -> None:
+        self.layers = list(layers)
+        self.input_shape = tuple(input_shape)
+        self.backend: Backend | None = None
+        self.dtype: Any = None
+        self.training = False
+
+    # -- building ----------------------------------------------------------------------
+    def build(self, backend: Backend, seed: int = 0, dtype: str = "float32") -> Sequential:
+        """Create every parameter on `backend`, drawn from a host generator seeded `seed`."""
+        self.backend = backend
+        self.dtype = backend.dtype(dtype)
+        rng = HostRNG(backend, seed)
+        ctx = BuildContext(backend=backend, rng=rng, dtype=self.dtype)
+        shape = self.input_shape
+        for layer in self.layers:
+            shape = layer.build(shape, ctx)
+        self.output_shape = shape
+        if self.layers:
+            self.layers[0].need_input_grad = False
+        self.set_rng(backend.rng(seed + 1, host=True))
+        return self
+
+    def set_rng(self, rng: HostRNG) -> None:
+        """The generator dropout layers draw their masks from."""
+        self.rng = rng
+        for layer in self.layers:
+            if layer.rng_uses() or hasattr(layer, "rng"):
+                layer.rng = rng
+
+    # -- running -----------------------------------------------------------------------
+    def train(self, mode: bool = True) -> Sequential:
+        self.training = mode
+        return self
+
+    def eval(self) -> Sequential:
+        return self.train(False)
+
+    @property
+    def fused_softmax(self) -> bool:
+        """True when the last layer is a softmax, so logits are the input to it."""
+        last = self.layers[-1] if self.layers else None
+        return isinstance(last, Activation) and last.fn == "softmax"
+
+    def logits(self, x: Array, training: bool | None = None) -> Array:
+        """Output before a final softmax (the whole output when there is none)."""
+        training = self.training if training is None else training
+        layers = self.layers[:-1] if self.fused_softmax else self.layers
+        for layer in layers:
+            x = layer.forward(x, training)
+        return x
+
+    def forward(self, x: Array, training: bool | None = None) -> Array:
+        """The model's output (probabilities when it ends in softmax)."""
+        training = self.training if training is None else training
+        z = self.logits(x, training)
+        return self.layers[-1].forward(z, training) if self.fused_softmax else z
+
+    __call__ = forward
+
+    def backward(self, dy: Array, through_softmax: bool = False) -> None:
+        """Propagate dL/d(output) back, filling every layer's grads.
+
+        With a final softmax, `dy` is dL/dlogits unless `through_softmax` is True.
+        """
+        layers = self.layers if (through_softmax or not self.fused_softmax) else self.layers[:-1]
+        for layer in reversed(layers):
+            dy = layer.backward(dy)
+            if dy is None:
+                break
+
+    def loss_and_grads(
+        self, x: Array, y: Array, loss: str = "cross_entropy", smoothing: float = 0.0
+    ) -> tuple[Array, Array]:
+        """Forward in training mode, the loss, and backward. Returns (loss, logits)."""
+        if loss == "cross_entropy" and self.fused_softmax:
+            z = self.logits(x, True)
+            value, dz = softmax_cross_entropy(z, y, smoothing)
+            self.backward(dz)
+            return value, z
+        if loss not in LOSS_NAMES:
+            raise ValueError(f"unknown loss {loss!r}; choose from {', '.join(LOSS_NAMES)}")
+        out = self.forward(x, True)
+        value, dout = (cross_entropy if loss == "cross_entropy" else mse)(out, y)
+        self.backward(dout, through_softmax=True)
+        return value, out
+
+    def predict(self, x: Array, batch_size: int = 1000) -> Array:
+        """Outputs in eval mode, computed in batches."""
+        xp = array_namespace(x)
+        parts = [self.forward(x[i : i + batch_size], False) for i in range(0, x.shape[0], batch_size)]
+        return xp.concat(parts, axis=0)
+
+    # -- parameters and state ----------------------------------------------------------
+    def parameters(self) -> dict[str, Array]:
+        """Trainable arrays named 'index.name' (e.g. '0.kernel')."""
+        return {f"{i}.{k}": v for i, layer in enumerate(self.layers) for k, v in layer.params.items()}
+
+    def gradients(self) -> dict[str, Array]:
+        """Gradients from the last backward, named like parameters()."""
+        return {f"{i}.{k}": v for i, layer in enumerate(self.layers) for k, v in layer.grads.items()}
+
+    def set_parameters(self, params: dict[str, Array]) -> None:
+        """Replace parameters by name (the arrays themselves, no copy)."""
+        for name, value in params.items():
+            i, k = name.split(".", 1)
+            self.layers[int(i)].params[k] = value
+
+    def state_dict(self) -> dict[str, Array]:
+        """Parameters and buffers (e.g. batch-norm running statistics), flat."""
+        state = self.parameters()
+        for i, layer in enumerate(self.layers):
+            for k, v in layer.buffers.items():
+                state[f"{i}.{k}"] = v
+        return state
+
+    def load_state_dict(self, state: dict[str, Array]) -> None:
+        """Load named arrays; missing, unexpected or mis-shaped entries raise ValueError."""
+        expected = self.state_dict()
+        missing = sorted(set(expected) - set(state))
+        extra = sorted(set(state) - set(expected))
+        if missing or extra:
+            raise ValueError(f"state does not fit the layout: missing {missing}, unexpected {extra}")
+        for name, value in state.items():
+            if tuple(value.shape) != tuple(expected[name].shape):
+                raise ValueError(
+                    f"tensor {name!r} has shape {tuple(value.shape)}, "
+                    f"layout needs {tuple(expected[name].shape)}"
+                )
+            i, k = name.split(".", 1)
+            layer = self.layers[int(i)]
+            (layer.params if k in layer.params else layer.buffers)[k] = value
+
+    def num_parameters(self) -> int:
+        return sum(int(v.size) for v in self.parameters().values())
+
+    def config(self) -> dict:
+        """The layout as JSON-able data."""
+        return {"input_shape": list(self.input_shape), "layers": [l.config() for l in self.layers]}
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> Sequential:
+        """Rebuild an (unbuilt) model from `config()`."""
+        if not isinstance(cfg, dict) or "layers" not in cfg:
+            raise ValueError("layout must be a mapping with 'layers'")
+        return cls([layer_from_config(c) for c in cfg["layers"]], tuple(cfg.get("input_shape", (28, 28, 1))))
+
+    def summary(self) -> str:
+        lines = [f"input {self.input_shape}"]
+        for i, layer in enumerate(self.layers):
+            n = sum(int(v.size) for v in layer.params.values())
+            lines.append(f"{i:>2} {layer!r:<60} -> {layer.output_shape}  params {n}")
+        lines.append(f"total parameters {self.num_parameters()}")
+        return "\n".join(lines)

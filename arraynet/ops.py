@@ -1,0 +1,100 @@
+"""Portable array operations the layers share (Array API only).
+
+Each function takes an optional backend; when the backend offers a fast kernel of the
+same name it is used instead, and tests check the two agree.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from array_api_compat import array_namespace
+
+Array = Any
+
+
+def pad_hw(x: Array, top: int, bottom: int, left: int, right: int) -> Array:
+    """Zero-pad the two spatial axes of an NHWC array."""
+    if not (top or bottom or left or right):
+        return x
+    xp = array_namespace(x)
+    n, h, w, c = x.shape
+    dev = x.device
+    if top or bottom:
+        parts = [xp.zeros((n, top, w, c), dtype=x.dtype, device=dev)] if top else []
+        parts.append(x)
+        if bottom:
+            parts.append(xp.zeros((n, bottom, w, c), dtype=x.dtype, device=dev))
+        x = xp.concat(parts, axis=1)
+        h = h + top + bottom
+    if left or right:
+        parts = [xp.zeros((n, h, left, c), dtype=x.dtype, device=dev)] if left else []
+        parts.append(x)
+        if right:
+            parts.append(xp.zeros((n, h, right, c), dtype=x.dtype, device=dev))
+        x = xp.concat(parts, axis=2)
+    return x
+
+
+def im2col(xpad: Array, kh: int, kw: int, stride: int) -> Array:
+    """Patches of a padded NHWC array as a matrix (N*Ho*Wo, kh*kw*C), columns (kh, kw, c)."""
+    xp = array_namespace(xpad)
+    n, hp, wp, c = xpad.shape
+    ho = (hp - kh) // stride + 1
+    wo = (wp - kw) // stride + 1
+    hi, wi = stride * (ho - 1) + 1, stride * (wo - 1) + 1
+    windows = [xpad[:, i : i + hi : stride, j : j + wi : stride, :] for i in range(kh) for j in range(kw)]
+    cols = xp.stack(windows, axis=3)
+    return xp.reshape(cols, (n * ho * wo, kh * kw * c))
+
+
+def dilate_hw(x: Array, stride: int) -> Array:
+    """Insert stride-1 zeros between the spatial elements of an NHWC array."""
+    if stride == 1:
+        return x
+    xp = array_namespace(x)
+    n, h, w, c = x.shape
+    z = xp.zeros_like(x)
+    x = xp.stack([x] + [z] * (stride - 1), axis=2)  # (n, h, s, w, c)
+    x = xp.reshape(x, (n, h * stride, w, c))[:, : (h - 1) * stride + 1]
+    hh = x.shape[1]
+    z = xp.zeros_like(x)
+    x = xp.stack([x] + [z] * (stride - 1), axis=3)  # (n, hh, w, s, c)
+    return xp.reshape(x, (n, hh, w * stride, c))[:, :, : (w - 1) * stride + 1]
+
+
+def maxpool_forward(x: Array, p: int) -> tuple[Array, Array]:
+    """Non-overlapping p x p max pooling of NHWC (floor); returns output and argmax index."""
+    xp = array_namespace(x)
+    n, h, w, c = x.shape
+    ho, wo = h // p, w // p
+    x = x[:, : ho * p, : wo * p, :]
+    xw = xp.reshape(x, (n, ho, p, wo, p, c))
+    xw = xp.permute_dims(xw, (0, 1, 3, 5, 2, 4))
+    xw = xp.reshape(xw, (n, ho, wo, c, p * p))
+    return xp.max(xw, axis=-1), xp.argmax(xw, axis=-1)
+
+
+def maxpool_backward(dy: Array, idx: Array, p: int, in_shape: tuple[int, ...]) -> Array:
+    """Gradient of maxpool_forward: dy goes to the (first) maximum of each window."""
+    xp = array_namespace(dy)
+    n, h, w, c = in_shape
+    ho, wo = dy.shape[1], dy.shape[2]
+    slots = xp.arange(p * p, dtype=idx.dtype, device=dy.device)
+    hit = idx[..., None] == slots
+    dxw = xp.where(hit, dy[..., None], xp.zeros((), dtype=dy.dtype, device=dy.device))
+    dxw = xp.reshape(dxw, (n, ho, wo, c, p, p))
+    dxw = xp.permute_dims(dxw, (0, 1, 4, 2, 5, 3))
+    dx = xp.reshape(dxw, (n, ho * p, wo * p, c))
+    if ho * p != h or wo * p != w:
+        dx = pad_hw(dx, 0, h - ho * p, 0, w - wo * p)
+    return dx
+
+
+def dispatch(backend: Any, name: str, portable: Any) -> Any:
+    """The backend's fast kernel `name` if it has one, else the portable function."""
+    if backend is not None:
+        k = backend.kernel(name)
+        if k is not None:
+            return k
+    return portable

@@ -1,0 +1,85 @@
+"""Training recipes: each zoo entry's seed recipe as defaults (spec: seed-models.md)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that defines a training run besides the layout and the seed."""
+
+    loss: str = "cross_entropy"
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    schedule: str = "const"
+    batch_size: int = 16
+    aug_p: float = 0.0
+    augment: dict = field(default_factory=lambda: {"zoom": [0.8, 1.2], "rotation": 25.0, "shift": 0.2})
+    early_stopping: list | None = None  # [min_delta_rel, patience]
+    monitor: str = "train_loss"  # or "val_loss"
+    epochs: int = 10
+    warmup: int = 0
+    label_smoothing: float = 0.0
+
+    def with_overrides(self, **kw: Any) -> Recipe:
+        """A copy with the non-None keyword values replaced."""
+        return replace(self, **{k: v for k, v in kw.items() if v is not None})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Recipe:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+_CE, _MSE = "cross_entropy", "mse"
+
+# Seed errors (fraction of the 10,000 test images) and epochs the seed ran.
+SEED_ERROR = {
+    "m1": 0.10, "m2": 0.0675, "m3": 0.031, "m4": 0.0264, "m5": 0.0219, "m6": 0.0202,
+    "m7": 0.0193, "m8": 0.0158, "m9": 0.008, "m10": 0.0044, "m11": 0.0042, "m12": 0.004,
+    "m13": 0.0025,
+}  # fmt: skip
+SEED_EPOCHS = {
+    "m1": 100, "m2": 100, "m3": 100, "m4": 30, "m5": 50, "m6": 200, "m7": 100, "m8": 91,
+    "m9": 29, "m10": 48, "m11": 70, "m12": 42, "m13": 85,
+}  # fmt: skip
+
+RECIPES: dict[str, Recipe] = {
+    "m1": Recipe(loss=_MSE, optimizer="sgd", lr=0.1, batch_size=1, epochs=100),
+    "m2": Recipe(loss=_MSE, optimizer="sgd", lr=0.1, batch_size=32, epochs=100),
+    "m3": Recipe(optimizer="sgd", lr=0.1, batch_size=32, epochs=100),
+    "m4": Recipe(optimizer="adam", lr=0.01, batch_size=32, epochs=30),
+    "m5": Recipe(optimizer="adam", lr=0.001, batch_size=32, epochs=50),
+    "m6": Recipe(lr=0.0005, batch_size=16, epochs=200),
+    "m7": Recipe(lr=0.0005, batch_size=16, aug_p=0.25, epochs=100),
+    "m8": Recipe(lr=0.0005, batch_size=16, aug_p=0.25, early_stopping=[0.005, 15], epochs=175),
+    "m9": Recipe(lr=0.001, batch_size=16, aug_p=0.25, early_stopping=[0.005, 20], epochs=150),
+    "m10": Recipe(
+        lr=0.001, schedule="tunable5", batch_size=16, aug_p=0.5,
+        early_stopping=[0.005, 25], epochs=150,
+    ),
+    "m11": Recipe(
+        lr=0.001, schedule="tunable5", batch_size=16, aug_p=0.5,
+        early_stopping=[0.005, 25], epochs=150,
+    ),
+    "m12": Recipe(
+        lr=0.001, schedule="tunable", batch_size=16, aug_p=0.8,
+        early_stopping=[0.005, 15], epochs=150,
+    ),
+    "m13": Recipe(
+        lr=0.0005, schedule="keras", batch_size=64, aug_p=1.0,
+        early_stopping=[0.0, 20], epochs=150,
+    ),
+}  # fmt: skip
+
+
+def recipe_for(name: str) -> Recipe:
+    """The seed recipe of zoo entry `name`."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown model {name!r}; choose from {', '.join(RECIPES)}")
+    return RECIPES[name]

@@ -1,0 +1,90 @@
+"""The backend selector, its error paths, and what every adapter must supply."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+from arraynet.backends import BackendUnavailable, get_backend, probe
+from tests.conftest import CPU_BACKENDS
+
+
+@pytest.mark.parametrize("name", CPU_BACKENDS)
+def test_adapter_round_trip_and_rng(name):
+    b = get_backend(name)
+    a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    x = b.from_host(a)
+    np.testing.assert_array_equal(b.to_host(x), a)
+    b.synchronize()
+    assert b.devices() and isinstance(b.device_name(), str)
+    r1, r2 = b.rng(5), b.rng(5)
+    f32 = b.dtype("float32")
+    u1 = b.to_host(r1.uniform((3, 4), -0.5, 0.5, f32))
+    u2 = b.to_host(r2.uniform((3, 4), -0.5, 0.5, f32))
+    np.testing.assert_array_equal(u1, u2)
+    assert u1.dtype == np.float32 and u1.min() >= -0.5 and u1.max() < 0.5
+    mask = b.to_host(r1.bernoulli_scaled((1000,), 0.8, f32))
+    assert set(np.unique(mask)) <= {0.0, np.float32(1.25)}
+    assert 0.7 < (mask > 0).mean() < 0.9
+    assert sorted(r1.permutation(10).tolist()) == list(range(10))
+    n = b.to_host(r1.normal((2000,), 0.0, 2.0, f32))
+    assert abs(n.std() - 2.0) < 0.2
+
+
+def test_host_rng_is_identical_across_backends():
+    draws = []
+    for name in CPU_BACKENDS:
+        b = get_backend(name)
+        r = b.rng(11)
+        draws.append(b.to_host(r.normal((5,), 0, 1, b.dtype("float32"))))
+    for d in draws[1:]:
+        np.testing.assert_array_equal(d, draws[0])
+
+
+def test_rng_state_round_trip():
+    b = get_backend("numpy")
+    r = b.rng(3)
+    r.permutation(5)
+    state = r.get_state()
+    a = r.permutation(100)
+    r.set_state(state)
+    np.testing.assert_array_equal(a, r.permutation(100))
+
+
+def test_unknown_backend_is_a_value_error():
+    with pytest.raises(ValueError, match="unknown backend 'tensorflow'"):
+        get_backend("tensorflow")
+
+
+def test_missing_cupy_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    monkeypatch.setitem(sys.modules, "array_api_compat.cupy", None)
+    with pytest.raises(BackendUnavailable, match=r"uv sync --extra cuda12"):
+        get_backend("cupy")
+
+
+def test_missing_torch_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)
+    monkeypatch.setitem(sys.modules, "array_api_compat.torch", None)
+    with pytest.raises(BackendUnavailable, match=r"uv sync --extra torch"):
+        get_backend("torch")
+
+
+def test_auto_falls_back_to_numpy_without_cuda(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    assert get_backend("auto").name == "numpy"
+
+
+def test_numpy_has_only_cpu():
+    with pytest.raises(ValueError, match="only the 'cpu' device"):
+        get_backend("numpy", "cuda:0")
+
+
+def test_probe_lists_every_backend():
+    rows = {r["backend"]: r for r in probe()}
+    assert set(rows) == {"numpy", "cupy", "torch", "array-api-strict"}
+    assert rows["numpy"]["available"] and rows["numpy"]["devices"] == ["cpu"]
+    if not rows["cupy"]["available"]:
+        assert "uv sync --extra cuda" in rows["cupy"]["error"] or "CUDA" in rows["cupy"]["error"]

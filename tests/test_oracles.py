@@ -1,0 +1,153 @@
+"""Conv and pooling against independent oracles; fast kernels against portable code."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.signal import correlate
+
+from arraynet import ops
+from arraynet.backends import get_backend
+from arraynet.backends import numpy_kernels as nk
+from arraynet.layers import BuildContext, Conv2D, MaxPool2D
+from arraynet.optimizers import adam_update
+from tests.conftest import CPU_BACKENDS
+
+
+def _build(layer, shape, backend, dtype="float64"):
+    ctx = BuildContext(backend=backend, rng=backend.rng(0), dtype=backend.dtype(dtype))
+    layer.build(shape, ctx)
+    return layer
+
+
+def conv_loops(x, w, bias, stride, pad):
+    """Plain-loop convolution (NHWC input, kernel (kh, kw, c, f))."""
+    pt, pb, pl, pr = pad
+    xp_ = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    n, hp, wp, _ = xp_.shape
+    k = w.shape[0]
+    ho, wo = (hp - k) // stride + 1, (wp - k) // stride + 1
+    out = np.zeros((n, ho, wo, w.shape[3]))
+    for i in range(ho):
+        for j in range(wo):
+            patch = xp_[:, i * stride : i * stride + k, j * stride : j * stride + k, :]
+            out[:, i, j, :] = np.tensordot(patch, w, axes=([1, 2, 3], [0, 1, 2]))
+    return out + bias
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_conv_same_matches_scipy_correlate(backend):
+    b = get_backend(backend)
+    g = np.random.default_rng(0)
+    x = g.standard_normal((2, 9, 8, 3))
+    layer = _build(Conv2D(4, 5, padding="same"), (9, 8, 3), b)
+    y = b.to_host(layer.forward(b.from_host(x, dtype=b.dtype("float64"))))
+    w, bias = b.to_host(layer.params["kernel"]), b.to_host(layer.params["bias"])
+    for n in range(2):
+        for f in range(4):
+            ref = correlate(x[n], w[:, :, :, f], mode="same")[:, :, 1] + bias[f]
+            np.testing.assert_allclose(y[n, :, :, f], ref, atol=1e-10)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize(
+    "k,stride,padding,shape",
+    [(3, 1, "valid", (7, 6, 2)), (3, 2, "same", (7, 8, 2)), (4, 2, 1, (9, 7, 3)), (5, 1, "same", (6, 6, 1))],
+)
+def test_conv_matches_loops(k, stride, padding, shape, fast):
+    b = get_backend("numpy", fast=fast)
+    g = np.random.default_rng(1)
+    x = g.standard_normal((2, *shape))
+    layer = _build(Conv2D(3, k, stride=stride, padding=padding), shape, b)
+    y = layer.forward(x)
+    ref = conv_loops(x, layer.params["kernel"], layer.params["bias"], stride, layer.pad)
+    np.testing.assert_allclose(y, ref, atol=1e-10)
+
+
+def pool_loops(x, p):
+    n, h, w, c = x.shape
+    out = np.zeros((n, h // p, w // p, c))
+    for i in range(h // p):
+        for j in range(w // p):
+            out[:, i, j, :] = x[:, i * p : i * p + p, j * p : j * p + p, :].max(axis=(1, 2))
+    return out
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("p,shape", [(2, (6, 4, 3)), (2, (7, 5, 2)), (3, (9, 6, 1))])
+def test_maxpool_matches_loops(backend, p, shape):
+    b = get_backend(backend)
+    x = np.random.default_rng(2).standard_normal((3, *shape))
+    layer = _build(MaxPool2D(p), shape, b)
+    y = b.to_host(layer.forward(b.from_host(x, dtype=b.dtype("float64")), training=True))
+    np.testing.assert_array_equal(y, pool_loops(x, p))
+    dy = np.random.default_rng(3).standard_normal(y.shape)
+    dx = b.to_host(layer.backward(b.from_host(dy, dtype=b.dtype("float64"))))
+    # every window's gradient goes to its maximum, once
+    for n, i, j, c in np.ndindex(y.shape):
+        win = x[n, i * p : i * p + p, j * p : j * p + p, c]
+        gwin = dx[n, i * p : i * p + p, j * p : j * p + p, c]
+        assert gwin[np.unravel_index(win.argmax(), win.shape)] == dy[n, i, j, c]
+        assert np.count_nonzero(gwin) <= 1
+    assert dx.shape == x.shape
+
+
+def test_maxpool_ties_go_to_first_maximum():
+    x = np.zeros((1, 2, 2, 1))
+    for fast in (True, False):
+        b = get_backend("numpy", fast=fast)
+        layer = _build(MaxPool2D(2), (2, 2, 1), b)
+        layer.forward(x, training=True)
+        dx = layer.backward(np.ones((1, 1, 1, 1)))
+        assert dx[0, :, :, 0].tolist() == [[1.0, 0.0], [0.0, 0.0]]
+
+
+# -- fast kernels against the portable functions --------------------------------------
+
+
+@pytest.mark.parametrize("shape,pads", [((2, 5, 6, 3), (2, 2, 2, 2)), ((1, 4, 4, 2), (0, 1, 3, 0))])
+def test_pad_kernel(shape, pads):
+    x = np.random.default_rng(4).standard_normal(shape).astype(np.float32)
+    np.testing.assert_array_equal(nk.pad_hw(x, *pads), ops.pad_hw(x, *pads))
+
+
+@pytest.mark.parametrize("k,s", [(5, 1), (3, 2), (2, 2)])
+def test_im2col_kernel(k, s):
+    x = np.random.default_rng(5).standard_normal((2, 9, 8, 3)).astype(np.float32)
+    np.testing.assert_array_equal(nk.im2col(x, k, k, s), ops.im2col(x, k, k, s))
+
+
+def test_maxpool_kernels():
+    g = np.random.default_rng(6)
+    x = g.standard_normal((3, 7, 8, 4)).astype(np.float32)
+    y1, i1 = nk.maxpool_forward(x, 2)
+    y2, i2 = ops.maxpool_forward(x, 2)
+    np.testing.assert_array_equal(y1, y2)
+    np.testing.assert_array_equal(i1, i2)
+    dy = g.standard_normal(y1.shape).astype(np.float32)
+    np.testing.assert_array_equal(
+        nk.maxpool_backward(dy, i1, 2, x.shape), ops.maxpool_backward(dy, i2, 2, x.shape)
+    )
+
+
+def test_adam_kernel_matches_portable():
+    g = np.random.default_rng(7)
+    p = g.standard_normal((30, 20)).astype(np.float32)
+    m = np.zeros_like(p)
+    v = np.zeros_like(p)
+    p2, m2, v2 = p.copy(), m.copy(), v.copy()
+    for t in range(1, 6):
+        grad = g.standard_normal(p.shape).astype(np.float32)
+        p, m, v = nk.adam_update(p, grad, m, v, 1e-3, 0.9, 0.999, 1e-8, t)
+        p2, m2, v2 = adam_update(p2, grad, m2, v2, 1e-3, 0.9, 0.999, 1e-8, t)
+    assert p.dtype == np.float32 and p2.dtype == np.float32
+    np.testing.assert_allclose(p, p2, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(v, v2, rtol=1e-6, atol=1e-12)
+
+
+def test_adam_first_step_is_lr_times_sign():
+    """Bias correction: the first step moves each weight by about lr * sign(g)."""
+    p = np.zeros((4,), np.float32)
+    g = np.array([1.0, -2.0, 0.5, -0.1], np.float32)
+    p1, _, _ = adam_update(p, g, np.zeros_like(p), np.zeros_like(p), 0.01, 0.9, 0.999, 1e-8, 1)
+    np.testing.assert_allclose(p1, -0.01 * np.sign(g), rtol=1e-4)
