@@ -1,2 +1,3 @@
 """arraynet."""
+
 __version__ = "0.1.0"

@@ -107,17 +107,23 @@ class Sequential:
     def predict(self, x: Array, batch_size: int = 1000) -> Array:
         """Outputs in eval mode, computed in batches."""
         xp = array_namespace(x)
-        parts = [self.forward(x[i : i + batch_size], False) for i in range(0, x.shape[0], batch_size)]
+        parts = [
+            self.forward(x[i : i + batch_size], False) for i in range(0, x.shape[0], batch_size)
+        ]
         return xp.concat(parts, axis=0)
 
     # -- parameters and state ----------------------------------------------------------
     def parameters(self) -> dict[str, Array]:
         """Trainable arrays named 'index.name' (e.g. '0.kernel')."""
-        return {f"{i}.{k}": v for i, layer in enumerate(self.layers) for k, v in layer.params.items()}
+        return {
+            f"{i}.{k}": v for i, layer in enumerate(self.layers) for k, v in layer.params.items()
+        }
 
     def gradients(self) -> dict[str, Array]:
         """Gradients from the last backward, named like parameters()."""
-        return {f"{i}.{k}": v for i, layer in enumerate(self.layers) for k, v in layer.grads.items()}
+        return {
+            f"{i}.{k}": v for i, layer in enumerate(self.layers) for k, v in layer.grads.items()
+        }
 
     def set_parameters(self, params: dict[str, Array]) -> None:
         """Replace parameters by name (the arrays themselves, no copy)."""
@@ -139,7 +145,9 @@ class Sequential:
         missing = sorted(set(expected) - set(state))
         extra = sorted(set(state) - set(expected))
         if missing or extra:
-            raise ValueError(f"state does not fit the layout: missing {missing}, unexpected {extra}")
+            raise ValueError(
+                f"state does not fit the layout: missing {missing}, unexpected {extra}"
+            )
         for name, value in state.items():
             if tuple(value.shape) != tuple(expected[name].shape):
                 raise ValueError(
@@ -162,7 +170,10 @@ class Sequential:
         """Rebuild an (unbuilt) model from `config()`."""
         if not isinstance(cfg, dict) or "layers" not in cfg:
             raise ValueError("layout must be a mapping with 'layers'")
-        return cls([layer_from_config(c) for c in cfg["layers"]], tuple(cfg.get("input_shape", (28, 28, 1))))
+        return cls(
+            [layer_from_config(c) for c in cfg["layers"]],
+            tuple(cfg.get("input_shape", (28, 28, 1))),
+        )
 
     def summary(self) -> str:
         lines = [f"input {self.input_shape}"]

@@ -43,7 +43,9 @@ def im2col(xpad: Array, kh: int, kw: int, stride: int) -> Array:
     ho = (hp - kh) // stride + 1
     wo = (wp - kw) // stride + 1
     hi, wi = stride * (ho - 1) + 1, stride * (wo - 1) + 1
-    windows = [xpad[:, i : i + hi : stride, j : j + wi : stride, :] for i in range(kh) for j in range(kw)]
+    windows = [
+        xpad[:, i : i + hi : stride, j : j + wi : stride, :] for i in range(kh) for j in range(kw)
+    ]
     cols = xp.stack(windows, axis=3)
     return xp.reshape(cols, (n * ho * wo, kh * kw * c))
 

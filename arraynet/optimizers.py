@@ -19,7 +19,9 @@ class Optimizer:
         self.t = 0
         self.state: dict[str, Array] = {}
 
-    def step(self, params: dict[str, Array], grads: dict[str, Array], lr: float, backend: Any = None) -> dict[str, Array]:
+    def step(
+        self, params: dict[str, Array], grads: dict[str, Array], lr: float, backend: Any = None
+    ) -> dict[str, Array]:
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, Array]:

@@ -4,27 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
+from array_api_compat import array_namespace
 
 from arraynet.backends import HostRNG, get_backend
 from arraynet.zoo import build_layout
 
 
-def _batch(batch_size: int, seed: int, data_dir: str | None) -> tuple[np.ndarray, np.ndarray, str]:
-    """A real MNIST batch when the files are at hand, else a random one."""
-    try:
-        from arraynet.data import load_mnist
+def _batch(batch_size: int, seed: int, data_dir: str | None) -> tuple[Any, Any, str]:
+    """A real MNIST batch (host arrays) when the files are at hand, else a random one."""
+    from arraynet.data import DataError, load_mnist, one_hot
 
+    try:
         m = load_mnist(data_dir, download=False, verify=False, quiet=True)
-        x = (m.train_images[:batch_size].astype(np.float32) / 255.0)[..., None]
-        labels = m.train_labels[:batch_size].astype(np.int64)
-        source = "mnist"
-    except Exception:
-        g = np.random.default_rng(seed)
-        x = g.random((batch_size, 28, 28, 1), dtype=np.float32)
-        labels = g.integers(0, 10, size=batch_size)
-        source = "random"
-    return x, np.eye(10, dtype=np.float32)[labels], source
+        x = m.train_images[:batch_size].astype("float32")[..., None] / 255.0
+        return x, one_hot(m.train_labels[:batch_size]), "mnist"
+    except DataError:
+        g = get_backend("numpy").rng(seed)
+        x = g.host_uniform((batch_size, 28, 28, 1), 0.0, 1.0).astype("float32")
+        labels = g.permutation(batch_size * 10)[:batch_size] % 10
+        return x, one_hot(labels), "random"
 
 
 def run_parity(
@@ -50,8 +48,8 @@ def run_parity(
     loss = loss or recipe_for(model).loss
     devices = devices or {}
     x_host, y_host, source = _batch(batch_size, seed, data_dir)
-    ref_state: dict[str, np.ndarray] | None = None
-    results: dict[str, dict[str, np.ndarray]] = {}
+    ref_state: dict[str, Any] | None = None
+    results: dict[str, dict[str, Any]] = {}
     names: list[str] = []
     for name in backends:
         b = get_backend(name, devices.get(name))
@@ -64,7 +62,7 @@ def run_parity(
         x = b.from_host(x_host, dtype=m.dtype)
         y = b.from_host(y_host, dtype=m.dtype)
         value, out = m.loss_and_grads(x, y, loss)
-        res = {"logits": b.to_host(out), "loss": np.asarray(b.to_host(value))}
+        res = {"logits": b.to_host(out), "loss": b.to_host(value)[None]}
         res.update({f"grad {k}": b.to_host(g) for k, g in m.gradients().items()})
         results[names[-1]] = res
     first = names[0]
@@ -74,8 +72,14 @@ def run_parity(
     for other in names[1:]:
         for key, ref in results[first].items():
             got = results[other][key]
-            diff = float(np.max(np.abs(got.astype(np.float64) - ref))) if ref.size else 0.0
-            scale = max(1.0, float(np.max(np.abs(ref))) if ref.size else 0.0)
+            hp = array_namespace(ref)
+            f64 = hp.float64
+            diff = (
+                float(hp.max(hp.abs(hp.astype(got, f64) - hp.astype(ref, f64))))
+                if ref.size
+                else 0.0
+            )
+            scale = max(1.0, float(hp.max(hp.abs(ref))) if ref.size else 0.0)
             passed = diff <= tol * scale
             ok &= passed
             worst = max(worst, diff)

@@ -16,7 +16,9 @@ class Recipe:
     schedule: str = "const"
     batch_size: int = 16
     aug_p: float = 0.0
-    augment: dict = field(default_factory=lambda: {"zoom": [0.8, 1.2], "rotation": 25.0, "shift": 0.2})
+    augment: dict = field(
+        default_factory=lambda: {"zoom": [0.8, 1.2], "rotation": 25.0, "shift": 0.2}
+    )
     early_stopping: list | None = None  # [min_delta_rel, patience]
     monitor: str = "train_loss"  # or "val_loss"
     epochs: int = 10

@@ -11,8 +11,9 @@ import math
 NAMES = ("const", "tunable", "tunable5", "keras", "cosine")
 
 
-def tunable(lr0: float, epoch: int, halve_after: int = 5, late_start: int | None = 20,
-            late_every: int = 3) -> float:
+def tunable(
+    lr0: float, epoch: int, halve_after: int = 5, late_start: int | None = 20, late_every: int = 3
+) -> float:
     """The seed's tunable schedule.
 
     e = 0 gives lr0; for 0 < e < halve_after, lr_e = lr_(e-1) * (1 + 1/e) (a linear warm-up

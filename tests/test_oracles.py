@@ -52,7 +52,12 @@ def test_conv_same_matches_scipy_correlate(backend):
 @pytest.mark.parametrize("fast", [True, False])
 @pytest.mark.parametrize(
     "k,stride,padding,shape",
-    [(3, 1, "valid", (7, 6, 2)), (3, 2, "same", (7, 8, 2)), (4, 2, 1, (9, 7, 3)), (5, 1, "same", (6, 6, 1))],
+    [
+        (3, 1, "valid", (7, 6, 2)),
+        (3, 2, "same", (7, 8, 2)),
+        (4, 2, 1, (9, 7, 3)),
+        (5, 1, "same", (6, 6, 1)),
+    ],
 )
 def test_conv_matches_loops(k, stride, padding, shape, fast):
     b = get_backend("numpy", fast=fast)

@@ -64,7 +64,9 @@ class HostRNG:
 def _jsonable(state: dict) -> dict:
     out: dict = {}
     for k, v in state.items():
-        out[k] = _jsonable(v) if isinstance(v, dict) else (int(v) if isinstance(v, np.integer) else v)
+        out[k] = (
+            _jsonable(v) if isinstance(v, dict) else (int(v) if isinstance(v, np.integer) else v)
+        )
     return out
 
 

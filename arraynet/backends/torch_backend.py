@@ -46,8 +46,7 @@ def make(device: str | None = None) -> Backend:
         import torch
     except ImportError as e:
         raise BackendUnavailable(
-            "backend 'torch' is not installed: run `uv sync --extra torch` "
-            "(or `pip install torch`)"
+            "backend 'torch' is not installed: run `uv sync --extra torch` (or `pip install torch`)"
         ) from e
     dev = torch.device(device or "cpu")
     if dev.type == "cuda" and not torch.cuda.is_available():

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-
-
 from array_api_compat import array_namespace
 
 from arraynet import ops
@@ -126,5 +124,3 @@ class Conv2D(Layer):
             "padding": self.padding,
             "init": self.init,
         }
-
-

@@ -44,7 +44,9 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
 
-def save_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray], meta: dict | None = None) -> None:
+def save_arrays(
+    path: str | os.PathLike, arrays: dict[str, np.ndarray], meta: dict | None = None
+) -> None:
     """Save host arrays (float32/float64/int) and a JSON metadata dict, atomically."""
     tensors = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
     header = {META_KEY: json.dumps(meta or {})}

@@ -1,0 +1,227 @@
+"""Random affine augmentation of NHWC image batches (zoom, rotation, shift), Array-API only.
+
+Each image gets one affine map composed on the host (float64) from a zoom about the centre,
+a rotation about the centre and a whole-pixel shift, applied in that order. The batch is then
+resampled on its own device by index arithmetic: every output pixel is pulled back through the
+inverse map and read with bilinear interpolation, zero outside the image.
+
+Conventions (pixel centres sit at integer coordinates, x = column, y = row, row 0 at the top):
+
+* zoom > 1 enlarges the content (and crops), zoom < 1 shrinks it (and pads with zeros);
+* a positive angle turns the content counter-clockwise as displayed, so 90 degrees on a square
+  image equals ``np.rot90(image)`` over the (H, W) axes;
+* dx > 0 moves the content right, dy > 0 moves it down, both in pixels.
+
+Maps handed to :func:`affine_resample` are *inverse* maps (output pixel -> input pixel), 2x3
+matrices ``[[a, b, tx], [c, d, ty]]`` with ``src_x = a*x + b*y + tx``, ``src_y = c*x + d*y + ty``.
+Small per-image parameters are NumPy arrays on the host; the batch math uses only the array's
+own namespace.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from array_api_compat import array_namespace
+
+if TYPE_CHECKING:
+    from arraynet.backends.base import HostRNG
+
+Array = Any
+Size = int | tuple[int, int]
+
+__all__ = [
+    "AugmentConfig",
+    "affine_matrix",
+    "affine_resample",
+    "augment_batch",
+    "maybe_augment",
+    "random_affine_params",
+]
+
+
+def _hw(size: Size) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def affine_matrix(zoom: Any, angle_deg: Any, dx: Any, dy: Any, size: Size = 28) -> np.ndarray:
+    """Inverse maps (output -> input pixel) for explicit parameters, float64 on the host.
+
+    Scalars give one (2, 3) matrix; equal-length 1-D arrays give (n, 2, 3). `size` is the side
+    of a square image or (H, W). The forward map is ``out = Z R (in - c) + c + (dx, dy)`` with
+    c the image centre; ``zoom=1, angle_deg=0, dx=dy=0`` gives the identity exactly.
+    """
+    h, w = _hw(size)
+    z, ang, tx, ty = np.broadcast_arrays(
+        *(np.asarray(v, dtype=np.float64) for v in (zoom, angle_deg, dx, dy))
+    )
+    theta = np.deg2rad(ang)
+    cos, sin = np.cos(theta) / z, np.sin(theta) / z
+    cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
+    # inverse linear part: (1/z) R(-theta) in image coordinates (y down)
+    a, b, c, d = cos, -sin, sin, cos
+    px, py = cx + tx, cy + ty
+    m = np.empty((*z.shape, 2, 3), dtype=np.float64)
+    m[..., 0, 0], m[..., 0, 1], m[..., 0, 2] = a, b, cx - (a * px + b * py)
+    m[..., 1, 0], m[..., 1, 1], m[..., 1, 2] = c, d, cy - (c * px + d * py)
+    return m
+
+
+def random_affine_params(
+    rng: HostRNG,
+    n: int,
+    *,
+    zoom: tuple[float, float] = (0.8, 1.2),
+    rotation: float = 25.0,
+    shift: float = 0.2,
+    size: Size = 28,
+) -> np.ndarray:
+    """Draw `n` random inverse maps (n, 2, 3) float64 with `rng.host_uniform`.
+
+    Zoom factor in `zoom`, angle in [-rotation, rotation] degrees, horizontal and vertical shift
+    in [-shift, shift] of the side, rounded to whole pixels. The same three draws happen
+    whatever the ranges, so a seed gives the same stream with any settings.
+    """
+    h, w = _hw(size)
+    z = rng.host_uniform((n,), float(zoom[0]), float(zoom[1]))
+    ang = rng.host_uniform((n,), -float(rotation), float(rotation))
+    sh = rng.host_uniform((n, 2), -float(shift), float(shift))
+    dx = np.rint(sh[:, 0] * w)
+    dy = np.rint(sh[:, 1] * h)
+    return affine_matrix(z, ang, dx, dy, (h, w))
+
+
+def _maps_on_device(inv_maps: Any, xp: Any, x: Array, dtype: Any) -> Array:
+    if isinstance(inv_maps, np.ndarray | list | tuple):
+        host_dt = np.float64 if dtype == xp.float64 else np.float32
+        return xp.asarray(np.ascontiguousarray(inv_maps, dtype=host_dt), device=x.device)
+    m = xp.asarray(inv_maps, device=x.device)
+    return m if m.dtype == dtype else xp.astype(m, dtype)
+
+
+def affine_resample(x: Array, inv_maps: Any) -> Array:
+    """Resample an NHWC batch through per-image inverse maps, bilinear with zero fill.
+
+    `inv_maps` is (N, 2, 3), a host NumPy array or an array of `x`'s namespace. Integer source
+    coordinates read one pixel with weight exactly 1, so the identity returns `x` unchanged.
+    Floating `x` keeps its dtype; other dtypes are computed and returned as float32.
+    """
+    xp = array_namespace(x)
+    n, h, w, ch = x.shape
+    dt = x.dtype if xp.isdtype(x.dtype, "real floating") else xp.float32
+    if x.dtype != dt:
+        x = xp.astype(x, dt)
+    dev = x.device
+    m = _maps_on_device(inv_maps, xp, x, dt)
+    if tuple(m.shape) != (n, 2, 3):
+        raise ValueError(f"inv_maps must have shape ({n}, 2, 3), not {tuple(m.shape)}")
+
+    def coef(i: int, j: int) -> Array:
+        return xp.reshape(m[:, i, j], (n, 1, 1))
+
+    xo = xp.reshape(xp.arange(w, dtype=dt, device=dev), (1, 1, w))
+    yo = xp.reshape(xp.arange(h, dtype=dt, device=dev), (1, h, 1))
+    # source coordinates (N, H, W): small (N,1,W) and (N,H,1) terms, one full-size add each
+    sx = (coef(0, 0) * xo + coef(0, 2)) + coef(0, 1) * yo
+    sy = (coef(1, 0) * xo + coef(1, 2)) + coef(1, 1) * yo
+    fx0, fy0 = xp.floor(sx), xp.floor(sy)
+    fx = xp.reshape(sx - fx0, (n, h, w, 1))
+    fy = xp.reshape(sy - fy0, (n, h, w, 1))
+
+    # Two zero pixels of padding on every side: clipping the top-left neighbour to [-2, W]
+    # keeps in-range reads exact and sends every out-of-range read (with its +1 neighbour,
+    # reached by offsetting the flat view) onto zeros, so no masks are needed.
+    hp, wp = h + 4, w + 4
+    cx, cy = xp.clip(fx0, -2, w), xp.clip(fy0, -2, h)
+    if hp * wp * xp.finfo(dt).eps <= 1:  # in-image offsets are exact in dt: fewer int64 ops
+        local = xp.astype(cy * wp + cx, xp.int64)
+    else:
+        local = xp.astype(cy, xp.int64) * wp + xp.astype(cx, xp.int64)
+    first = 2 * wp + 2
+    base = xp.reshape(xp.arange(n, dtype=xp.int64, device=dev) * (hp * wp) + first, (n, 1, 1))
+    idx = xp.reshape(local + base, (-1,))
+
+    zr = xp.zeros((n, 2, w, ch), dtype=dt, device=dev)
+    xpad = xp.concat([zr, x, zr], axis=1)
+    zc = xp.zeros((n, hp, 2, ch), dtype=dt, device=dev)
+    xpad = xp.concat([zc, xpad, zc], axis=2)
+
+    if ch == 1:
+        flat = xp.reshape(xpad, (n * hp * wp,))
+
+        def gather(offset: int) -> Array:
+            return xp.reshape(xp.take(flat[offset:], idx), (n, h, w, 1))
+
+    else:
+        flat = xp.reshape(xpad, (n * hp * wp, ch))
+
+        def gather(offset: int) -> Array:
+            return xp.reshape(xp.take(flat[offset:, :], idx, axis=0), (n, h, w, ch))
+
+    v00, v01, v10, v11 = gather(0), gather(1), gather(wp), gather(wp + 1)
+    upper = v00 + (v01 - v00) * fx
+    lower = v10 + (v11 - v10) * fx
+    return upper + (lower - upper) * fy
+
+
+def augment_batch(
+    x: Array,
+    rng: HostRNG,
+    *,
+    zoom: tuple[float, float] = (0.8, 1.2),
+    rotation: float = 25.0,
+    shift: float = 0.2,
+) -> Array:
+    """Randomly zoom, rotate and shift every image of an NHWC batch (one map per image)."""
+    n, h, w = x.shape[0], x.shape[1], x.shape[2]
+    maps = random_affine_params(rng, n, zoom=zoom, rotation=rotation, shift=shift, size=(h, w))
+    return affine_resample(x, maps)
+
+
+def maybe_augment(x: Array, rng: HostRNG, p: float, **kw: Any) -> Array:
+    """Augment the whole batch with probability `p`, else return `x` itself.
+
+    The coin (`rng.host_random()`) is drawn on every call so RNG streams stay aligned.
+    """
+    if rng.host_random() < p:
+        return augment_batch(x, rng, **kw)
+    return x
+
+
+@dataclass
+class AugmentConfig:
+    """Augmentation ranges: zoom factor interval, max |angle| in degrees, max shift fraction."""
+
+    zoom: tuple[float, float] = (0.8, 1.2)
+    rotation: float = 25.0
+    shift: float = 0.2
+
+    def __post_init__(self) -> None:
+        lo, hi = (float(v) for v in self.zoom)
+        if not 0 < lo <= hi:
+            raise ValueError(f"zoom must satisfy 0 < low <= high, got {self.zoom}")
+        if self.rotation < 0 or self.shift < 0:
+            raise ValueError("rotation and shift must be non-negative")
+        self.zoom = (lo, hi)
+        self.rotation = float(self.rotation)
+        self.shift = float(self.shift)
+
+    def to_dict(self) -> dict:
+        """A JSON-serialisable dict (zoom as a list)."""
+        d = asdict(self)
+        d["zoom"] = list(self.zoom)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> AugmentConfig:
+        """Inverse of to_dict; missing keys take the defaults."""
+        kw = {k: d[k] for k in ("zoom", "rotation", "shift") if k in d}
+        if "zoom" in kw:
+            kw["zoom"] = tuple(kw["zoom"])
+        return cls(**kw)
+
+    def kwargs(self) -> dict:
+        """Keyword arguments for augment_batch / maybe_augment."""
+        return {"zoom": self.zoom, "rotation": self.rotation, "shift": self.shift}

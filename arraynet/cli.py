@@ -1,0 +1,459 @@
+"""The `arraynet` command line (typer + rich)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+app = typer.Typer(
+    help="arraynet: a small, fast, GPU-optional deep-learning framework on the Array API.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+data_app = typer.Typer(help="MNIST files: fetch, verify, path.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+err = Console(stderr=True)
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit status 1."""
+
+
+def _out(json_mode: bool) -> Console:
+    """Human output goes to stdout, or to stderr when stdout carries JSON."""
+    return err if json_mode else Console()
+
+
+def _emit_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def _backend(name: str, device: str | None = None) -> Any:
+    from arraynet.backends import get_backend
+
+    return get_backend(name, device)
+
+
+BackendOpt = Annotated[
+    str, typer.Option("--backend", "-b", help="numpy, cupy, torch, array-api-strict or auto")
+]
+DeviceOpt = Annotated[str | None, typer.Option(help="device, e.g. cpu, cuda:0")]
+DataDirOpt = Annotated[str | None, typer.Option("--data-dir", help="folder with the MNIST files")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="last line of stdout is one JSON object")]
+
+
+# -- train ------------------------------------------------------------------------------
+@app.command()
+def train(
+    model: Annotated[str, typer.Option("--model", "-m", help="zoo entry, e.g. m4, m12")] = "m4",
+    backend: BackendOpt = "numpy",
+    device: DeviceOpt = None,
+    epochs: Annotated[int | None, typer.Option(help="epochs (default: the recipe's)")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="mini-batch size")] = None,
+    lr: Annotated[float | None, typer.Option(help="learning rate")] = None,
+    schedule: Annotated[
+        str | None, typer.Option(help="const, tunable, tunable5, keras, cosine")
+    ] = None,
+    optimizer: Annotated[str | None, typer.Option(help="sgd or adam")] = None,
+    aug_p: Annotated[float | None, typer.Option(help="augmentation probability per batch")] = None,
+    patience: Annotated[int | None, typer.Option(help="early-stopping patience (0: off)")] = None,
+    min_delta: Annotated[float | None, typer.Option(help="early-stopping relative delta")] = None,
+    monitor: Annotated[str | None, typer.Option(help="train_loss or val_loss")] = None,
+    label_smoothing: Annotated[float | None, typer.Option(help="label smoothing")] = None,
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    train_limit: Annotated[int | None, typer.Option(help="use the first N training images")] = None,
+    val_split: Annotated[int, typer.Option(help="hold out the last N training images")] = 0,
+    out: Annotated[Path, typer.Option(help="run folder (checkpoints, model.safetensors)")] = Path(
+        "runs/latest"
+    ),
+    resume: Annotated[bool, typer.Option(help="continue the run in --out")] = False,
+    data_dir: DataDirOpt = None,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Train a zoo model with its seed recipe (any flag overrides one setting)."""
+    from arraynet.recipes import Recipe, recipe_for
+    from arraynet.run import train_model
+
+    base = recipe_for(model)
+    if resume:
+        state_path = out / "state.json"
+        if not state_path.is_file():
+            raise CliError(f"{out}: nothing to resume (no state.json)")
+        try:
+            base = Recipe.from_dict(json.loads(state_path.read_text())["recipe"])
+        except (OSError, KeyError, TypeError, json.JSONDecodeError) as e:
+            raise CliError(f"{state_path}: unreadable run state ({e})") from None
+    es = base.early_stopping
+    if patience is not None or min_delta is not None:
+        es = None if patience == 0 else [
+            min_delta if min_delta is not None else (es[0] if es else 0.005),
+            patience if patience is not None else (es[1] if es else 15),
+        ]  # fmt: skip
+    recipe = base.with_overrides(
+        epochs=epochs, batch_size=batch_size, lr=lr, schedule=schedule, optimizer=optimizer,
+        aug_p=aug_p, monitor=monitor, label_smoothing=label_smoothing,
+    )  # fmt: skip
+    if es != base.early_stopping:
+        from dataclasses import replace
+
+        recipe = replace(recipe, early_stopping=es)
+    if monitor == "val_loss" and val_split <= 0:
+        raise CliError("--monitor val_loss needs --val-split N")
+    b = _backend(backend, device)
+    con = _out(json_mode)
+    con.print(f"[bold]{model}[/] on {b.name} ({b.device_name()}), recipe: {recipe.to_dict()}")
+    progress = Progress(
+        TextColumn("epoch {task.fields[epoch]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]} img/s"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    )
+    task: dict[str, Any] = {}
+
+    def on_epoch_start(epoch: int, n: int) -> None:
+        task["id"] = progress.add_task("train", total=n, epoch=epoch + 1, rate="-")
+        task["t0"] = _now()
+        task["done"] = 0
+
+    def on_batch(i: int, size: int) -> None:
+        task["done"] += size
+        dt = _now() - task["t0"]
+        rate = f"{task['done'] / dt:,.0f}" if dt > 0 else "-"
+        progress.update(task["id"], advance=size, rate=rate)
+
+    def on_epoch(row: dict) -> None:
+        progress.remove_task(task["id"])
+        parts = [f"epoch {row['epoch']:>3}", f"lr {row['lr']:.2e}", f"loss {row['train_loss']:.4f}"]
+        if "val_loss" in row:
+            parts += [f"val_loss {row['val_loss']:.4f}", f"val_err {100 * row['val_error']:.2f}%"]
+        parts += [f"{row['seconds']:.1f}s", f"{row['img_per_s']:,.0f} img/s"]
+        if row.get("early_stop"):
+            parts.append("early stop")
+        con.print("  ".join(parts))
+
+    with progress:
+        result = train_model(
+            model, b, recipe=recipe, seed=seed, out_dir=out, resume=resume, data_dir=data_dir,
+            val_split=val_split, train_limit=train_limit,
+            callbacks={
+                "on_batch": on_batch, "on_epoch": on_epoch, "on_epoch_start": on_epoch_start,
+            },
+        )  # fmt: skip
+    con.print(
+        f"test error {100 * result['error_rate']:.2f}% ({result['correct']}/{result['total']}), "
+        f"{result['epochs_run']} epochs, best epoch {result['best_epoch']}, "
+        f"weights {out / 'model.safetensors'}"
+    )
+    if json_mode:
+        _emit_json(result)
+
+
+def _now() -> float:
+    import time
+
+    return time.perf_counter()
+
+
+# -- evaluate / predict -----------------------------------------------------------------
+@app.command()
+def evaluate(
+    weights: Annotated[list[Path], typer.Argument(help="weights file(s); several are averaged")],
+    backend: BackendOpt = "numpy",
+    device: DeviceOpt = None,
+    data_dir: DataDirOpt = None,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Test error of trained weights on the 10,000 MNIST test images."""
+    from arraynet.run import evaluate_weights
+
+    b = _backend(backend, device)
+    res = evaluate_weights([str(w) for w in weights], b, data_dir)
+    res = {**res, "weights": [str(w) for w in weights], "backend": b.name}
+    _out(json_mode).print(
+        f"test error {100 * res['error_rate']:.2f}% ({res['correct']}/{res['total']}) on {b.name}"
+    )
+    if json_mode:
+        _emit_json(res)
+
+
+@app.command()
+def predict(
+    weights: Annotated[Path, typer.Argument(help="weights file")],
+    images: Annotated[list[Path], typer.Argument(help="PNG or JPEG digits")],
+    backend: BackendOpt = "numpy",
+    json_mode: JsonOpt = False,
+) -> None:
+    """Classify digit images (greyscale, inverted when dark-on-light, fitted to 28x28)."""
+    from arraynet.io import load_model
+    from arraynet.io.images import load_digit
+
+    b = _backend(backend)
+    model, _ = load_model(weights, b)
+    rows = []
+    xp = b.xp
+    for path in images:
+        x = b.from_host(load_digit(path), dtype=b.dtype("float32"))
+        probs = b.to_host(model.forward(x, False))[0]
+        if not model.fused_softmax:
+            probs = probs  # a non-softmax head: report its raw scores
+        digit = int(probs.argmax())
+        rows.append({"image": str(path), "digit": digit, "probability": float(probs[digit])})
+        _out(json_mode).print(f"{path}: {digit} ({100 * float(probs[digit]):.1f}%)")
+    del xp
+    if json_mode:
+        _emit_json({"predictions": rows})
+
+
+# -- zoo / backends ---------------------------------------------------------------------
+@app.command()
+def zoo(json_mode: JsonOpt = False) -> None:
+    """The zoo: layouts, parameter counts, seed error and shipped weights' error."""
+    from arraynet.backends import get_backend
+    from arraynet.recipes import RECIPES, SEED_ERROR
+    from arraynet.zoo import LAYOUTS, build_layout
+
+    b = get_backend("numpy")
+    models_dir = Path(
+        os.environ.get("ARRAYNET_MODELS", Path(__file__).resolve().parents[1] / "models")
+    )
+    rows = []
+    for name in LAYOUTS:
+        m = build_layout(name).build(b, seed=0)
+        shipped = models_dir / f"{name}.json"
+        err_shipped = None
+        if shipped.is_file():
+            try:
+                err_shipped = json.loads(shipped.read_text()).get("error_rate")
+            except (OSError, json.JSONDecodeError):
+                err_shipped = None
+        r = RECIPES[name]
+        rows.append({
+            "model": name,
+            "parameters": m.num_parameters(),
+            "layers": " ".join(_short(layer) for layer in m.layers),
+            "recipe": f"{r.optimizer} {r.lr:g} {r.schedule} bs{r.batch_size} aug{r.aug_p:g}",
+            "seed_error": SEED_ERROR.get(name),
+            "shipped_error": err_shipped,
+        })  # fmt: skip
+    if json_mode:
+        _emit_json({"models": rows})
+        return
+    t = Table("model", "params", "layout", "recipe", "seed err", "shipped err")
+    for r in rows:
+        se = "-" if r["shipped_error"] is None else f"{100 * r['shipped_error']:.2f}%"
+        t.add_row(r["model"], f"{r['parameters']:,}", r["layers"], r["recipe"],
+                  f"{100 * r['seed_error']:.2f}%", se)  # fmt: skip
+    Console().print(t)
+
+
+def _short(layer: Any) -> str:
+    c = layer.config()
+    k = c["type"]
+    return {
+        "dense": f"FC{c.get('units')}",
+        "conv2d": f"C{c.get('filters')}",
+        "maxpool2d": "P",
+        "dropout": "D",
+        "flatten": "F",
+        "batchnorm": "BN",
+        "activation": c.get("fn", ""),
+    }.get(k, k)
+
+
+@app.command()
+def backends(json_mode: JsonOpt = False) -> None:
+    """Which backends import here and which devices they see."""
+    from arraynet.backends import probe
+
+    rows = probe()
+    if json_mode:
+        _emit_json({"backends": rows})
+        return
+    t = Table("backend", "available", "devices", "note")
+    for r in rows:
+        t.add_row(
+            r["backend"],
+            "yes" if r["available"] else "no",
+            ", ".join(r["devices"]),
+            r["error"] or "",
+        )
+    Console().print(t)
+
+
+# -- parity / bench ---------------------------------------------------------------------
+@app.command()
+def parity(
+    model: Annotated[str, typer.Option("--model", "-m")] = "m12",
+    backends_: Annotated[
+        str, typer.Option("--backends", help="comma-separated")
+    ] = "numpy,array-api-strict",
+    batch_size: Annotated[int, typer.Option()] = 8,
+    seed: Annotated[int, typer.Option()] = 0,
+    tol: Annotated[float, typer.Option(help="tolerance, scaled by max(1, max|ref|)")] = 1e-4,
+    dtype: Annotated[str, typer.Option(help="float32 or float64")] = "float32",
+    data_dir: DataDirOpt = None,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Forward and backward of one batch on several backends, compared with the first."""
+    from arraynet.parity import run_parity
+    from arraynet.zoo import LAYOUTS
+
+    if model not in LAYOUTS:
+        raise CliError(f"unknown model {model!r}; choose from {', '.join(LAYOUTS)}")
+    names = [n.strip() for n in backends_.split(",") if n.strip()]
+    if len(names) < 2:
+        raise CliError("--backends needs at least two names, e.g. numpy,array-api-strict")
+    devices = {}
+    for i, n in enumerate(names):
+        if "@" in n:
+            names[i], devices[n.split("@")[0]] = n.split("@", 1)
+    res = run_parity(model, names, batch_size=batch_size, seed=seed, tol=tol, dtype=dtype,
+                     data_dir=data_dir, devices=devices)  # fmt: skip
+    con = _out(json_mode)
+    t = Table(
+        "backend", "tensor", "max |diff|", "ok", title=f"parity {model} vs {res['backends'][0]}"
+    )
+    for r in res["rows"]:
+        t.add_row(
+            r["backend"], r["tensor"], f"{r['max_abs_diff']:.3e}", "ok" if r["ok"] else "FAIL"
+        )
+    con.print(t)
+    verdict = "OK" if res["ok"] else "FAILED"
+    con.print(f"{verdict}: max |diff| {res['max_abs_diff']:.3e} ({res['data']} batch)")
+    if json_mode:
+        res_out = {k: v for k, v in res.items() if k != "rows"}
+        res_out["failed"] = [r for r in res["rows"] if not r["ok"]]
+        _emit_json(res_out)
+    if not res["ok"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def bench(
+    model: Annotated[str, typer.Option("--model", "-m")] = "m12",
+    backend: BackendOpt = "numpy",
+    device: DeviceOpt = None,
+    batch_size: Annotated[int, typer.Option()] = 16,
+    steps: Annotated[int, typer.Option(help="timed steps (after a warm-up)")] = 100,
+    eval_batch_size: Annotated[int, typer.Option()] = 500,
+    no_augment: Annotated[
+        bool, typer.Option("--no-augment", help="skip the augmented figure")
+    ] = False,
+    data_dir: DataDirOpt = None,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Median training and evaluation throughput (images/s) on real MNIST batches."""
+    from arraynet.bench import run_bench
+
+    b = _backend(backend, device)
+    res = run_bench(model, b, batch_size=batch_size, steps=steps, eval_batch_size=eval_batch_size,
+                    data_dir=data_dir, augment=not no_augment)  # fmt: skip
+    con = _out(json_mode)
+    line = f"{model} {b.name} batch {batch_size}: train {res['train_img_per_s']:,.0f} img/s"
+    if "train_aug_img_per_s" in res:
+        line += f", train+aug {res['train_aug_img_per_s']:,.0f} img/s"
+    con.print(line + f", eval {res['eval_img_per_s']:,.0f} img/s (batch {res['eval_batch_size']})")
+    if json_mode:
+        _emit_json(res)
+
+
+# -- plot -------------------------------------------------------------------------------
+@app.command()
+def plot(
+    run_dir: Annotated[Path, typer.Argument(help="a run folder written by `arraynet train`")],
+    backend: BackendOpt = "numpy",
+    data_dir: DataDirOpt = None,
+) -> None:
+    """PNG curves, confusion matrix, misclassified and augmented digits into RUN_DIR."""
+    from arraynet.io.plots import make_plots
+
+    for path in make_plots(run_dir, _backend(backend), data_dir):
+        Console().print(str(path))
+
+
+# -- data -------------------------------------------------------------------------------
+@data_app.command("fetch")
+def data_fetch(data_dir: DataDirOpt = None) -> None:
+    """Make sure the four MNIST files are present and verified (download what is missing)."""
+    from arraynet.data import fetch
+
+    Console().print(str(fetch(data_dir)))
+
+
+@data_app.command("verify")
+def data_verify(data_dir: DataDirOpt = None, json_mode: JsonOpt = False) -> None:
+    """Check the SHA-256 and IDX header of each file."""
+    from arraynet.data import verify
+
+    rows = verify(data_dir)
+    bad = [r for r in rows if not r["ok"]]
+    if json_mode:
+        _emit_json({"ok": not bad, "files": rows})
+    else:
+        for r in rows:
+            Console().print(
+                f"{'ok  ' if r['ok'] else 'BAD '} {r['path']}"
+                + (f"  {r['error']}" if r["error"] else "")
+            )
+    if bad:
+        raise CliError(bad[0]["error"] or f"{bad[0]['file']}: verification failed")
+
+
+@data_app.command("path")
+def data_path(data_dir: DataDirOpt = None) -> None:
+    """The folder the MNIST files are read from (or will be downloaded to)."""
+    from arraynet.data import resolve_data_dir
+
+    Console().print(str(resolve_data_dir(data_dir)))
+
+
+# -- entry point ------------------------------------------------------------------------
+def main() -> None:
+    """Run the CLI; known errors become one line on stderr and exit status 1."""
+    from arraynet.backends import BackendUnavailable
+    from arraynet.data import DataError
+    from arraynet.io import WeightsError
+
+    try:
+        app()
+    except (
+        CliError,
+        BackendUnavailable,
+        DataError,
+        WeightsError,
+        ValueError,
+        FileNotFoundError,
+    ) as e:
+        _fail(e)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+    except Exception as e:
+        if os.environ.get("ARRAYNET_DEBUG"):
+            raise
+        _fail(e, prefix=f"{type(e).__name__}: ")
+
+
+def _fail(e: BaseException, prefix: str = "") -> None:
+    text = str(e).strip().splitlines()
+    msg = text[0] if text else type(e).__name__
+    sys.stderr.write(f"arraynet: error: {prefix}{msg}\n")
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""High-level runs shared by the CLI and scripts: train a zoo model, evaluate weights."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from arraynet.backends import Backend
+from arraynet.data import MNIST, load_mnist, one_hot, to_float
+from arraynet.io import load_model
+from arraynet.recipes import Recipe, recipe_for
+from arraynet.training import Dataset, Trainer, evaluate
+from arraynet.zoo import build_layout
+
+
+def make_dataset(images: Any, labels: Any, backend: Backend) -> Dataset:
+    """Host uint8 images and integer labels -> a Dataset on `backend`."""
+    dtype = backend.dtype("float32")
+    return Dataset(
+        x=to_float(images, backend),
+        y=backend.from_host(one_hot(labels), dtype=dtype),
+        labels=labels.astype("int64"),
+    )
+
+
+def split_train(
+    mnist: MNIST, val_split: int, train_limit: int | None
+) -> tuple[tuple, tuple | None]:
+    """The last `val_split` training images are held out; `train_limit` caps the rest."""
+    n = mnist.train_images.shape[0]
+    if not 0 <= val_split < n:
+        raise ValueError(f"--val-split must be between 0 and {n - 1}")
+    cut = n - val_split
+    tr = (mnist.train_images[:cut], mnist.train_labels[:cut])
+    if train_limit is not None:
+        if train_limit <= 0:
+            raise ValueError("--train-limit must be positive")
+        tr = (tr[0][:train_limit], tr[1][:train_limit])
+    val = (mnist.train_images[cut:], mnist.train_labels[cut:]) if val_split else None
+    return tr, val
+
+
+def train_model(
+    name: str,
+    backend: Backend,
+    *,
+    recipe: Recipe | None = None,
+    seed: int = 0,
+    out_dir: str | Path,
+    resume: bool = False,
+    data_dir: str | None = None,
+    val_split: int = 0,
+    train_limit: int | None = None,
+    epochs: int | None = None,
+    callbacks: dict[str, Callable] | None = None,
+    quiet_data: bool = False,
+) -> dict:
+    """Train zoo model `name`; writes checkpoints and `model.safetensors` into `out_dir`.
+
+    Returns the summary: error_rate, correct, total (test set), epochs_run, and more.
+    """
+    recipe = recipe or recipe_for(name)
+    out = Path(out_dir)
+    if resume and not (out / "state.json").is_file():
+        raise FileNotFoundError(f"{out}: nothing to resume (no state.json)")
+    mnist = load_mnist(data_dir, quiet=quiet_data)
+    (trx, try_), val = split_train(mnist, val_split, train_limit)
+    train = make_dataset(trx, try_, backend)
+    val_ds = make_dataset(*val, backend) if val else None
+    model = build_layout(name).build(backend, seed=seed)
+    meta = {"model": name, "val_split": val_split, "train_limit": train_limit}
+    cb = callbacks or {}
+    trainer = Trainer(
+        model, recipe, train, val_ds, seed=seed, out_dir=out, meta=meta,
+        on_batch=cb.get("on_batch"), on_epoch=cb.get("on_epoch"),
+        on_epoch_start=cb.get("on_epoch_start"),
+    )  # fmt: skip
+    if resume:
+        trainer.load_checkpoint()
+    t0 = time.perf_counter()
+    summary = trainer.fit(epochs)
+    test = make_dataset(mnist.test_images, mnist.test_labels, backend)
+    metrics = evaluate(model, test)
+    result = {
+        "model": name,
+        "error_rate": metrics["error_rate"],
+        "correct": metrics["correct"],
+        "total": metrics["total"],
+        "test_loss": metrics["loss"],
+        **summary,
+        "train_seconds": round(trainer.state.elapsed, 2),
+        "wall_seconds_this_session": round(time.perf_counter() - t0, 2),
+        "backend": backend.name,
+        "device": backend.device_name(),
+        "seed": seed,
+        "out": str(out),
+    }
+    trainer.save_final(out / "model.safetensors", result)
+    return result
+
+
+def evaluate_weights(
+    paths: list[str], backend: Backend, data_dir: str | None = None, tta: bool = False
+) -> dict:
+    """Test error of one weights file, or of several averaged (an ensemble)."""
+    xp = backend.xp
+    mnist = load_mnist(data_dir, quiet=True)
+    test = make_dataset(mnist.test_images, mnist.test_labels, backend)
+    models = [load_model(p, backend)[0] for p in paths]
+    if len(models) == 1 and not tta:
+        m = evaluate(models[0], test)
+        return {k: m[k] for k in ("error_rate", "correct", "total")}
+    total = None
+    for model in models:
+        probs = model.predict(test.x, 500)
+        total = probs if total is None else total + probs
+    pred = backend.to_host(xp.argmax(total, axis=1))
+    correct = int((pred == test.labels).sum())
+    n = len(test)
+    return {"error_rate": (n - correct) / n, "correct": correct, "total": n}

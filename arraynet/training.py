@@ -1,0 +1,268 @@
+"""The training loop: shuffling, mini-batches, schedules, augmentation, early stopping,
+per-epoch checkpoints and resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from array_api_compat import array_namespace
+
+from arraynet import __version__
+from arraynet.augment import maybe_augment
+from arraynet.backends import Backend, HostRNG
+from arraynet.early_stopping import EarlyStopping
+from arraynet.io import WeightsError, atomic_write_json, load_arrays, save_arrays, save_model
+from arraynet.model import Sequential
+from arraynet.optimizers import make_optimizer
+from arraynet.recipes import Recipe
+from arraynet.schedules import learning_rate
+
+Array = Any
+
+
+@dataclass
+class Dataset:
+    """Images (N, 28, 28, 1) float32 and one-hot labels (N, 10) on a backend's device,
+    plus the integer labels on the host for scoring."""
+
+    x: Array
+    y: Array
+    labels: Any
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+
+def evaluate(model: Sequential, data: Dataset, batch_size: int = 500) -> dict:
+    """Error rate (and mean cross-entropy) of `model` in eval mode on `data`."""
+    b = model.backend
+    xp = array_namespace(data.x)
+    correct = 0
+    loss_sum = 0.0
+    n = len(data)
+    for i in range(0, n, batch_size):
+        out = model.forward(data.x[i : i + batch_size], False)
+        pred = b.to_host(xp.argmax(out, axis=1))
+        correct += int((pred == data.labels[i : i + batch_size]).sum())
+        if model.fused_softmax:
+            yb = data.y[i : i + batch_size]
+            p = xp.clip(out, 1e-7, 1.0)
+            loss_sum += float(b.to_host(-xp.sum(yb * xp.log(p))))
+    return {
+        "error_rate": (n - correct) / n if n else 0.0,
+        "correct": correct,
+        "total": n,
+        "loss": loss_sum / n if n else 0.0,
+    }
+
+
+@dataclass
+class RunState:
+    """What a checkpoint restores besides arrays."""
+
+    epoch: int = 0  # epochs completed
+    history: list[dict] = field(default_factory=list)
+    stopped: bool = False
+    rng_state: dict | None = None
+    shuffle_state: dict | None = None
+    opt_t: int = 0
+    es_window: dict | None = None
+    elapsed: float = 0.0
+
+
+class Trainer:
+    """Trains one model with one recipe; checkpoints into `out_dir` after every epoch."""
+
+    def __init__(
+        self,
+        model: Sequential,
+        recipe: Recipe,
+        train: Dataset,
+        val: Dataset | None = None,
+        *,
+        seed: int = 0,
+        out_dir: str | Path | None = None,
+        meta: dict | None = None,
+        on_batch: Callable[[int, int], None] | None = None,
+        on_epoch: Callable[[dict], None] | None = None,
+        on_epoch_start: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self.model = model
+        self.recipe = recipe
+        self.train_data = train
+        self.val = val
+        self.seed = seed
+        self.out_dir = Path(out_dir) if out_dir else None
+        self.meta = dict(meta or {})
+        self.on_batch = on_batch
+        self.on_epoch = on_epoch
+        self.on_epoch_start = on_epoch_start
+        self.backend: Backend = model.backend
+        self.opt = make_optimizer(recipe.optimizer)
+        self.rng = model.rng
+        self.shuffle = HostRNG(self.backend, seed + 2)
+        self.state = RunState()
+        self.es = EarlyStopping(*recipe.early_stopping) if recipe.early_stopping else None
+        if recipe.monitor == "val_loss" and val is None:
+            raise ValueError("monitor 'val_loss' needs a validation split (--val-split N)")
+
+    # -- one epoch -------------------------------------------------------------------
+    def _epoch(self, epoch: int) -> dict:
+        r, b, model = self.recipe, self.backend, self.model
+        xp = b.xp
+        lr = learning_rate(r.schedule, r.lr, epoch, r.epochs, r.warmup)
+        n = len(self.train_data)
+        order = self.shuffle.permutation(n)
+        nb = math.ceil(n / r.batch_size)
+        if self.on_epoch_start:
+            self.on_epoch_start(epoch, n)
+        total = xp.zeros((), dtype=model.dtype, device=b.device)
+        aug = r.augment
+        t0 = time.perf_counter()
+        for i in range(nb):
+            idx = order[i * r.batch_size : (i + 1) * r.batch_size]
+            idx_dev = b.from_host(idx)
+            xb = xp.take(self.train_data.x, idx_dev, axis=0)
+            yb = xp.take(self.train_data.y, idx_dev, axis=0)
+            if r.aug_p > 0:
+                xb = maybe_augment(
+                    xb, self.rng, r.aug_p,
+                    zoom=tuple(aug["zoom"]), rotation=aug["rotation"], shift=aug["shift"],
+                )  # fmt: skip
+            loss, _ = model.loss_and_grads(xb, yb, r.loss, r.label_smoothing)
+            total = total + loss * idx.shape[0]
+            model.set_parameters(self.opt.step(model.parameters(), model.gradients(), lr, b))
+            if self.on_batch:
+                self.on_batch(i + 1, int(idx.shape[0]))
+        train_loss = float(b.to_host(total)) / n
+        b.synchronize()
+        secs = time.perf_counter() - t0
+        row = {
+            "epoch": epoch + 1,
+            "lr": lr,
+            "train_loss": train_loss,
+            "seconds": round(secs, 3),
+            "img_per_s": round(n / secs, 1) if secs > 0 else None,
+        }
+        if self.val is not None:
+            ev = evaluate(model, self.val)
+            row["val_loss"] = ev["loss"]
+            row["val_error"] = ev["error_rate"]
+        return row
+
+    # -- the whole run -----------------------------------------------------------------
+    def fit(self, epochs: int | None = None) -> dict:
+        """Train until `epochs` (default the recipe's) or an early stop; returns the state."""
+        epochs = self.recipe.epochs if epochs is None else epochs
+        st = self.state
+        self.model.train()
+        while st.epoch < epochs and not st.stopped:
+            row = self._epoch(st.epoch)
+            st.epoch += 1
+            st.history.append(row)
+            st.elapsed += row["seconds"]
+            if self.es is not None:
+                monitored = row[self.recipe.monitor]
+                if self.es.update(st.epoch, monitored, self._snapshot()):
+                    st.stopped = True
+                    row["early_stop"] = True
+            if self.on_epoch:
+                self.on_epoch(row)
+            self.save_checkpoint()
+        self.model.eval()
+        best_epoch = st.epoch
+        if self.es is not None and self.es.values:
+            best_epoch, _, weights = self.es.best()
+            self._restore(weights)
+        return {"epochs_run": st.epoch, "best_epoch": best_epoch, "stopped_early": st.stopped}
+
+    def _snapshot(self) -> dict:
+        b = self.backend
+        return {k: b.to_host(v).copy() for k, v in self.model.state_dict().items()}
+
+    def _restore(self, weights: dict) -> None:
+        b = self.backend
+        self.model.load_state_dict({k: b.from_host(v) for k, v in weights.items()})
+
+    # -- checkpoints -------------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        """checkpoint.safetensors (model, optimizer, early-stopping window) + state.json."""
+        if self.out_dir is None:
+            return
+        b, st = self.backend, self.state
+        arrays = {f"model.{k}": b.to_host(v) for k, v in self.model.state_dict().items()}
+        arrays.update({f"opt.{k}": b.to_host(v) for k, v in self.opt.state_dict().items()})
+        if self.es is not None:
+            for j, w in enumerate(self.es.weights):
+                arrays.update({f"es{j}.{k}": v for k, v in w.items()})
+        save_arrays(self.out_dir / "checkpoint.safetensors", arrays, {"epoch": st.epoch})
+        state = {
+            "epoch": st.epoch,
+            "stopped": st.stopped,
+            "elapsed": st.elapsed,
+            "history": st.history,
+            "rng_state": self.rng.get_state(),
+            "shuffle_state": self.shuffle.get_state(),
+            "opt_t": self.opt.t,
+            "es_window": self.es.window() if self.es else None,
+            "recipe": self.recipe.to_dict(),
+            "seed": self.seed,
+            "meta": self.meta,
+            "arraynet_version": __version__,
+        }
+        atomic_write_json(self.out_dir / "state.json", state)
+
+    def load_checkpoint(self) -> None:
+        """Continue from `out_dir`'s checkpoint (raises WeightsError when unusable)."""
+        assert self.out_dir is not None
+        path = self.out_dir / "state.json"
+        try:
+            state = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise WeightsError(f"{path}: cannot resume ({e})") from None
+        arrays, _ = load_arrays(self.out_dir / "checkpoint.safetensors")
+        b = self.backend
+        model_state = {k[6:]: b.from_host(v) for k, v in arrays.items() if k.startswith("model.")}
+        try:
+            self.model.load_state_dict(model_state)
+        except ValueError as e:
+            raise WeightsError(f"{self.out_dir}: checkpoint does not fit the model ({e})") from None
+        opt_state = {k[4:]: b.from_host(v) for k, v in arrays.items() if k.startswith("opt.")}
+        self.opt.load_state(opt_state, state["opt_t"])
+        self.rng.set_state(state["rng_state"])
+        self.shuffle.set_state(state["shuffle_state"])
+        if self.es is not None and state.get("es_window"):
+            w = state["es_window"]
+            self.es.values = list(w["values"])
+            self.es.epochs = list(w["epochs"])
+            self.es.weights = [
+                {k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith(f"es{j}.")}
+                for j in range(len(w["values"]))
+            ]
+        self.state = RunState(
+            epoch=state["epoch"],
+            history=state["history"],
+            stopped=state["stopped"],
+            opt_t=state["opt_t"],
+            elapsed=state.get("elapsed", 0.0),
+        )
+
+    def save_final(self, path: Path, metrics: dict) -> None:
+        """The final weights with layout, recipe, metrics and run facts."""
+        meta = {
+            **self.meta,
+            "recipe": self.recipe.to_dict(),
+            "metrics": metrics,
+            "history": self.state.history,
+            "backend": self.backend.name,
+            "device": self.backend.device_name(),
+            "arraynet_version": __version__,
+            "seed": self.seed,
+        }
+        save_model(path, self.model, meta)
