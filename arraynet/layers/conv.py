@@ -96,19 +96,23 @@ class Conv2D(Layer):
         self.grads["bias"] = xp.sum(dy2, axis=0)
         if not self.need_input_grad:
             return None
-        # dL/dx is a full correlation of the (dilated) output gradient with the
-        # kernel turned 180 degrees and its in/out axes swapped.
-        pt, pb, pl, pr = self.pad
+        # dL/dx is a correlation of the (dilated) output gradient with the kernel turned
+        # 180 degrees and its in/out axes swapped, padded so that it yields exactly h x w.
+        pt, _, pl, _ = self.pad
         dyd = ops.dilate_hw(dy, s)
+        top, left = k - 1 - pt, k - 1 - pl
+        if top < 0 or left < 0:
+            dyd = dyd[:, max(-top, 0) :, max(-left, 0) :, :]
+            top, left = max(top, 0), max(left, 0)
+        bottom = h + k - 1 - top - dyd.shape[1]
+        right = w + k - 1 - left - dyd.shape[2]
+        if bottom < 0 or right < 0:
+            dyd = dyd[:, : dyd.shape[1] + min(bottom, 0), : dyd.shape[2] + min(right, 0), :]
+            bottom, right = max(bottom, 0), max(right, 0)
         wflip = xp.flip(self.params["kernel"], axis=(0, 1))
         wflip = xp.reshape(xp.permute_dims(wflip, (0, 1, 3, 2)), (k * k * f, c))
-        dcols = self._patches(dyd, (k - 1, k - 1, k - 1, k - 1), 1)
-        hp, wp = h + pt + pb, w + pl + pr
-        dh, dw = dyd.shape[1] + k - 1, dyd.shape[2] + k - 1
-        dxpad = xp.reshape(dcols @ wflip, (n, dh, dw, c))
-        if dh < hp or dw < wp:
-            dxpad = ops.pad_hw(dxpad, 0, hp - dh, 0, wp - dw)
-        return dxpad[:, pt : pt + h, pl : pl + w, :]
+        dcols = self._patches(dyd, (top, bottom, left, right), 1)
+        return xp.reshape(dcols @ wflip, (n, h, w, c))
 
     def flops_per_image(self) -> int:
         """Multiply-adds x 2 of the forward pass, for one image."""

@@ -1,0 +1,151 @@
+"""Train zoo models with their seed recipes; ship weights, metadata and a results table.
+
+    uv run python scripts/train_zoo.py m1 m2 ... [--backend numpy] [--max-epochs N]
+
+Each model trains in runs/zoo/<name>/ (per-epoch checkpoints; an interrupted model resumes
+where it stopped when the script is run again), then models/<name>.safetensors and
+models/<name>.json are written and models/README.md is regenerated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from arraynet import __version__  # noqa: E402
+from arraynet.backends import get_backend  # noqa: E402
+from arraynet.io import atomic_write_bytes, atomic_write_json  # noqa: E402
+from arraynet.recipes import SEED_EPOCHS, SEED_ERROR, recipe_for  # noqa: E402
+from arraynet.run import train_model  # noqa: E402
+from arraynet.zoo import LAYOUTS  # noqa: E402
+
+MODELS = REPO / "models"
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
+        return out.stdout.strip() or None
+    except OSError:
+        return None
+
+
+def train_one(name: str, args: argparse.Namespace) -> dict:
+    b = get_backend(args.backend, args.device)
+    recipe = recipe_for(name)
+    cap = args.max_epochs
+    if cap is not None and cap < recipe.epochs:
+        recipe = replace(recipe, epochs=cap)
+    out = Path(args.runs) / name
+    resume = (out / "state.json").is_file()
+
+    def on_epoch(row: dict) -> None:
+        extra = f" val_err {100 * row['val_error']:.2f}%" if "val_error" in row else ""
+        print(
+            f"[{name}] epoch {row['epoch']} lr {row['lr']:.2e} loss {row['train_loss']:.5f}"
+            f"{extra} {row['seconds']:.0f}s {row['img_per_s']:.0f} img/s"
+            + (" early-stop" if row.get("early_stop") else ""),
+            flush=True,
+        )
+
+    verb = "resuming" if resume else "starting"
+    print(f"[{name}] {verb} in {out}: {recipe.to_dict()}", flush=True)
+    res = train_model(
+        name, b, recipe=recipe, seed=args.seed, out_dir=out, resume=resume,
+        data_dir=args.data_dir, val_split=args.val_split, callbacks={"on_epoch": on_epoch},
+        quiet_data=True,
+    )  # fmt: skip
+    state = json.loads((out / "state.json").read_text())
+    meta = {
+        "model": name,
+        "error_rate": res["error_rate"],
+        "correct": res["correct"],
+        "total": res["total"],
+        "seed_error": SEED_ERROR[name],
+        "epochs_run": res["epochs_run"],
+        "best_epoch": res["best_epoch"],
+        "stopped_early": res["stopped_early"],
+        "epoch_cap": recipe.epochs,
+        "seed_epochs": SEED_EPOCHS[name],
+        "train_seconds": res["train_seconds"],
+        "recipe": recipe.to_dict(),
+        "monitor": recipe.monitor,
+        "val_split": args.val_split,
+        "seed": args.seed,
+        "backend": res["backend"],
+        "device": res["device"],
+        "arraynet_version": __version__,
+        "git_commit": git_commit(),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "history": state["history"],
+    }
+    MODELS.mkdir(exist_ok=True)
+    atomic_write_bytes(MODELS / f"{name}.safetensors", (out / "model.safetensors").read_bytes())
+    atomic_write_json(MODELS / f"{name}.json", meta)
+    err, seed_err = 100 * res["error_rate"], 100 * SEED_ERROR[name]
+    print(f"[{name}] test error {err:.2f}% (seed {seed_err:.2f}%)", flush=True)
+    return meta
+
+
+def write_table() -> None:
+    """models/README.md from every models/<name>.json."""
+    rows = []
+    for name in LAYOUTS:
+        p = MODELS / f"{name}.json"
+        if p.is_file():
+            rows.append(json.loads(p.read_text()))
+    lines = [
+        "# Shipped weights",
+        "",
+        "Trained with `scripts/train_zoo.py` (the seed recipes of `../shared/spec/seed-models.md`:",
+        "same layout, loss, optimizer, learning rate, schedule, batch size, augmentation and",
+        "early stopping on the training loss). Test error on the 10,000 MNIST test images;",
+        "check any row with `arraynet evaluate models/<name>.safetensors`.",
+        "",
+        "| model | arraynet error | seed error | epochs run (cap / seed) | best epoch "
+        "| train time | backend |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        ok = "" if r["error_rate"] <= r["seed_error"] else " (above seed)"
+        lines.append(
+            f"| {r['model']} | {100 * r['error_rate']:.2f} %{ok} | {100 * r['seed_error']:.2f} % | "
+            f"{r['epochs_run']} ({r['epoch_cap']} / {r['seed_epochs']}) | {r['best_epoch']} | "
+            f"{r['train_seconds'] / 60:.0f} min | {r['backend']} ({r['device']}) |"
+        )
+    lines.append("")
+    atomic_write_bytes(MODELS / "README.md", "\n".join(lines).encode())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("models", nargs="*", help="zoo names (default: m1 ... m12)")
+    ap.add_argument("--backend", default="numpy")
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--max-epochs", type=int, default=None, help="cap on epochs (recorded)")
+    ap.add_argument("--val-split", type=int, default=0)
+    ap.add_argument("--runs", default=str(REPO / "runs" / "zoo"))
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--table-only", action="store_true", help="only regenerate models/README.md")
+    args = ap.parse_args()
+    if not args.table_only:
+        for name in args.models or [f"m{i}" for i in range(1, 13)]:
+            if name not in LAYOUTS:
+                sys.exit(f"train_zoo: unknown model {name!r}")
+            train_one(name, args)
+    write_table()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""Schedules, early stopping, checkpoints, resume, weights I/O."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from arraynet.backends import get_backend
+from arraynet.early_stopping import EarlyStopping
+from arraynet.io import WeightsError, load_arrays, load_model, save_arrays, save_model
+from arraynet.recipes import recipe_for
+from arraynet.run import train_model
+from arraynet.schedules import learning_rate
+from arraynet.zoo import build_layout
+
+
+def test_tunable_schedule_worked_values():
+    lr = [learning_rate("tunable", 0.001, e) for e in range(25)]
+    assert lr[0] == pytest.approx(0.001)
+    assert lr[1] == pytest.approx(0.002)
+    assert lr[4] == pytest.approx(0.005)
+    assert lr[5] == pytest.approx(0.005)  # no halving at e == 5
+    assert lr[9] == pytest.approx(0.005)
+    assert lr[10] == pytest.approx(0.0025)
+    assert lr[15] == pytest.approx(0.00125)
+    assert lr[20] == pytest.approx(6.25e-4)  # the seed's log
+    assert lr[21] == pytest.approx(3.125e-4)  # 3.13e-4 in the seed's log
+    assert lr[22] == lr[21] and lr[24] == pytest.approx(lr[21] / 2)
+
+
+def test_tunable5_keeps_halving_every_five():
+    assert learning_rate("tunable5", 0.001, 21) == pytest.approx(6.25e-4)
+    assert learning_rate("tunable5", 0.001, 25) == pytest.approx(3.125e-4)
+
+
+def test_keras_and_cosine_and_const():
+    k = [learning_rate("keras", 5e-4, e) for e in range(16)]
+    assert k[0] == pytest.approx(1e-4) and k[4] == pytest.approx(5e-4)
+    assert k[5] == pytest.approx(5e-4) and k[9] == pytest.approx(5e-4)
+    assert k[10] == pytest.approx(2.5e-4) and k[15] == pytest.approx(1.25e-4)
+    assert learning_rate("cosine", 0.1, 0, 10) == pytest.approx(0.1)
+    assert learning_rate("cosine", 0.1, 5, 10) == pytest.approx(0.05)
+    assert learning_rate("cosine", 0.1, 10, 10) == pytest.approx(0.0, abs=1e-12)
+    assert learning_rate("cosine", 0.1, 0, 10, warmup=2) == pytest.approx(0.05)
+    assert learning_rate("const", 0.3, 99) == 0.3
+    with pytest.raises(ValueError, match="unknown schedule"):
+        learning_rate("linear", 0.1, 0)
+
+
+def test_early_stopping_window_and_restore_best():
+    es = EarlyStopping(min_delta=0.01, patience=3)
+    losses = [1.0, 0.5, 0.3, 0.29, 0.295, 0.2951]
+    stops = [es.update(e + 1, v, {"w": e}) for e, v in enumerate(losses)]
+    # window [0.3, 0.29, 0.295]: oldest 0.3 vs best 0.29 is > 1 % -> go on;
+    # window [0.29, 0.295, 0.2951]: oldest is the best -> stop
+    assert stops == [False, False, False, False, False, True]
+    epoch, value, weights = es.best()
+    assert (epoch, value, weights) == (4, 0.29, {"w": 3})
+
+
+def test_early_stopping_keeps_going_while_improving():
+    es = EarlyStopping(min_delta=0.005, patience=2)
+    assert not any(es.update(e, 1.0 / (e + 1), None) for e in range(20))
+
+
+def test_recipes_follow_the_spec():
+    r12 = recipe_for("m12")
+    assert (r12.optimizer, r12.lr, r12.schedule, r12.batch_size, r12.aug_p) == (
+        "adam", 0.001, "tunable", 16, 0.8
+    )
+    assert r12.early_stopping == [0.005, 15]
+    assert recipe_for("m1").batch_size == 1 and recipe_for("m1").loss == "mse"
+    assert recipe_for("m8").early_stopping == [0.005, 15]
+
+
+def _small_run(tmp_path, data_dir, name, epochs, resume=False, out="run"):
+    b = get_backend("numpy")
+    recipe = recipe_for(name).with_overrides(epochs=4, aug_p=0.5, batch_size=32)
+    return train_model(
+        name, b, recipe=recipe, seed=7, out_dir=tmp_path / out, resume=resume,
+        data_dir=str(data_dir), train_limit=256, epochs=epochs, val_split=100,
+    )  # fmt: skip
+
+
+def test_resume_equals_uninterrupted_run(tmp_path, data_dir):
+    """2 epochs, then --resume to 4, ends exactly where 4 straight epochs end (m9: conv,
+    dropout and augmentation all draw random numbers)."""
+    straight = _small_run(tmp_path, data_dir, "m9", 4, out="straight")
+    _small_run(tmp_path, data_dir, "m9", 2, out="resumed")
+    state = json.loads((tmp_path / "resumed" / "state.json").read_text())
+    assert state["epoch"] == 2 and len(state["history"]) == 2
+    resumed = _small_run(tmp_path, data_dir, "m9", 4, resume=True, out="resumed")
+    assert resumed["epochs_run"] == straight["epochs_run"] == 4
+    assert resumed["error_rate"] == straight["error_rate"]
+    a, _ = load_arrays(tmp_path / "straight" / "model.safetensors")
+    b, _ = load_arrays(tmp_path / "resumed" / "model.safetensors")
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_checkpoint_files_and_history(tmp_path, data_dir):
+    res = _small_run(tmp_path, data_dir, "m8", 2)
+    run = tmp_path / "run"
+    state = json.loads((run / "state.json").read_text())
+    assert [h["epoch"] for h in state["history"]] == [1, 2]
+    for key in ("train_loss", "val_loss", "val_error", "lr", "seconds", "img_per_s"):
+        assert key in state["history"][0]
+    arrays, meta = load_arrays(run / "checkpoint.safetensors")
+    assert any(k.startswith("opt.") for k in arrays) and meta["epoch"] == 2
+    assert not list(run.glob("*.tmp"))
+    model, meta = load_model(run / "model.safetensors", get_backend("numpy"))
+    assert meta["metrics"]["error_rate"] == res["error_rate"]
+    assert meta["recipe"]["batch_size"] == 32 and meta["layout"]["layers"][0]["type"] == "flatten"
+
+
+def test_model_round_trip_on_every_backend(tmp_path):
+    from tests.conftest import CPU_BACKENDS
+
+    src = get_backend("numpy")
+    m = build_layout("m13").build(src, seed=1)
+    path = tmp_path / "w.safetensors"
+    save_model(path, m, {"note": "x"})
+    x = np.random.default_rng(0).random((4, 28, 28, 1), dtype=np.float32)
+    ref = m.forward(x, False)
+    for name in CPU_BACKENDS:
+        b = get_backend(name)
+        m2, meta = load_model(path, b)
+        assert meta["note"] == "x"
+        np.testing.assert_allclose(b.to_host(m2.forward(b.from_host(x), False)), ref, atol=1e-5)
+
+
+def test_weights_errors(tmp_path):
+    b = get_backend("numpy")
+    with pytest.raises(WeightsError, match="no such weights file"):
+        load_model(tmp_path / "missing.safetensors", b)
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
+    with pytest.raises(WeightsError, match="not a readable safetensors file"):
+        load_model(bad, b)
+    m = build_layout("m8").build(b, seed=0)
+    state = {k: b.to_host(v) for k, v in m.state_dict().items()}
+    layout = m.config()
+    missing = dict(state)
+    missing.pop("1.kernel")
+    save_arrays(tmp_path / "m.safetensors", missing, {"layout": layout})
+    with pytest.raises(WeightsError, match="missing"):
+        load_model(tmp_path / "m.safetensors", b)
+    shaped = dict(state)
+    shaped["1.kernel"] = shaped["1.kernel"][:10]
+    save_arrays(tmp_path / "s.safetensors", shaped, {"layout": layout})
+    with pytest.raises(WeightsError, match="has shape"):
+        load_model(tmp_path / "s.safetensors", b)
+    save_arrays(tmp_path / "u.safetensors", state, {"layout": {"layers": [{"type": "lstm"}]}})
+    with pytest.raises(WeightsError, match="unknown layout"):
+        load_model(tmp_path / "u.safetensors", b)
+    save_arrays(tmp_path / "n.safetensors", state, {})
+    with pytest.raises(WeightsError, match="no layout"):
+        load_model(tmp_path / "n.safetensors", b)
