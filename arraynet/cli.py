@@ -410,7 +410,7 @@ def data_verify(data_dir: DataDirOpt = None, json_mode: JsonOpt = False) -> None
                 + (f"  {r['error']}" if r["error"] else "")
             )
     if bad:
-        raise CliError(bad[0]["error"] or f"{bad[0]['file']}: verification failed")
+        raise CliError(f"{Path(bad[0]['path']).name}: {bad[0]['error']}")
 
 
 @data_app.command("path")

@@ -110,7 +110,7 @@ def test_checkpoint_files_and_history(tmp_path, data_dir):
     arrays, meta = load_arrays(run / "checkpoint.safetensors")
     assert any(k.startswith("opt.") for k in arrays) and meta["epoch"] == 2
     assert not list(run.glob("*.tmp"))
-    model, meta = load_model(run / "model.safetensors", get_backend("numpy"))
+    _model, meta = load_model(run / "model.safetensors", get_backend("numpy"))
     assert meta["metrics"]["error_rate"] == res["error_rate"]
     assert meta["recipe"]["batch_size"] == 32 and meta["layout"]["layers"][0]["type"] == "flatten"
 

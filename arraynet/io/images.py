@@ -1,0 +1,68 @@
+"""Reading a user's digit image and fitting it into a 28x28 MNIST-like frame."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+class ImageError(ValueError):
+    """An image that cannot be read or holds no digit."""
+
+
+def load_digit(path: str | Path) -> np.ndarray:
+    """A PNG/JPEG digit as float32 (1, 28, 28, 1) in [0, 1], white ink on black.
+
+    Greyscale; inverted when the picture is dark ink on a light background; cropped to the
+    ink, scaled so its longer side is 20 pixels, and centred by its centre of mass in a
+    28x28 frame, as the MNIST digits were made.
+    """
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError as e:
+        raise ImageError("reading images needs Pillow: `uv sync --extra image`") from e
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"{path}: no such image file")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            grey = np.asarray(im.convert("L"), dtype=np.float32) / 255.0
+    except (UnidentifiedImageError, OSError) as e:
+        raise ImageError(f"{path}: not a readable image ({e})") from None
+    # The background is the most common value along the border.
+    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+    bg = float(np.median(border))
+    if bg > 0.5:
+        grey, bg = 1.0 - grey, 1.0 - bg
+    grey = np.clip((grey - bg) / max(1.0 - bg, 1e-6), 0.0, 1.0)
+    ink = grey > 0.1
+    if not ink.any():
+        raise ImageError(f"{path}: no digit found (the image is blank)")
+    rows, cols = np.nonzero(ink)
+    crop = grey[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    h, w = crop.shape
+    scale = 20.0 / max(h, w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    small = Image.fromarray((crop * 255).astype(np.uint8)).resize((nw, nh), Image.LANCZOS)
+    small = np.asarray(small, dtype=np.float32) / 255.0
+    frame = np.zeros((28, 28), dtype=np.float32)
+    top, left = (28 - nh) // 2, (28 - nw) // 2
+    frame[top : top + nh, left : left + nw] = small
+    total = frame.sum()
+    if total > 0:
+        yy, xx = np.indices(frame.shape)
+        cy, cx = (yy * frame).sum() / total, (xx * frame).sum() / total
+        dy, dx = round(13.5 - cy), round(13.5 - cx)
+        frame = _shift(frame, dy, dx)
+    return frame[None, :, :, None]
+
+
+def _shift(a: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    out = np.zeros_like(a)
+    h, w = a.shape
+    ys, yd = (slice(0, h - dy), slice(dy, h)) if dy >= 0 else (slice(-dy, h), slice(0, h + dy))
+    xs, xd = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
+    out[yd, xd] = a[ys, xs]
+    return out

@@ -1,0 +1,125 @@
+"""PNG pictures of a run: curves, confusion matrix, misclassified and augmented digits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+class PlotError(ValueError):
+    """A run folder that cannot be plotted."""
+
+
+def _plt() -> Any:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        raise PlotError("plotting needs matplotlib: `uv sync --extra plot`") from e
+    return plt
+
+
+def make_plots(run_dir: str | Path, backend: Any, data_dir: str | None = None) -> list[Path]:
+    """Write curves.png, confusion.png, misclassified.png and augmented.png into run_dir."""
+    from arraynet.augment import augment_batch
+    from arraynet.data import load_mnist, to_float
+    from arraynet.io.weights import load_model
+
+    run = Path(run_dir)
+    state_path = run / "state.json"
+    if not state_path.is_file():
+        raise PlotError(f"{run}: not a run folder (no state.json)")
+    try:
+        state = json.loads(state_path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise PlotError(f"{state_path}: unreadable ({e})") from None
+    plt = _plt()
+    hist = state.get("history") or []
+    written = [_curves(plt, hist, run / "curves.png")]
+    mnist = load_mnist(data_dir, quiet=True)
+    weights = run / "model.safetensors"
+    if weights.is_file():
+        model, _ = load_model(weights, backend)
+        x = to_float(mnist.test_images, backend)
+        probs = backend.to_host(model.predict(x, 500))
+        pred = probs.argmax(1)
+        labels = mnist.test_labels.astype(np.int64)
+        written.append(_confusion(plt, labels, pred, run / "confusion.png"))
+        written.append(
+            _misclassified(plt, mnist.test_images, labels, pred, probs, run / "misclassified.png")
+        )
+    rng = backend.rng(0)
+    sample = to_float(mnist.train_images[:32], backend)
+    aug = backend.to_host(augment_batch(sample, rng))[..., 0]
+    written.append(_grid(plt, aug, [str(int(v)) for v in mnist.train_labels[:32]],
+                         "augmented training digits", run / "augmented.png"))  # fmt: skip
+    return written
+
+
+def _save(fig: Any, path: Path) -> Path:
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=100, bbox_inches="tight")
+    tmp.replace(path)
+    return path
+
+
+def _curves(plt: Any, hist: list[dict], path: Path) -> Path:
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    ep = [h["epoch"] for h in hist]
+    axes[0].plot(ep, [h["train_loss"] for h in hist], label="train")
+    if hist and "val_loss" in hist[0]:
+        axes[0].plot(ep, [h["val_loss"] for h in hist], label="validation")
+        axes[1].plot(ep, [100 * h["val_error"] for h in hist], label="validation")
+    axes[0].set(title="loss", xlabel="epoch", yscale="log")
+    axes[0].legend()
+    axes[1].set(title="error (%)", xlabel="epoch")
+    axes[2].plot(ep, [h["lr"] for h in hist])
+    axes[2].set(title="learning rate", xlabel="epoch", yscale="log")
+    out = _save(fig, path)
+    plt.close(fig)
+    return out
+
+
+def _confusion(plt: Any, labels: np.ndarray, pred: np.ndarray, path: Path) -> Path:
+    cm = np.zeros((10, 10), dtype=np.int64)
+    np.add.at(cm, (labels, pred), 1)
+    fig, ax = plt.subplots(figsize=(6, 5.5))
+    ax.imshow(np.log1p(cm), cmap="Blues")
+    for i in range(10):
+        for j in range(10):
+            if cm[i, j]:
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7)
+    err = 100 * (labels != pred).mean()
+    ax.set(xlabel="predicted", ylabel="true", xticks=range(10), yticks=range(10),
+           title=f"confusion matrix (test error {err:.2f} %)")  # fmt: skip
+    out = _save(fig, path)
+    plt.close(fig)
+    return out
+
+
+def _misclassified(plt: Any, images: np.ndarray, labels: np.ndarray, pred: np.ndarray,
+                   probs: np.ndarray, path: Path) -> Path:  # fmt: skip
+    wrong = np.nonzero(labels != pred)[0][:48]
+    titles = [f"{labels[i]}->{pred[i]} {100 * probs[i, pred[i]]:.0f}%" for i in wrong]
+    return _grid(plt, images[wrong] / 255.0, titles, "misclassified test digits", path)
+
+
+def _grid(plt: Any, imgs: np.ndarray, titles: list[str], title: str, path: Path) -> Path:
+    n = max(len(imgs), 1)
+    cols = 8
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.2, rows * 1.35), squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k < len(imgs):
+            ax.imshow(imgs[k], cmap="gray", vmin=0, vmax=1)
+            ax.set_title(titles[k], fontsize=7)
+    fig.suptitle(title)
+    out = _save(fig, path)
+    plt.close(fig)
+    return out

@@ -1,0 +1,185 @@
+"""The command line as a user runs it: real subprocesses, one-line errors, JSON output."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import HAVE_TORCH, REPO
+
+
+def run(*args: str, data_dir: Path | None = None, check: bool = False) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    if data_dir is not None:
+        env["ARRAYNET_DATA"] = str(data_dir)
+    p = subprocess.run(
+        [sys.executable, "-m", "arraynet.cli", *args],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=600,
+    )  # fmt: skip
+    if check:
+        assert p.returncode == 0, p.stderr
+    return p
+
+
+def last_json(p: subprocess.CompletedProcess) -> dict:
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def one_line_error(p: subprocess.CompletedProcess, text: str) -> None:
+    assert p.returncode != 0
+    lines = [ln for ln in p.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, p.stderr
+    assert "Traceback" not in p.stderr
+    assert text in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("models", ["m12", "m8"])
+def test_parity_numpy_vs_strict(models, data_dir):
+    p = run("parity", "--model", models, "--backends", "numpy,array-api-strict", "--json",
+            data_dir=data_dir, check=True)  # fmt: skip
+    res = last_json(p)
+    assert res["ok"] is True and res["max_abs_diff"] < 1e-4 and res["data"] == "mnist"
+
+
+@pytest.mark.skipif(not HAVE_TORCH, reason="torch is an optional extra")
+@pytest.mark.parametrize("models", ["m12", "m8"])
+def test_parity_numpy_vs_torch(models, data_dir):
+    p = run("parity", "--model", models, "--backends", "numpy,torch", "--json",
+            data_dir=data_dir, check=True)  # fmt: skip
+    assert last_json(p)["ok"] is True
+
+
+def test_parity_fails_loudly_when_tolerance_is_impossible(data_dir):
+    if not HAVE_TORCH:
+        pytest.skip("needs two backends that differ in rounding")
+    p = run("parity", "--model", "m12", "--backends", "numpy,torch", "--tol", "1e-30",
+            "--json", data_dir=data_dir)  # fmt: skip
+    assert p.returncode == 1 and last_json(p)["ok"] is False
+
+
+def test_train_then_evaluate_agree(tmp_path, data_dir):
+    out = tmp_path / "m4"
+    p = run("train", "--model", "m4", "--epochs", "1", "--train-limit", "3000", "--seed", "0",
+            "--out", str(out), "--json", data_dir=data_dir, check=True)  # fmt: skip
+    res = last_json(p)
+    assert res["epochs_run"] == 1 and res["total"] == 10000
+    assert res["error_rate"] < 0.2
+    ev = last_json(run("evaluate", str(out / "model.safetensors"), "--json",
+                       data_dir=data_dir, check=True))  # fmt: skip
+    assert ev["error_rate"] == res["error_rate"] and ev["correct"] == res["correct"]
+    if HAVE_TORCH:
+        ev_t = last_json(run("evaluate", str(out / "model.safetensors"), "--backend", "torch",
+                             "--json", data_dir=data_dir, check=True))  # fmt: skip
+        assert abs(ev_t["correct"] - res["correct"]) <= 2
+    ens = last_json(run("evaluate", str(out / "model.safetensors"), str(out / "model.safetensors"),
+                        "--json", data_dir=data_dir, check=True))  # fmt: skip
+    assert ens["correct"] == res["correct"]
+
+
+def test_predict_a_digit_image(tmp_path, data_dir):
+    from PIL import Image
+
+    from arraynet.data import load_mnist
+
+    out = tmp_path / "m9"
+    run("train", "--model", "m9", "--epochs", "1", "--train-limit", "4000", "--out", str(out),
+        data_dir=data_dir, check=True)  # fmt: skip
+    m = load_mnist(data_dir, quiet=True)
+    # a dark-on-light, larger picture of a test digit
+    img = 255 - np.kron(m.test_images[0], np.ones((4, 4), dtype=np.uint8))
+    Image.fromarray(img).save(tmp_path / "digit.png")
+    p = run("predict", str(out / "model.safetensors"), str(tmp_path / "digit.png"), "--json",
+            check=True)  # fmt: skip
+    pred = last_json(p)["predictions"][0]
+    assert pred["digit"] == int(m.test_labels[0]) and 0 < pred["probability"] <= 1
+
+
+def test_zoo_and_backends_json():
+    z = last_json(run("zoo", "--json", check=True))
+    names = [r["model"] for r in z["models"]]
+    assert names[:12] == [f"m{i}" for i in range(1, 13)]
+    m12 = next(r for r in z["models"] if r["model"] == "m12")
+    assert m12["parameters"] == 16 * 26 + 32 * 401 + 48 * 801 + 64 * 1201 + 3136 * 10 + 10
+    b = last_json(run("backends", "--json", check=True))
+    assert {r["backend"] for r in b["backends"]} >= {"numpy", "cupy", "torch", "array-api-strict"}
+
+
+def test_bench_json(data_dir):
+    p = run("bench", "--model", "m8", "--steps", "5", "--json", data_dir=data_dir, check=True)
+    res = last_json(p)
+    assert res["train_img_per_s"] > 0 and res["eval_img_per_s"] > 0
+
+
+@pytest.mark.parametrize(
+    "args,text",
+    [
+        (["train", "--model", "m99", "--epochs", "1"], "unknown model 'm99'"),
+        (["train", "--model", "m4", "--backend", "tensorflow"], "unknown backend 'tensorflow'"),
+        (["evaluate", "no/such/file.safetensors"], "no such weights file"),
+        (["predict", "no/such.safetensors", "x.png"], "no such weights file"),
+        (["parity", "--model", "m12", "--backends", "numpy"], "at least two"),
+        (["train", "--model", "m4", "--out", "/nonexistent-run", "--resume"], "nothing to resume"),
+        (["plot", "/nonexistent-run"], "not a run folder"),
+    ],
+)
+def test_bad_input_is_one_line(args, text, data_dir):
+    one_line_error(run(*args, data_dir=data_dir), text)
+
+
+def test_missing_cupy_is_one_line():
+    p = run("train", "--model", "m4", "--backend", "cupy", "--epochs", "1")
+    try:
+        import cupy  # noqa: F401
+
+        pytest.skip("cupy is installed here")
+    except ImportError:
+        one_line_error(p, "uv sync --extra cuda12")
+
+
+def test_corrupt_weights_and_images(tmp_path, data_dir):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"garbage" * 10)
+    one_line_error(run("evaluate", str(bad), data_dir=data_dir), "not a readable safetensors")
+    img = tmp_path / "not-an-image.png"
+    img.write_text("hello")
+    weights = REPO / "models" / "m4.safetensors"
+    if not weights.exists():
+        from arraynet.backends import get_backend
+        from arraynet.io import save_model
+        from arraynet.zoo import build_layout
+
+        weights = tmp_path / "w.safetensors"
+        save_model(weights, build_layout("m4").build(get_backend("numpy")), {})
+    one_line_error(run("predict", str(weights), str(img)), "not a readable image")
+
+
+def test_truncated_idx_makes_verify_fail(tmp_path, data_dir):
+    for f in Path(data_dir).glob("*.gz"):
+        shutil.copy(f, tmp_path / f.name)
+    name = "t10k-labels-idx1-ubyte.gz"
+    raw = gzip.decompress((tmp_path / name).read_bytes())[:5000]
+    (tmp_path / name).write_bytes(gzip.compress(raw))
+    p = run("data", "verify", "--data-dir", str(tmp_path))
+    one_line_error(p, "t10k-labels-idx1-ubyte")
+    ok = run("data", "verify", "--data-dir", str(data_dir), "--json", check=True)
+    assert last_json(ok)["ok"] is True
+
+
+def test_plot_writes_pngs(tmp_path, data_dir):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "run"
+    run("train", "--model", "m8", "--epochs", "1", "--train-limit", "500", "--out", str(out),
+        "--val-split", "500", data_dir=data_dir, check=True)  # fmt: skip
+    p = run("plot", str(out), data_dir=data_dir, check=True)
+    names = {Path(line).name for line in p.stdout.split()}
+    assert names == {"curves.png", "confusion.png", "misclassified.png", "augmented.png"}
+    for n in names:
+        assert (out / n).read_bytes()[:4] == b"\x89PNG"

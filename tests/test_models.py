@@ -1,0 +1,39 @@
+"""Every shipped model in models/ loads, has its zoo layout, and classifies test digits."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from arraynet.backends import get_backend
+from arraynet.io import load_model
+from arraynet.zoo import build_layout
+from tests.conftest import REPO
+
+MODELS = REPO / "models"
+SHIPPED = sorted(p.stem for p in MODELS.glob("*.json"))
+
+
+def test_every_metadata_file_has_weights():
+    for name in SHIPPED:
+        assert (MODELS / f"{name}.safetensors").is_file(), name
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_model(name, data_dir):
+    from arraynet.data import load_mnist
+
+    meta = json.loads((MODELS / f"{name}.json").read_text())
+    b = get_backend("numpy")
+    model, wmeta = load_model(MODELS / f"{name}.safetensors", b)
+    zoo_name = meta.get("model", name)
+    if zoo_name in {f"m{i}" for i in range(1, 14)}:
+        assert model.config() == build_layout(zoo_name).config()
+    m = load_mnist(data_dir, quiet=True)
+    x = (m.test_images[:200].astype(np.float32) / 255.0)[..., None]
+    pred = np.asarray(model.forward(x, False)).argmax(1)
+    # allow for the model's own error rate on these 200 digits, plus slack
+    wrong = int((pred != m.test_labels[:200]).sum())
+    assert wrong <= max(2, 3 * meta["error_rate"] * 200), f"{name}: {wrong}/200 wrong"
