@@ -16,7 +16,9 @@ import pytest
 from tests.conftest import HAVE_TORCH, REPO
 
 
-def run(*args: str, data_dir: Path | None = None, check: bool = False) -> subprocess.CompletedProcess:
+def run(
+    *args: str, data_dir: Path | None = None, check: bool = False
+) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     if data_dir is not None:
         env["ARRAYNET_DATA"] = str(data_dir)

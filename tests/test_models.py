@@ -27,7 +27,7 @@ def test_shipped_model(name, data_dir):
 
     meta = json.loads((MODELS / f"{name}.json").read_text())
     b = get_backend("numpy")
-    model, wmeta = load_model(MODELS / f"{name}.safetensors", b)
+    model, _ = load_model(MODELS / f"{name}.safetensors", b)
     zoo_name = meta.get("model", name)
     if zoo_name in {f"m{i}" for i in range(1, 14)}:
         assert model.config() == build_layout(zoo_name).config()

@@ -68,7 +68,11 @@ def test_early_stopping_keeps_going_while_improving():
 def test_recipes_follow_the_spec():
     r12 = recipe_for("m12")
     assert (r12.optimizer, r12.lr, r12.schedule, r12.batch_size, r12.aug_p) == (
-        "adam", 0.001, "tunable", 16, 0.8
+        "adam",
+        0.001,
+        "tunable",
+        16,
+        0.8,
     )
     assert r12.early_stopping == [0.005, 15]
     assert recipe_for("m1").batch_size == 1 and recipe_for("m1").loss == "mse"
