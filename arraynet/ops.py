@@ -65,8 +65,9 @@ def dilate_hw(x: Array, stride: int) -> Array:
     return xp.reshape(x, (n, hh, w * stride, c))[:, :, : (w - 1) * stride + 1]
 
 
-def maxpool_forward(x: Array, p: int) -> tuple[Array, Array]:
-    """Non-overlapping p x p max pooling of NHWC (floor); returns output and argmax index."""
+def maxpool_forward(x: Array, p: int, with_index: bool = True) -> tuple[Array, Array | None]:
+    """Non-overlapping p x p max pooling of NHWC (floor); returns output and the index
+    (row * p + col) of each window's first maximum (None unless `with_index`)."""
     xp = array_namespace(x)
     n, h, w, c = x.shape
     ho, wo = h // p, w // p
@@ -74,6 +75,8 @@ def maxpool_forward(x: Array, p: int) -> tuple[Array, Array]:
     xw = xp.reshape(x, (n, ho, p, wo, p, c))
     xw = xp.permute_dims(xw, (0, 1, 3, 5, 2, 4))
     xw = xp.reshape(xw, (n, ho, wo, c, p * p))
+    if not with_index:
+        return xp.max(xw, axis=-1), None
     return xp.max(xw, axis=-1), xp.argmax(xw, axis=-1)
 
 

@@ -61,7 +61,7 @@ def train_one(name: str, args: argparse.Namespace) -> dict:
     res = train_model(
         name, b, recipe=recipe, seed=args.seed, out_dir=out, resume=resume,
         data_dir=args.data_dir, val_split=args.val_split, callbacks={"on_epoch": on_epoch},
-        quiet_data=True,
+        quiet_data=True, train_limit=args.train_limit,
     )  # fmt: skip
     state = json.loads((out / "state.json").read_text())
     meta = {
@@ -79,6 +79,7 @@ def train_one(name: str, args: argparse.Namespace) -> dict:
         "recipe": recipe.to_dict(),
         "monitor": recipe.monitor,
         "val_split": args.val_split,
+        "train_limit": args.train_limit,
         "seed": args.seed,
         "backend": res["backend"],
         "device": res["device"],
@@ -87,19 +88,20 @@ def train_one(name: str, args: argparse.Namespace) -> dict:
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "history": state["history"],
     }
-    MODELS.mkdir(exist_ok=True)
-    atomic_write_bytes(MODELS / f"{name}.safetensors", (out / "model.safetensors").read_bytes())
-    atomic_write_json(MODELS / f"{name}.json", meta)
+    models = Path(args.models_dir)
+    models.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(models / f"{name}.safetensors", (out / "model.safetensors").read_bytes())
+    atomic_write_json(models / f"{name}.json", meta)
     err, seed_err = 100 * res["error_rate"], 100 * SEED_ERROR[name]
     print(f"[{name}] test error {err:.2f}% (seed {seed_err:.2f}%)", flush=True)
     return meta
 
 
-def write_table() -> None:
+def write_table(models: Path) -> None:
     """models/README.md from every models/<name>.json."""
     rows = []
     for name in LAYOUTS:
-        p = MODELS / f"{name}.json"
+        p = models / f"{name}.json"
         if p.is_file():
             rows.append(json.loads(p.read_text()))
     lines = [
@@ -122,7 +124,7 @@ def write_table() -> None:
             f"{r['train_seconds'] / 60:.0f} min | {r['backend']} ({r['device']}) |"
         )
     lines.append("")
-    atomic_write_bytes(MODELS / "README.md", "\n".join(lines).encode())
+    atomic_write_bytes(models / "README.md", "\n".join(lines).encode())
 
 
 def main() -> None:
@@ -137,6 +139,8 @@ def main() -> None:
     ap.add_argument("--val-split", type=int, default=0)
     ap.add_argument("--runs", default=str(REPO / "runs" / "zoo"))
     ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--train-limit", type=int, default=None, help="first N images (tests)")
+    ap.add_argument("--models-dir", default=str(MODELS), help="where weights and table go")
     ap.add_argument("--table-only", action="store_true", help="only regenerate models/README.md")
     args = ap.parse_args()
     if not args.table_only:
@@ -144,7 +148,7 @@ def main() -> None:
             if name not in LAYOUTS:
                 sys.exit(f"train_zoo: unknown model {name!r}")
             train_one(name, args)
-    write_table()
+    write_table(Path(args.models_dir))
 
 
 if __name__ == "__main__":

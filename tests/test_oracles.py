@@ -122,16 +122,20 @@ def test_im2col_kernel(k, s):
     np.testing.assert_array_equal(nk.im2col(x, k, k, s), ops.im2col(x, k, k, s))
 
 
-def test_maxpool_kernels():
+@pytest.mark.parametrize("p", [2, 3])
+def test_maxpool_kernels(p):
     g = np.random.default_rng(6)
     x = g.standard_normal((3, 7, 8, 4)).astype(np.float32)
-    y1, i1 = nk.maxpool_forward(x, 2)
-    y2, i2 = ops.maxpool_forward(x, 2)
+    x[0, :2, :2, 0] = 1.5  # a tie: the first maximum wins in both
+    y1, i1 = nk.maxpool_forward(x, p)
+    y2, i2 = ops.maxpool_forward(x, p)
     np.testing.assert_array_equal(y1, y2)
     np.testing.assert_array_equal(i1, i2)
+    np.testing.assert_array_equal(nk.maxpool_forward(x, p, False)[0], y2)
+    np.testing.assert_array_equal(ops.maxpool_forward(x, p, False)[0], y2)
     dy = g.standard_normal(y1.shape).astype(np.float32)
     np.testing.assert_array_equal(
-        nk.maxpool_backward(dy, i1, 2, x.shape), ops.maxpool_backward(dy, i2, 2, x.shape)
+        nk.maxpool_backward(dy, i1, p, x.shape), ops.maxpool_backward(dy, i2, p, x.shape)
     )
 
 

@@ -27,7 +27,7 @@ class MaxPool2D(Layer):
 
     def forward(self, x: Array, training: bool = False) -> Array:
         fwd = ops.dispatch(self.backend, "maxpool_forward", ops.maxpool_forward)
-        y, idx = fwd(x, self.p)
+        y, idx = fwd(x, self.p, training)
         if training:
             self._idx = idx
             self._shape = tuple(x.shape)

@@ -1,0 +1,31 @@
+"""scripts/train_zoo.py end to end on a tiny budget (weights, metadata, table, resume)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+
+def test_train_zoo_writes_weights_metadata_and_table(tmp_path, data_dir):
+    env = {**os.environ, "ARRAYNET_DATA": str(data_dir)}
+    cmd = [
+        sys.executable, str(REPO / "scripts" / "train_zoo.py"), "m3", "m5",
+        "--max-epochs", "1", "--train-limit", "2000",
+        "--runs", str(tmp_path / "runs"), "--models-dir", str(tmp_path / "models"),
+    ]  # fmt: skip
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stderr
+    for name in ("m3", "m5"):
+        meta = json.loads((tmp_path / "models" / f"{name}.json").read_text())
+        assert meta["epochs_run"] == 1 and meta["epoch_cap"] == 1
+        assert meta["seed_epochs"] > 1 and 0 < meta["error_rate"] < 0.5
+        assert (tmp_path / "models" / f"{name}.safetensors").stat().st_size > 1000
+    table = (tmp_path / "models" / "README.md").read_text()
+    assert "| m3 |" in table and "| m5 |" in table and "(1 / 100)" in table
+    # running again resumes the finished runs instead of starting over
+    p2 = subprocess.run(cmd[:3] + cmd[4:], capture_output=True, text=True, env=env, timeout=600)
+    assert p2.returncode == 0 and "[m3] resuming" in p2.stdout
