@@ -175,14 +175,15 @@ def evaluate(
     backend: BackendOpt = "numpy",
     device: DeviceOpt = None,
     data_dir: DataDirOpt = None,
+    tta: Annotated[bool, typer.Option(help="average over 1-pixel shifts of each image")] = False,
     json_mode: JsonOpt = False,
 ) -> None:
     """Test error of trained weights on the 10,000 MNIST test images."""
     from arraynet.run import evaluate_weights
 
     b = _backend(backend, device)
-    res = evaluate_weights([str(w) for w in weights], b, data_dir)
-    res = {**res, "weights": [str(w) for w in weights], "backend": b.name}
+    res = evaluate_weights([str(w) for w in weights], b, data_dir, tta=tta)
+    res = {**res, "weights": [str(w) for w in weights], "backend": b.name, "tta": tta}
     _out(json_mode).print(
         f"test error {100 * res['error_rate']:.2f}% ({res['correct']}/{res['total']}) on {b.name}"
     )

@@ -24,6 +24,7 @@ class Recipe:
     epochs: int = 10
     warmup: int = 0
     label_smoothing: float = 0.0
+    ema: float = 0.0  # decay of an exponential moving average of the weights (0: off)
 
     def with_overrides(self, **kw: Any) -> Recipe:
         """A copy with the non-None keyword values replaced."""
@@ -44,11 +45,11 @@ _CE, _MSE = "cross_entropy", "mse"
 SEED_ERROR = {
     "m1": 0.10, "m2": 0.0675, "m3": 0.031, "m4": 0.0264, "m5": 0.0219, "m6": 0.0202,
     "m7": 0.0193, "m8": 0.0158, "m9": 0.008, "m10": 0.0044, "m11": 0.0042, "m12": 0.004,
-    "m13": 0.0025,
+    "m13": 0.0025, "m14": 0.0025,
 }  # fmt: skip
 SEED_EPOCHS = {
     "m1": 100, "m2": 100, "m3": 100, "m4": 30, "m5": 50, "m6": 200, "m7": 100, "m8": 91,
-    "m9": 29, "m10": 48, "m11": 70, "m12": 42, "m13": 85,
+    "m9": 29, "m10": 48, "m11": 70, "m12": 42, "m13": 85, "m14": 0,
 }  # fmt: skip
 
 RECIPES: dict[str, Recipe] = {
@@ -76,6 +77,11 @@ RECIPES: dict[str, Recipe] = {
     "m13": Recipe(
         lr=0.0005, schedule="keras", batch_size=64, aug_p=1.0,
         early_stopping=[0.0, 20], epochs=150,
+    ),
+    "m14": Recipe(
+        lr=0.002, schedule="cosine", warmup=1, batch_size=64, aug_p=1.0,
+        augment={"zoom": [0.9, 1.1], "rotation": 12.0, "shift": 0.1}, epochs=30,
+        label_smoothing=0.1, ema=0.999,
     ),
 }  # fmt: skip
 

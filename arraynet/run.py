@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from arraynet.augment import affine_matrix, affine_resample
 from arraynet.backends import Backend
 from arraynet.data import MNIST, load_mnist, one_hot, to_float
 from arraynet.io import load_model
@@ -101,10 +102,32 @@ def train_model(
     return result
 
 
+TTA_SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
+
+
+def predict_probs(model: Any, x: Any, tta: bool = False, batch_size: int = 500) -> Any:
+    """Eval-mode outputs; with `tta`, averaged over the image and four 1-pixel shifts."""
+    if not tta:
+        return model.predict(x, batch_size)
+    xp = model.backend.xp
+    total = None
+    for dx, dy in TTA_SHIFTS:
+        parts = []
+        for i in range(0, x.shape[0], batch_size):
+            xb = x[i : i + batch_size]
+            maps = affine_matrix([1.0] * xb.shape[0], [0.0] * xb.shape[0],
+                                 [dx] * xb.shape[0], [dy] * xb.shape[0])  # fmt: skip
+            parts.append(model.forward(affine_resample(xb, maps), False))
+        probs = xp.concat(parts, axis=0)
+        total = probs if total is None else total + probs
+    return total / len(TTA_SHIFTS)
+
+
 def evaluate_weights(
     paths: list[str], backend: Backend, data_dir: str | None = None, tta: bool = False
 ) -> dict:
-    """Test error of one weights file, or of several averaged (an ensemble)."""
+    """Test error of one weights file, or of several averaged (an ensemble); `tta` also
+    averages each model over shifted copies of every image."""
     xp = backend.xp
     mnist = load_mnist(data_dir, quiet=True)
     test = make_dataset(mnist.test_images, mnist.test_labels, backend)
@@ -114,7 +137,7 @@ def evaluate_weights(
         return {k: m[k] for k in ("error_rate", "correct", "total")}
     total = None
     for model in models:
-        probs = model.predict(test.x, 500)
+        probs = predict_probs(model, test.x, tta)
         total = probs if total is None else total + probs
     pred = backend.to_host(xp.argmax(total, axis=1))
     correct = int((pred == test.labels).sum())

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,10 @@ class Trainer:
         self.shuffle = HostRNG(self.backend, seed + 2)
         self.state = RunState()
         self.es = EarlyStopping(*recipe.early_stopping) if recipe.early_stopping else None
+        self.ema: dict[str, Array] | None = None
+        if recipe.ema:
+            xp = model.backend.xp
+            self.ema = {k: xp.asarray(v, copy=True) for k, v in model.parameters().items()}
         if recipe.monitor == "val_loss" and val is None:
             raise ValueError("monitor 'val_loss' needs a validation split (--val-split N)")
 
@@ -138,6 +143,8 @@ class Trainer:
             loss, _ = model.loss_and_grads(xb, yb, r.loss, r.label_smoothing)
             total = total + loss * idx.shape[0]
             model.set_parameters(self.opt.step(model.parameters(), model.gradients(), lr, b))
+            if self.ema is not None:
+                self._update_ema()
             if self.on_batch:
                 self.on_batch(i + 1, int(idx.shape[0]))
         train_loss = float(b.to_host(total)) / n
@@ -151,10 +158,32 @@ class Trainer:
             "img_per_s": round(n / secs, 1) if secs > 0 else None,
         }
         if self.val is not None:
-            ev = evaluate(model, self.val)
+            with self._averaged():
+                ev = evaluate(model, self.val)
             row["val_loss"] = ev["loss"]
             row["val_error"] = ev["error_rate"]
         return row
+
+    # -- weight averaging --------------------------------------------------------------
+    def _update_ema(self) -> None:
+        """ema <- d * ema + (1 - d) * params, with d warming up as (1 + t) / (10 + t)."""
+        t = self.opt.t
+        d = min(self.recipe.ema, (1.0 + t) / (10.0 + t))
+        params = self.model.parameters()
+        self.ema = {k: d * e + (1.0 - d) * params[k] for k, e in self.ema.items()}
+
+    @contextmanager
+    def _averaged(self) -> Iterator[None]:
+        """Within the block the model holds the averaged weights (when EMA is on)."""
+        if self.ema is None:
+            yield
+            return
+        raw = self.model.parameters()
+        self.model.set_parameters(self.ema)
+        try:
+            yield
+        finally:
+            self.model.set_parameters(raw)
 
     # -- the whole run -----------------------------------------------------------------
     def fit(self, epochs: int | None = None) -> dict:
@@ -169,7 +198,9 @@ class Trainer:
             st.elapsed += row["seconds"]
             if self.es is not None:
                 monitored = row[self.recipe.monitor]
-                if self.es.update(st.epoch, monitored, self._snapshot()):
+                with self._averaged():
+                    snap = self._snapshot()
+                if self.es.update(st.epoch, monitored, snap):
                     st.stopped = True
                     row["early_stop"] = True
             if self.on_epoch:
@@ -177,6 +208,8 @@ class Trainer:
             self.save_checkpoint()
         self.model.eval()
         best_epoch = st.epoch
+        if self.ema is not None:
+            self.model.set_parameters(self.ema)
         if self.es is not None and self.es.values:
             best_epoch, _, weights = self.es.best()
             self._restore(weights)
@@ -198,6 +231,8 @@ class Trainer:
         b, st = self.backend, self.state
         arrays = {f"model.{k}": b.to_host(v) for k, v in self.model.state_dict().items()}
         arrays.update({f"opt.{k}": b.to_host(v) for k, v in self.opt.state_dict().items()})
+        if self.ema is not None:
+            arrays.update({f"ema.{k}": b.to_host(v) for k, v in self.ema.items()})
         if self.es is not None:
             for j, w in enumerate(self.es.weights):
                 arrays.update({f"es{j}.{k}": v for k, v in w.items()})
@@ -235,6 +270,8 @@ class Trainer:
             raise WeightsError(f"{self.out_dir}: checkpoint does not fit the model ({e})") from None
         opt_state = {k[4:]: b.from_host(v) for k, v in arrays.items() if k.startswith("opt.")}
         self.opt.load_state(opt_state, state["opt_t"])
+        if self.ema is not None:
+            self.ema = {k[4:]: b.from_host(v) for k, v in arrays.items() if k.startswith("ema.")}
         self.rng.set_state(state["rng_state"])
         self.shuffle.set_state(state["shuffle_state"])
         if self.es is not None and state.get("es_window"):

@@ -132,9 +132,30 @@ def m13() -> Sequential:
     )  # fmt: skip
 
 
+def m14() -> Sequential:
+    """arraynet's own: batch-normalised 3x3 blocks with strided 5x5 downsampling.
+
+    (C32 3x3, C32 3x3, C32 5x5/2), D 0.4, (C64 3x3, C64 3x3, C64 5x5/2), D 0.4, C128 4x4
+    valid, D 0.4, FC 128-10 softmax; every conv followed by batch norm and ReLU.
+    """
+
+    def cb(n: int, k: int = 3, stride: int = 1, padding: str = "same") -> list[Layer]:
+        conv = Conv2D(n, k, stride=stride, padding=padding, init="he_normal")
+        return [conv, BatchNorm(), Activation("relu")]
+
+    return Sequential(
+        [
+            *cb(32), *cb(32), *cb(32, 5, 2), Dropout(0.4),
+            *cb(64), *cb(64), *cb(64, 5, 2), Dropout(0.4),
+            *cb(128, 4, 1, "valid"), Flatten(), Dropout(0.4),
+            Dense(10, init="he_normal"), Activation("softmax"),
+        ]
+    )  # fmt: skip
+
+
 LAYOUTS: dict[str, Callable[[], Sequential]] = {
     "m1": m1, "m2": m2, "m3": m3, "m4": m4, "m5": m5, "m6": m6, "m7": m7, "m8": m8,
-    "m9": m9, "m10": m10, "m11": m11, "m12": m12, "m13": m13,
+    "m9": m9, "m10": m10, "m11": m11, "m12": m12, "m13": m13, "m14": m14,
 }  # fmt: skip
 
 

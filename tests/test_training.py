@@ -162,3 +162,45 @@ def test_weights_errors(tmp_path):
     save_arrays(tmp_path / "n.safetensors", state, {})
     with pytest.raises(WeightsError, match="no layout"):
         load_model(tmp_path / "n.safetensors", b)
+
+
+def test_ema_resume_and_final_weights(tmp_path, data_dir):
+    """With weight averaging on, the checkpoint keeps the average, resume is exact, and the
+    final weights are the average."""
+    b = get_backend("numpy")
+    recipe = recipe_for("m8").with_overrides(epochs=2, ema=0.99, batch_size=64)
+    kw = dict(recipe=recipe, seed=3, data_dir=str(data_dir), train_limit=640, val_split=200)
+    straight = train_model("m8", b, out_dir=tmp_path / "a", **kw)
+    train_model("m8", b, out_dir=tmp_path / "b", epochs=1, **kw)
+    arrays, _ = load_arrays(tmp_path / "b" / "checkpoint.safetensors")
+    assert any(k.startswith("ema.") for k in arrays)
+    resumed = train_model("m8", b, out_dir=tmp_path / "b", resume=True, **kw)
+    assert resumed["error_rate"] == straight["error_rate"]
+    final, _ = load_arrays(tmp_path / "a" / "model.safetensors")
+    ckpt, _ = load_arrays(tmp_path / "a" / "checkpoint.safetensors")
+    np.testing.assert_array_equal(final["1.kernel"], ckpt["ema.1.kernel"])
+    assert not np.array_equal(final["1.kernel"], ckpt["model.1.kernel"])
+
+
+def test_tta_averages_shifted_views(tmp_path):
+    from arraynet.run import TTA_SHIFTS, predict_probs
+
+    b = get_backend("numpy")
+    m = build_layout("m9").build(b, seed=0)
+    x = np.random.default_rng(0).random((6, 28, 28, 1), dtype=np.float32)
+    plain = m.predict(x)
+    tta = predict_probs(m, x, tta=True)
+    assert tta.shape == plain.shape and len(TTA_SHIFTS) == 5
+    np.testing.assert_allclose(tta.sum(1), 1.0, atol=1e-5)
+    assert not np.allclose(tta, plain)
+    manual = sum(m.predict(_shift(x, dx, dy)) for dx, dy in TTA_SHIFTS) / 5
+    np.testing.assert_allclose(tta, manual, atol=1e-5)
+
+
+def _shift(x, dx, dy):
+    out = np.zeros_like(x)
+    h, w = x.shape[1:3]
+    ys, yd = (slice(0, h - dy), slice(dy, h)) if dy >= 0 else (slice(-dy, h), slice(0, h + dy))
+    xs, xd = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
+    out[:, yd, xd] = x[:, ys, xs]
+    return out

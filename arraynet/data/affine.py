@@ -1,0 +1,64 @@
+"""Host-side affine maps for augmentation: small per-image matrices drawn and composed with
+NumPy (the batch itself is resampled on the device by `arraynet.augment`)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from arraynet.backends.base import HostRNG
+
+Size = int | tuple[int, int]
+
+
+def _hw(size: Size) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def affine_matrix(zoom: Any, angle_deg: Any, dx: Any, dy: Any, size: Size = 28) -> np.ndarray:
+    """Inverse maps (output -> input pixel) for explicit parameters, float64 on the host.
+
+    Scalars give one (2, 3) matrix; equal-length 1-D arrays give (n, 2, 3). `size` is the side
+    of a square image or (H, W). The forward map is ``out = Z R (in - c) + c + (dx, dy)`` with
+    c the image centre; ``zoom=1, angle_deg=0, dx=dy=0`` gives the identity exactly.
+    """
+    h, w = _hw(size)
+    z, ang, tx, ty = np.broadcast_arrays(
+        *(np.asarray(v, dtype=np.float64) for v in (zoom, angle_deg, dx, dy))
+    )
+    theta = np.deg2rad(ang)
+    cos, sin = np.cos(theta) / z, np.sin(theta) / z
+    cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
+    # inverse linear part: (1/z) R(-theta) in image coordinates (y down)
+    a, b, c, d = cos, -sin, sin, cos
+    px, py = cx + tx, cy + ty
+    m = np.empty((*z.shape, 2, 3), dtype=np.float64)
+    m[..., 0, 0], m[..., 0, 1], m[..., 0, 2] = a, b, cx - (a * px + b * py)
+    m[..., 1, 0], m[..., 1, 1], m[..., 1, 2] = c, d, cy - (c * px + d * py)
+    return m
+
+
+def random_affine_params(
+    rng: HostRNG,
+    n: int,
+    *,
+    zoom: tuple[float, float] = (0.8, 1.2),
+    rotation: float = 25.0,
+    shift: float = 0.2,
+    size: Size = 28,
+) -> np.ndarray:
+    """Draw `n` random inverse maps (n, 2, 3) float64 with `rng.host_uniform`.
+
+    Zoom factor in `zoom`, angle in [-rotation, rotation] degrees, horizontal and vertical shift
+    in [-shift, shift] of the side, rounded to whole pixels. The same three draws happen
+    whatever the ranges, so a seed gives the same stream with any settings.
+    """
+    h, w = _hw(size)
+    z = rng.host_uniform((n,), float(zoom[0]), float(zoom[1]))
+    ang = rng.host_uniform((n,), -float(rotation), float(rotation))
+    sh = rng.host_uniform((n, 2), -float(shift), float(shift))
+    dx = np.rint(sh[:, 0] * w)
+    dy = np.rint(sh[:, 1] * h)
+    return affine_matrix(z, ang, dx, dy, (h, w))

@@ -1,0 +1,574 @@
+"""One short GPU check: device, parity of every zoo layout, m12 speed against PyTorch, and a
+short m12 training run; everything lands in ONE JSON file, `<out>/device_check.json`.
+
+    python scripts/device_check.py                 # CUDA machine: CuPy against NumPy and torch
+    python scripts/device_check.py --cpu           # the same steps on NumPy with tiny sizes
+
+Usually started through `scripts/device_check.sh` (which also sets up carried wheels and
+MNIST; see the comment there). Every step is guarded: a failing step records its error in
+the JSON and the next step runs. The JSON is rewritten after every step (and every training
+epoch), so a run killed at its time limit still leaves what it had measured. The exit status
+is 0 when every step ran and parity held, else 1.
+
+Sizes come from flags; each flag's default can also be set in the environment as
+DEVICE_CHECK_<FLAG> (e.g. DEVICE_CHECK_BENCH_STEPS=50, DEVICE_CHECK_MODELS=m1,m12).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import importlib.metadata as md
+import importlib.util
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+ALL_MODELS = [f"m{i}" for i in range(1, 14)]
+
+# Sizes per mode; a flag (or DEVICE_CHECK_<FLAG>) overrides one.
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "gpu": {
+        "models": ",".join(ALL_MODELS),
+        "parity_batch": 8,
+        "batch_sizes": "16,128",
+        "bench_steps": 100,
+        "bench_warmup": 10,
+        "eval_batch": 500,
+        "bench_augment": 1,
+        "epochs": 3,
+        "train_limit": 0,  # 0: all 60,000 training images
+    },
+    "cpu": {
+        "models": ",".join(ALL_MODELS),
+        "parity_batch": 4,
+        "batch_sizes": "16,128",
+        "bench_steps": 3,
+        "bench_warmup": 1,
+        "eval_batch": 100,
+        "bench_augment": 0,
+        "epochs": 1,
+        "train_limit": 500,
+    },
+}
+T0 = time.perf_counter()
+
+
+def log(msg: str) -> None:
+    print(f"[device_check {time.perf_counter() - T0:6.1f}s] {msg}", flush=True)
+
+
+def _env(name: str) -> str | None:
+    return os.environ.get(f"DEVICE_CHECK_{name.upper()}")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--cpu", action="store_true", help="NumPy in place of CuPy, tiny sizes")
+    p.add_argument("--out", help="output folder (default $OUT, else runs/device_check)")
+    p.add_argument("--data-dir", help="MNIST folder (default $ARRAYNET_DATA, .mnist/, ...)")
+    p.add_argument(
+        "--download", action="store_true", help="may download MNIST when missing (default: fail)"
+    )
+    p.add_argument("--device", default="cuda:0", help="CUDA device of CuPy and torch")
+    p.add_argument("--models", help="comma-separated zoo models for parity (default all)")
+    p.add_argument("--parity-batch", type=int)
+    p.add_argument("--tol", type=float, default=1e-4, help="parity tolerance (run_parity's)")
+    p.add_argument("--bench-model", default="m12")
+    p.add_argument("--batch-sizes", help="comma-separated training batch sizes to bench")
+    p.add_argument("--bench-steps", type=int, help="timed steps per measurement")
+    p.add_argument("--bench-warmup", type=int, help="untimed steps before each measurement")
+    p.add_argument("--eval-batch", type=int, help="evaluation batch size")
+    p.add_argument("--bench-augment", type=int, choices=(0, 1), help="also time augmented steps")
+    p.add_argument("--train-model", default="m12")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--train-limit", type=int, help="training images (0: all)")
+    p.add_argument("--train-out", help="training run folder (default a fresh /tmp folder)")
+    p.add_argument(
+        "--steps", default="device,parity,bench,train", help="which steps to run (comma-separated)"
+    )
+    args = p.parse_args(argv)
+    mode = "cpu" if args.cpu else "gpu"
+    for key, default in DEFAULTS[mode].items():
+        if getattr(args, key) is None:
+            env = _env(key)
+            setattr(args, key, type(default)(env) if env is not None else default)
+    args.mode = mode
+    args.out = args.out or os.environ.get("OUT") or str(REPO / "runs" / "device_check")
+    args.data_dir = args.data_dir or find_mnist()
+    args.steps = [s.strip() for s in args.steps.split(",") if s.strip()]
+    return args
+
+
+def find_mnist() -> str | None:
+    """$ARRAYNET_DATA, else a carried `.mnist/`, else `shared/data/mnist` in or beside the repo."""
+    env = os.environ.get("ARRAYNET_DATA")
+    if env:
+        return env
+    for d in (
+        REPO / ".mnist",
+        REPO / "shared" / "data" / "mnist",
+        REPO.parent / "shared" / "data" / "mnist",
+    ):
+        if d.is_dir() and any(d.glob("train-images-idx3-ubyte*")):
+            return str(d)
+    return None
+
+
+def require_mnist(args: argparse.Namespace) -> None:
+    """Fail fast when MNIST is missing (an offline machine would wait on download timeouts)."""
+    from arraynet.data import load_mnist
+
+    load_mnist(args.data_dir, download=args.download, verify=False, quiet=True)
+
+
+# -- the report ------------------------------------------------------------------------------
+class Report:
+    """The JSON document, rewritten atomically after every change that matters."""
+
+    def __init__(self, path: Path, doc: dict) -> None:
+        self.path = path
+        self.doc = doc
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.save()
+
+    def save(self) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps(self.doc, indent=2, default=str) + "\n")
+        os.replace(tmp, self.path)
+
+    def step(self, name: str, fn: Callable[[], Any]) -> Any:
+        """Run one step; its error (one line, plus the traceback's tail) goes into the JSON."""
+        log(f"step {name} ...")
+        t = time.perf_counter()
+        try:
+            result = fn()
+            status = "ok"
+        except BaseException as e:  # a step must never stop the others
+            if isinstance(e, KeyboardInterrupt):
+                raise
+            result = None
+            status = "error"
+            msg = f"{type(e).__name__}: {e}"
+            self.doc["errors"][name] = msg
+            self.doc["tracebacks"][name] = traceback.format_exc()[-3000:]
+            log(f"step {name} FAILED: {msg}")
+        secs = round(time.perf_counter() - t, 2)
+        self.doc["step_seconds"][name] = secs
+        self.doc["step_status"][name] = status
+        self.save()
+        log(f"step {name} {status} in {secs:.1f}s")
+        return result
+
+
+# -- step 1: the device ----------------------------------------------------------------------
+def step_device(args: argparse.Namespace, rep: Report, ctx: dict) -> None:
+    from arraynet.backends import get_backend
+
+    info: dict[str, Any] = {}
+    rep.doc["gpu"] = info
+    if args.mode == "gpu":
+        try:
+            smi = subprocess.run(
+                ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30, check=False
+            )
+            info["nvidia_smi_L"] = smi.stdout.strip() or smi.stderr.strip()
+            log(f"nvidia-smi -L: {info['nvidia_smi_L']}")
+            if smi.returncode == 0 and smi.stdout.strip():
+                rep.doc["device"] = smi.stdout.strip().splitlines()[0]  # kept if CuPy fails
+        except (OSError, subprocess.SubprocessError) as e:
+            info["nvidia_smi_L"] = f"unavailable: {e}"
+        b = get_backend("cupy", args.device)
+        ctx["backend"] = b
+        cp = b.cupy
+        props = cp.cuda.runtime.getDeviceProperties(b.device.id)
+        name = props["name"]
+        info.update(
+            name=name.decode() if isinstance(name, bytes) else str(name),
+            compute_capability=f"{props['major']}.{props['minor']}",
+            multiprocessors=props["multiProcessorCount"],
+            memory_gib=round(props["totalGlobalMem"] / 2**30, 1),
+            cuda_runtime=cp.cuda.runtime.runtimeGetVersion(),
+            cuda_driver=cp.cuda.runtime.driverGetVersion(),
+        )
+    else:
+        b = get_backend("numpy")
+        ctx["backend"] = b
+        info["cpu"] = cpu_name()
+        info["cores"] = os.cpu_count()
+    rep.doc["device"] = b.device_name() if args.mode == "gpu" else f"cpu ({cpu_name()})"
+    rep.doc["backend"] = b.name
+    log(f"device: {rep.doc['device']}")
+
+
+def cpu_name() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+# -- step 2: parity --------------------------------------------------------------------------
+def parity_pairs(args: argparse.Namespace) -> list[tuple[str, str, str | None]]:
+    """(label, backend, device) of the backends compared with numpy.
+
+    On a GPU: CuPy and torch on CUDA (a missing torch is an error there). On the CPU:
+    array-api-strict, and torch on the CPU when it is installed.
+    """
+    if args.mode == "gpu":
+        pairs = [
+            ("numpy-vs-cupy", "cupy", args.device),
+            ("numpy-vs-torch@cuda", "torch", args.device),
+        ]
+    else:
+        pairs = [("numpy-vs-array-api-strict", "array-api-strict", None)]
+        if _has("torch"):
+            pairs.append(("numpy-vs-torch@cpu", "torch", "cpu"))
+    return pairs
+
+
+def step_parity(args: argparse.Namespace, rep: Report, ctx: dict) -> None:
+    from arraynet.parity import run_parity
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    parity: dict[str, dict] = {}
+    worst: dict[str, float | None] = {}
+    rep.doc["parity"] = parity
+    rep.doc["parity_max_abs_diff"] = worst
+    rep.doc["parity_ok"] = False
+    all_ok = True
+    for model in models:
+        parity[model] = {}
+        for label, name, device in parity_pairs(args):
+            try:
+                r = run_parity(
+                    model, ["numpy", name], batch_size=args.parity_batch, tol=args.tol,
+                    data_dir=args.data_dir, devices={name: device} if device else None,
+                )  # fmt: skip
+                failed = [
+                    f"{x['tensor']}: {x['max_abs_diff']:.3g}" for x in r["rows"] if not x["ok"]
+                ]
+                row = {"ok": r["ok"], "max_abs_diff": r["max_abs_diff"], "data": r["data"]}
+                if failed:
+                    row["failed"] = failed
+            except Exception as e:
+                row = {"ok": False, "max_abs_diff": None, "error": f"{type(e).__name__}: {e}"}
+            parity[model][label] = row
+            all_ok &= bool(row["ok"])
+            diff = row["max_abs_diff"]
+            shown = "error: " + row["error"] if "error" in row else f"max|diff| {diff:.3e}"
+            log(f"parity {model} {label}: {'ok' if row['ok'] else 'FAIL'} ({shown})")
+        diffs = [r["max_abs_diff"] for r in parity[model].values() if r["max_abs_diff"] is not None]
+        worst[model] = max(diffs) if diffs else None
+        rep.save()
+    rep.doc["parity_ok"] = bool(all_ok and models)
+    rep.doc["parity_tolerance"] = args.tol
+    if not all_ok:
+        raise RuntimeError("parity failed for " + ", ".join(
+            f"{m} {k}" for m, d in parity.items() for k, r in d.items() if not r["ok"]
+        ))  # fmt: skip
+
+
+# -- step 3: speed against PyTorch -----------------------------------------------------------
+def torch_layout(nn: Any, model: str) -> Any:
+    """The m11/m12 layout in PyTorch (NCHW): 5x5 'same' convs 16-32-48-64, ReLU, dropout .2."""
+    if model not in ("m11", "m12"):
+        raise ValueError(f"no PyTorch twin of {model} here (only m11/m12)")
+
+    def conv(cin: int, cout: int) -> list:
+        return [nn.Conv2d(cin, cout, 5, padding=2), nn.ReLU()]
+
+    return nn.Sequential(
+        *conv(1, 16), nn.Dropout(0.2),
+        *conv(16, 32), nn.MaxPool2d(2), nn.Dropout(0.2),
+        *conv(32, 48), nn.Dropout(0.2),
+        *conv(48, 64), nn.MaxPool2d(2), nn.Dropout(0.2),
+        nn.Flatten(), nn.Linear(64 * 7 * 7, 10),
+    )  # fmt: skip
+
+
+def host_pool(args: argparse.Namespace, n: int) -> tuple[Any, Any]:
+    """n MNIST training images (float32 NCHW in [0, 1]) and labels, or random ones."""
+    import numpy as np
+
+    from arraynet.data import DataError, load_mnist
+
+    try:
+        m = load_mnist(args.data_dir, download=False, quiet=True)
+        x = m.train_images[:n].astype(np.float32)[:, None] / np.float32(255.0)
+        return x, m.train_labels[:n].astype(np.int64)
+    except DataError:
+        g = np.random.default_rng(0)
+        return g.random((n, 1, 28, 28), dtype=np.float32), g.integers(0, 10, n)
+
+
+def torch_bench(args: argparse.Namespace, batch_size: int) -> dict:
+    """Median images/s of PyTorch eager training steps (Adam, cross-entropy) and evaluation."""
+    import torch
+    from torch import nn
+
+    dev = torch.device(args.device if args.mode == "gpu" else "cpu")
+
+    def sync() -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
+    torch.manual_seed(0)
+    steps, warmup = args.bench_steps, args.bench_warmup
+    n_pool = min(60000, max(batch_size * (steps + warmup), args.eval_batch))
+    xh, yh = host_pool(args, n_pool)
+    xs, ys = torch.from_numpy(xh).to(dev), torch.from_numpy(yh).to(dev)
+    net = torch_layout(nn, args.bench_model).to(dev)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    loss_fn = nn.CrossEntropyLoss()
+    pos = [0]
+
+    def train_step() -> None:
+        i = pos[0] if pos[0] + batch_size <= n_pool else 0
+        pos[0] = i + batch_size
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(net(xs[i : i + batch_size]), ys[i : i + batch_size])
+        loss.backward()
+        opt.step()
+
+    def median_rate(fn: Callable[[], Any], batch: int, n: int, w: int) -> float:
+        for _ in range(w):
+            fn()
+        sync()
+        times = []
+        for _ in range(n):
+            t = time.perf_counter()
+            fn()
+            sync()
+            times.append(time.perf_counter() - t)
+        return round(batch / statistics.median(times), 1)
+
+    out: dict[str, Any] = {"batch_size": batch_size, "steps": steps, "device": str(dev)}
+    with torch.enable_grad():  # arraynet's torch backend turns autograd off globally
+        net.train()
+        out["train_img_per_s"] = median_rate(train_step, batch_size, steps, warmup)
+    xe = xs[: args.eval_batch]
+    net.eval()
+    with torch.no_grad():
+        eval_steps = max(3, min(20, steps // 5))
+        out["eval_img_per_s"] = median_rate(lambda: net(xe), int(xe.shape[0]), eval_steps, 2)
+    out["eval_batch_size"] = int(xe.shape[0])
+    out["parameters"] = sum(p.numel() for p in net.parameters())
+    out["threads"] = torch.get_num_threads()
+    if dev.type == "cuda":
+        out["cudnn_benchmark"] = torch.backends.cudnn.benchmark
+        out["cudnn_allow_tf32"] = torch.backends.cudnn.allow_tf32
+        out["matmul_allow_tf32"] = torch.backends.cuda.matmul.allow_tf32
+    return out
+
+
+def step_bench(args: argparse.Namespace, rep: Report, ctx: dict) -> None:
+    from arraynet.bench import run_bench
+
+    b = ctx.get("backend")
+    require_mnist(args)
+    sizes = [int(s) for s in str(args.batch_sizes).split(",") if s.strip()]
+    bench: dict[str, Any] = {
+        "model": args.bench_model, "backend": b.name if b else None, "steps": args.bench_steps,
+        "warmup": args.bench_warmup, "arraynet": {}, "torch": {}, "ratios": {}, "errors": {},
+    }  # fmt: skip
+    rep.doc["bench"] = bench
+    have_torch = _has("torch")
+    for bs in sizes:
+        key = f"b{bs}"
+        try:
+            if b is None:
+                raise RuntimeError("no arraynet backend (the device step failed)")
+            r = run_bench(
+                args.bench_model, b, batch_size=bs, steps=args.bench_steps,
+                warmup=args.bench_warmup, eval_batch_size=args.eval_batch,
+                data_dir=args.data_dir, augment=bool(args.bench_augment),
+            )  # fmt: skip
+            r.pop("versions", None)
+            r.pop("machine", None)
+            bench["arraynet"][key] = r
+            log(f"bench {b.name} {args.bench_model} b{bs}: train {r['train_img_per_s']} img/s, "
+                f"eval {r['eval_img_per_s']} img/s")  # fmt: skip
+        except Exception as e:
+            bench["errors"][f"arraynet {key}"] = f"{type(e).__name__}: {e}"
+            log(f"bench arraynet b{bs} FAILED: {e}")
+        rep.save()
+        if not have_torch:
+            bench["errors"][f"torch {key}"] = "torch is not installed (skipped)"
+            continue
+        try:
+            t = torch_bench(args, bs)
+            bench["torch"][key] = t
+            log(f"bench torch@{t['device']} {args.bench_model} b{bs}: train "
+                f"{t['train_img_per_s']} img/s, eval {t['eval_img_per_s']} img/s")  # fmt: skip
+        except Exception as e:
+            bench["errors"][f"torch {key}"] = f"{type(e).__name__}: {e}"
+            log(f"bench torch b{bs} FAILED: {e}")
+        a, t = bench["arraynet"].get(key), bench["torch"].get(key)
+        if a and t:
+            bench["ratios"][f"train_{key}"] = round(a["train_img_per_s"] / t["train_img_per_s"], 3)
+            bench["ratios"][f"eval_b{t['eval_batch_size']}"] = round(
+                a["eval_img_per_s"] / t["eval_img_per_s"], 3
+            )
+        rep.save()
+    bench["ratio_meaning"] = f"{bench['backend']} images/s divided by PyTorch eager images/s"
+    log(f"bench ratios ({bench['backend']}/torch): {bench['ratios']}")
+    real = {k: v for k, v in bench["errors"].items() if "skipped" not in v}
+    if real:
+        raise RuntimeError("; ".join(f"{k}: {v}" for k, v in real.items()))
+
+
+# -- step 4: a short training run ------------------------------------------------------------
+def step_train(args: argparse.Namespace, rep: Report, ctx: dict) -> None:
+    from arraynet.recipes import recipe_for
+    from arraynet.run import train_model
+
+    b = ctx.get("backend")
+    if b is None:
+        raise RuntimeError("no backend (the device step failed)")
+    require_mnist(args)
+    recipe = recipe_for(args.train_model).with_overrides(epochs=args.epochs)
+    out_dir = args.train_out or tempfile.mkdtemp(prefix="device_check_train_")
+    train: dict[str, Any] = {
+        "model": args.train_model, "backend": b.name, "epochs": args.epochs,
+        "train_limit": args.train_limit or None, "recipe": recipe.to_dict(), "out_dir": out_dir,
+        "epoch_rows": [],
+    }  # fmt: skip
+    rep.doc["train"] = train
+
+    def on_epoch(row: dict) -> None:
+        train["epoch_rows"].append(row)
+        train["seconds_per_epoch"] = [r["seconds"] for r in train["epoch_rows"]]
+        log(f"train {args.train_model} epoch {row['epoch']}: loss {row['train_loss']:.4f}, "
+            f"{row['seconds']:.1f}s, {row['img_per_s']} img/s")  # fmt: skip
+        rep.save()
+
+    r = train_model(
+        args.train_model, b, recipe=recipe, out_dir=out_dir, data_dir=args.data_dir,
+        train_limit=args.train_limit or None, epochs=args.epochs,
+        callbacks={"on_epoch": on_epoch}, quiet_data=True,
+    )  # fmt: skip
+    secs = train.get("seconds_per_epoch") or []
+    train.update(
+        error_rate=r["error_rate"],
+        correct=r["correct"],
+        total=r["total"],
+        test_loss=r["test_loss"],
+        epochs_run=r["epochs_run"],
+        train_seconds=r["train_seconds"],
+        mean_seconds_per_epoch=round(sum(secs) / len(secs), 3) if secs else None,
+        seconds_per_epoch_after_first=(
+            round(sum(secs[1:]) / len(secs[1:]), 3) if len(secs) > 1 else None
+        ),
+    )
+    log(f"train {args.train_model}: test error {100 * r['error_rate']:.2f}% after "
+        f"{r['epochs_run']} epoch(s), seconds/epoch {secs}")  # fmt: skip
+
+
+# -- versions and main -----------------------------------------------------------------------
+def _has(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def versions() -> dict:
+    out: dict[str, Any] = {"python": platform.python_version(), "executable": sys.executable}
+    with contextlib.suppress(Exception):
+        from arraynet import __version__
+
+        out["arraynet"] = __version__
+    for pkg in (
+        "numpy", "array-api-compat", "array-api-strict", "safetensors", "typer", "rich",
+        "torch", "cupy-cuda12x", "cupy-cuda13x", "cupy",
+    ):  # fmt: skip
+        with contextlib.suppress(md.PackageNotFoundError):
+            out[pkg] = md.version(pkg)
+    for mod in ("array_api_compat", "array_api_strict"):  # carried wheels or the environment?
+        with contextlib.suppress(Exception):
+            spec = importlib.util.find_spec(mod)
+            out[f"{mod}_from"] = (
+                str(Path(spec.origin).parent.parent) if spec and spec.origin else None
+            )
+    if "torch" in out:
+        with contextlib.suppress(Exception):
+            import torch
+
+            out["torch_cuda"] = torch.version.cuda
+            out["cudnn"] = torch.backends.cudnn.version() if torch.cuda.is_available() else None
+    with contextlib.suppress(Exception):
+        out["git_commit"] = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+            or None
+        )
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    out = Path(args.out)
+    argv_shown = sys.argv[1:] if argv is None else argv
+    command = os.environ.get("DEVICE_CHECK_COMMAND") or shlex.join(
+        ["python", "scripts/device_check.py", *argv_shown]
+    )
+    doc: dict[str, Any] = {
+        "status": "running",
+        "mode": args.mode,
+        "device": None,
+        "parity_ok": None,
+        "command": command,
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "host": {"platform": platform.platform(), "node": platform.node(), "cpus": os.cpu_count()},
+        "config": {k: v for k, v in vars(args).items()},
+        "versions": {},
+        "errors": {},
+        "tracebacks": {},
+        "step_seconds": {},
+        "step_status": {},
+    }
+    rep = Report(out / "device_check.json", doc)
+    log(f"mode {args.mode}; writing {rep.path}; MNIST {args.data_dir or 'not found'}")
+    ctx: dict[str, Any] = {}
+    rep.step("versions", lambda: doc["versions"].update(versions()))
+    log(f"versions: {doc['versions']}")
+    steps = {"device": step_device, "parity": step_parity, "bench": step_bench, "train": step_train}
+    for name in args.steps:
+        if name not in steps:
+            doc["errors"][name] = f"unknown step {name!r}; choose from {', '.join(steps)}"
+            continue
+        rep.step(name, lambda fn=steps[name]: fn(args, rep, ctx))
+    doc["status"] = "done"
+    doc["total_seconds"] = round(time.perf_counter() - T0, 2)
+    rep.save()
+    summary = {
+        "device": doc["device"],
+        "parity_ok": doc["parity_ok"],
+        "ratios": (doc.get("bench") or {}).get("ratios"),
+        "train_error_rate": (doc.get("train") or {}).get("error_rate"),
+        "seconds_per_epoch": (doc.get("train") or {}).get("seconds_per_epoch"),
+        "errors": list(doc["errors"]),
+    }
+    log(f"done in {doc['total_seconds']:.1f}s: {json.dumps(summary, default=str)}")
+    log(f"wrote {rep.path}")
+    ok = not doc["errors"] and (doc["parity_ok"] or "parity" not in args.steps)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

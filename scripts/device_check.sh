@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# GPU check of arraynet in one short run (about 3-6 minutes on an H100/H200): the GPU, parity
+# of every zoo layout (NumPy against CuPy and against torch on CUDA), m12 training/evaluation
+# images/s on CuPy beside PyTorch eager at batch 16 and 128, and 3 epochs of m12 on CuPy.
+# Everything goes into ONE file, $OUT/device_check.json (default runs/device_check/).
+#
+#   bash scripts/device_check.sh                 # on a CUDA machine
+#   bash scripts/device_check.sh --cpu           # same steps on NumPy, tiny sizes (~1-3 min)
+#   bash scripts/device_check.sh --help          # sizes and steps (scripts/device_check.py)
+#
+# On the device machine (the `run` tool). Its python3 has NumPy, CuPy (cuda13), PyTorch,
+# typer, rich and safetensors, but neither array-api-compat nor array-api-strict, and it
+# gets only the working tree (not ../shared), so wheels and MNIST travel as carried folders.
+# Once, here, in the repo root:
+#
+#   mkdir -p .git/info .wheels .mnist && printf '/.wheels/\n/.mnist/\n' >> .git/info/exclude
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#       --implementation cp --platform manylinux_2_17_x86_64 -d .wheels \
+#       array-api-compat==1.16.0 array-api-strict==2.6.1
+#   cp ../shared/data/mnist/*.gz .mnist/
+#
+# then call the tool with
+#
+#   run(command="bash scripts/device_check.sh", carry=[".wheels", ".mnist"], timeout_s=480)
+#
+# and read device_check.json from the reply's files_at. (add `safetensors==0.8.0` to the
+# download only if the device image ever lacks it.) Sizes can be cut for a tighter lease,
+# e.g. `bash scripts/device_check.sh --bench-steps 50 --epochs 2`.
+#
+# What this wrapper does: (a) installs any wheels found in .wheels/, .whl/ or shared/wheels/
+# into a temporary folder on PYTHONPATH (pip --no-index --target; plain unzip if pip fails);
+# (b) points ARRAYNET_DATA at MNIST ($ARRAYNET_DATA, else .mnist/, shared/data/mnist or
+# ../shared/data/mnist); (c) runs scripts/device_check.py with this script's arguments,
+# using the repo's .venv python when there is one, else python3 (override with PYTHON=...).
+set -u
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO" || exit 2
+
+PY="${PYTHON:-}"
+if [ -z "$PY" ]; then
+    if [ -x "$REPO/.venv/bin/python" ]; then PY="$REPO/.venv/bin/python"; else PY=python3; fi
+fi
+
+# (a) carried wheels
+SITE=""
+wheels=()
+for d in "$REPO/.wheels" "$REPO/.whl" "$REPO/shared/wheels"; do
+    [ -d "$d" ] && for w in "$d"/*.whl; do [ -f "$w" ] && wheels+=("$w"); done
+done
+if [ "${#wheels[@]}" -gt 0 ]; then
+    SITE="$(mktemp -d "${TMPDIR:-/tmp}/arraynet-device-check-site.XXXXXX")" || exit 2
+    echo "[device_check.sh] installing ${#wheels[@]} carried wheel(s) into $SITE" >&2
+    if ! "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target "$SITE" "${wheels[@]}" >/dev/null 2>&1; then
+        echo "[device_check.sh] pip unavailable or failed; unzipping the wheels instead" >&2
+        for w in "${wheels[@]}"; do "$PY" -m zipfile -e "$w" "$SITE" || exit 2; done
+    fi
+    export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+fi
+
+# (b) MNIST
+if [ -z "${ARRAYNET_DATA:-}" ]; then
+    for d in "$REPO/.mnist" "$REPO/shared/data/mnist" "$REPO/../shared/data/mnist"; do
+        if ls "$d"/train-images-idx3-ubyte* >/dev/null 2>&1; then
+            export ARRAYNET_DATA="$(cd "$d" && pwd)"
+            break
+        fi
+    done
+fi
+echo "[device_check.sh] python: $PY; ARRAYNET_DATA=${ARRAYNET_DATA:-<not found>}" >&2
+
+# (c) the check
+export PYTHONUNBUFFERED=1
+export DEVICE_CHECK_COMMAND="bash scripts/device_check.sh${*:+ $*}"
+"$PY" "$REPO/scripts/device_check.py" "$@"
+rc=$?
+[ -n "$SITE" ] && rm -rf "$SITE"
+exit $rc
