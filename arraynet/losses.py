@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from array_api_compat import array_namespace
@@ -15,7 +16,7 @@ def mse(pred: Array, target: Array) -> tuple[Array, Array]:
     """Mean squared error over all elements; gradient 2 (p - y) / size."""
     xp = array_namespace(pred)
     diff = pred - target
-    size = diff.size
+    size = math.prod(diff.shape)
     return xp.sum(diff * diff) / size, diff * (2.0 / size)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from array_api_compat import array_namespace
@@ -159,7 +160,7 @@ class Sequential:
             (layer.params if k in layer.params else layer.buffers)[k] = value
 
     def num_parameters(self) -> int:
-        return sum(int(v.size) for v in self.parameters().values())
+        return sum(math.prod(v.shape) for v in self.parameters().values())
 
     def config(self) -> dict:
         """The layout as JSON-able data."""
@@ -178,7 +179,7 @@ class Sequential:
     def summary(self) -> str:
         lines = [f"input {self.input_shape}"]
         for i, layer in enumerate(self.layers):
-            n = sum(int(v.size) for v in layer.params.values())
+            n = sum(math.prod(v.shape) for v in layer.params.values())
             lines.append(f"{i:>2} {layer!r:<60} -> {layer.output_shape}  params {n}")
         lines.append(f"total parameters {self.num_parameters()}")
         return "\n".join(lines)

@@ -52,7 +52,7 @@ def test_parity_numpy_vs_strict(models, data_dir):
 
 
 @pytest.mark.skipif(not HAVE_TORCH, reason="torch is an optional extra")
-@pytest.mark.parametrize("models", ["m12", "m8"])
+@pytest.mark.parametrize("models", ["m12", "m8", "m1"])
 def test_parity_numpy_vs_torch(models, data_dir):
     p = run("parity", "--model", models, "--backends", "numpy,torch", "--json",
             data_dir=data_dir, check=True)  # fmt: skip
