@@ -58,11 +58,11 @@ def dilate_hw(x: Array, stride: int) -> Array:
     n, h, w, c = x.shape
     z = xp.zeros_like(x)
     x = xp.stack([x] + [z] * (stride - 1), axis=2)  # (n, h, s, w, c)
-    x = xp.reshape(x, (n, h * stride, w, c))[:, : (h - 1) * stride + 1]
+    x = xp.reshape(x, (n, h * stride, w, c))[:, : (h - 1) * stride + 1, :, :]
     hh = x.shape[1]
     z = xp.zeros_like(x)
     x = xp.stack([x] + [z] * (stride - 1), axis=3)  # (n, hh, w, s, c)
-    return xp.reshape(x, (n, hh, w * stride, c))[:, :, : (w - 1) * stride + 1]
+    return xp.reshape(x, (n, hh, w * stride, c))[:, :, : (w - 1) * stride + 1, :]
 
 
 def maxpool_forward(x: Array, p: int, with_index: bool = True) -> tuple[Array, Array | None]:

@@ -14,6 +14,9 @@ class BatchNorm(Layer):
 
     Training uses the batch statistics and updates running ones
     (running = momentum * running + (1 - momentum) * batch); eval uses the running ones.
+    The per-channel sums accumulate in float64 (one value per channel comes back in the
+    input's dtype): a float32 running sum over N*H*W values loses about log10(N*H*W)
+    digits, which the normalisation then amplifies.
     """
 
     kind = "batchnorm"
@@ -36,9 +39,9 @@ class BatchNorm(Layer):
         xp = array_namespace(x)
         axes = tuple(range(x.ndim - 1))
         if training:
-            mean = xp.mean(x, axis=axes)
+            mean = _channel_sum(x, axes) / math.prod(x.shape[:-1])
             xc = x - mean
-            var = xp.mean(xc * xc, axis=axes)
+            var = _channel_sum(xc * xc, axes) / math.prod(x.shape[:-1])
             inv = 1.0 / xp.sqrt(var + self.eps)
             xhat = xc * inv
             m = self.momentum
@@ -53,12 +56,11 @@ class BatchNorm(Layer):
         return xhat * self.params["gamma"] + self.params["beta"]
 
     def backward(self, dy: Array) -> Array:
-        xp = array_namespace(dy)
         axes = tuple(range(dy.ndim - 1))
         xhat, inv = self._xhat, self._inv
         self._xhat = self._inv = None
-        dgamma = xp.sum(dy * xhat, axis=axes)
-        dbeta = xp.sum(dy, axis=axes)
+        dgamma = _channel_sum(dy * xhat, axes)
+        dbeta = _channel_sum(dy, axes)
         self.grads["gamma"], self.grads["beta"] = dgamma, dbeta
         count = math.prod(dy.shape[:-1])
         scale = self.params["gamma"] * inv / count
@@ -66,3 +68,10 @@ class BatchNorm(Layer):
 
     def config(self) -> dict:
         return {"type": self.kind, "momentum": self.momentum, "eps": self.eps}
+
+
+def _channel_sum(x: Array, axes: tuple[int, ...]) -> Array:
+    """Sum over `axes`, accumulated in float64, returned in x's dtype."""
+    xp = array_namespace(x)
+    acc = xp.float64 if x.dtype == xp.float32 else x.dtype
+    return xp.astype(xp.sum(x, axis=axes, dtype=acc), x.dtype)
