@@ -65,6 +65,34 @@ def dilate_hw(x: Array, stride: int) -> Array:
     return xp.reshape(x, (n, hh, w * stride, c))[:, :, : (w - 1) * stride + 1, :]
 
 
+def input_grad_operand(
+    dy: Array, k: int, stride: int, pad: tuple[int, int, int, int], in_hw: tuple[int, int]
+) -> tuple[Array, tuple[int, int, int, int]]:
+    """The (dilated, cropped) output gradient and the padding that make dL/dx of a
+    convolution a stride-1 correlation with `flipped_kernel`, yielding exactly in_hw."""
+    h, w = in_hw
+    pt, _, pl, _ = pad
+    dyd = dilate_hw(dy, stride)
+    top, left = k - 1 - pt, k - 1 - pl
+    if top < 0 or left < 0:
+        dyd = dyd[:, max(-top, 0) :, max(-left, 0) :, :]
+        top, left = max(top, 0), max(left, 0)
+    bottom = h + k - 1 - top - dyd.shape[1]
+    right = w + k - 1 - left - dyd.shape[2]
+    if bottom < 0 or right < 0:
+        dyd = dyd[:, : dyd.shape[1] + min(bottom, 0), : dyd.shape[2] + min(right, 0), :]
+        bottom, right = max(bottom, 0), max(right, 0)
+    return dyd, (top, bottom, left, right)
+
+
+def flipped_kernel(kernel: Array) -> Array:
+    """(kh, kw, c, f) kernel turned 180 degrees with in/out swapped, as (kh*kw*f, c)."""
+    xp = array_namespace(kernel)
+    kh, kw, c, f = kernel.shape
+    wflip = xp.flip(kernel, axis=(0, 1))
+    return xp.reshape(xp.permute_dims(wflip, (0, 1, 3, 2)), (kh * kw * f, c))
+
+
 def maxpool_forward(x: Array, p: int, with_index: bool = True) -> tuple[Array, Array | None]:
     """Non-overlapping p x p max pooling of NHWC (floor); returns output and the index
     (row * p + col) of each window's first maximum (None unless `with_index`)."""

@@ -116,6 +116,34 @@ def test_pad_kernel(shape, pads):
     np.testing.assert_array_equal(nk.pad_hw(x, *pads), ops.pad_hw(x, *pads))
 
 
+@pytest.mark.parametrize("chunk_bytes", [1, 5000, 1 << 30])
+@pytest.mark.parametrize(
+    "k,stride,padding,shape",
+    [
+        (5, 1, "same", (9, 8, 3)),
+        (3, 2, "same", (7, 8, 2)),
+        (4, 2, 1, (9, 7, 3)),
+        (3, 1, "valid", (6, 6, 2)),
+    ],
+)
+def test_chunked_conv_kernels_match_portable(k, stride, padding, shape, chunk_bytes, monkeypatch):
+    monkeypatch.setattr(nk, "CHUNK_BYTES", chunk_bytes)
+    g = np.random.default_rng(8)
+    x = g.standard_normal((5, *shape))
+    fast, slow = (
+        _build(Conv2D(4, k, stride=stride, padding=padding), shape, get_backend("numpy", fast=f))
+        for f in (True, False)
+    )
+    slow.params = {k_: v.copy() for k_, v in fast.params.items()}
+    y1, y2 = fast.forward(x, training=True), slow.forward(x, training=True)
+    np.testing.assert_allclose(y1, y2, atol=1e-12)
+    dy = g.standard_normal(y1.shape)
+    dx1, dx2 = fast.backward(dy), slow.backward(dy)
+    np.testing.assert_allclose(dx1, dx2, atol=1e-12)
+    for name in ("kernel", "bias"):
+        np.testing.assert_allclose(fast.grads[name], slow.grads[name], atol=1e-12)
+
+
 @pytest.mark.parametrize("k,s", [(5, 1), (3, 2), (2, 2)])
 def test_im2col_kernel(k, s):
     x = np.random.default_rng(5).standard_normal((2, 9, 8, 3)).astype(np.float32)

@@ -6,6 +6,10 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from arraynet import ops
+
+CHUNK_BYTES = 8 << 20  # patch matrices are built this many bytes at a time (cache-sized)
+
 
 def pad_hw(x: np.ndarray, top: int, bottom: int, left: int, right: int) -> np.ndarray:
     """Zero-pad the spatial axes of NHWC into one new buffer."""
@@ -31,6 +35,53 @@ def im2col(xpad: np.ndarray, kh: int, kw: int, stride: int) -> np.ndarray:
         writeable=False,
     )
     return view.reshape(n * ho * wo, kh * kw * c)
+
+
+def _chunk(n: int, row_bytes: int) -> int:
+    """Images per chunk so that one chunk's patch matrix stays near CHUNK_BYTES."""
+    return max(1, min(n, CHUNK_BYTES // max(row_bytes, 1)))
+
+
+def conv2d_forward(x, kernel, bias, pad, stride):
+    """Convolution as patches x kernel, a few images at a time (the patch matrix of a
+    chunk stays in cache). Returns y and what backward needs (the padded input)."""
+    kh, kw, c, f = kernel.shape
+    xpad = pad_hw(x, *pad)
+    n, hp, wp, _ = xpad.shape
+    ho, wo = (hp - kh) // stride + 1, (wp - kw) // stride + 1
+    wmat = kernel.reshape(-1, f)
+    y = np.empty((n, ho, wo, f), dtype=x.dtype)
+    y2 = y.reshape(n * ho * wo, f)
+    step = _chunk(n, ho * wo * kh * kw * c * x.itemsize)
+    for i in range(0, n, step):
+        cols = im2col(xpad[i : i + step], kh, kw, stride)
+        np.matmul(cols, wmat, out=y2[i * ho * wo : (i + cols.shape[0] // (ho * wo)) * ho * wo])
+    y += bias
+    return y, xpad
+
+
+def conv2d_backward(xpad, dy, kernel, pad, stride, need_dx: bool):
+    """Gradients of conv2d_forward, chunked like it: (dL/dkernel, dL/dbias, dL/dx or None)."""
+    kh, kw, c, f = kernel.shape
+    n, ho, wo, _ = dy.shape
+    h, w = xpad.shape[1] - pad[0] - pad[1], xpad.shape[2] - pad[2] - pad[3]
+    dy2 = dy.reshape(n, ho * wo, f)
+    dw = np.zeros((kh * kw * c, f), dtype=dy.dtype)
+    db = dy2.sum(axis=(0, 1))
+    dx = wflip = None
+    if need_dx:
+        dyd, pads = ops.input_grad_operand(dy, kh, stride, pad, (h, w))
+        dydpad = pad_hw(dyd, *pads)
+        wflip = ops.flipped_kernel(kernel)
+        dx = np.empty((n, h, w, c), dtype=dy.dtype)
+    step = _chunk(n, max(ho * wo * kh * kw * c, h * w * kh * kw * f) * dy.itemsize)
+    for i in range(0, n, step):
+        cols = im2col(xpad[i : i + step], kh, kw, stride)
+        dw += cols.T @ dy2[i : i + step].reshape(-1, f)
+        if need_dx:
+            dcols = im2col(dydpad[i : i + step], kh, kw, 1)
+            np.matmul(dcols, wflip, out=dx.reshape(-1, c)[i * h * w : i * h * w + dcols.shape[0]])
+    return dw.reshape(kh, kw, c, f), db, dx
 
 
 def maxpool_forward(
@@ -97,6 +148,8 @@ def adam_update(p, g, m, v, lr: float, b1: float, b2: float, eps: float, t: int)
 KERNELS = {
     "pad_hw": pad_hw,
     "im2col": im2col,
+    "conv2d_forward": conv2d_forward,
+    "conv2d_backward": conv2d_backward,
     "maxpool_forward": maxpool_forward,
     "maxpool_backward": maxpool_backward,
     "adam_update": adam_update,

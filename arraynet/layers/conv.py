@@ -78,11 +78,17 @@ class Conv2D(Layer):
         xp = array_namespace(x)
         n = x.shape[0]
         ho, wo, f = self.output_shape
+        fast = self.backend.kernel("conv2d_forward") if self.backend is not None else None
+        if fast is not None:
+            y, saved = fast(x, self.params["kernel"], self.params["bias"], self.pad, self.stride)
+            if training:
+                self._saved = saved
+            return y
         cols = self._patches(x, self.pad, self.stride)
         w = xp.reshape(self.params["kernel"], (-1, f))
         y = cols @ w + self.params["bias"]
         if training:
-            self._cols = cols
+            self._saved = cols
         return xp.reshape(y, (n, ho, wo, f))
 
     def backward(self, dy: Array) -> Array | None:
@@ -90,29 +96,22 @@ class Conv2D(Layer):
         n = dy.shape[0]
         h, w, c = self.input_shape
         k, s, f = self.k, self.stride, self.filters
+        saved, self._saved = self._saved, None
+        fast = self.backend.kernel("conv2d_backward") if self.backend is not None else None
+        if fast is not None:
+            dw, db, dx = fast(saved, dy, self.params["kernel"], self.pad, s, self.need_input_grad)
+            self.grads["kernel"], self.grads["bias"] = dw, db
+            return dx
         dy2 = xp.reshape(dy, (-1, f))
-        cols, self._cols = self._cols, None
-        self.grads["kernel"] = xp.reshape(xp.matrix_transpose(cols) @ dy2, (k, k, c, f))
+        self.grads["kernel"] = xp.reshape(xp.matrix_transpose(saved) @ dy2, (k, k, c, f))
         self.grads["bias"] = xp.sum(dy2, axis=0)
         if not self.need_input_grad:
             return None
         # dL/dx is a correlation of the (dilated) output gradient with the kernel turned
-        # 180 degrees and its in/out axes swapped, padded so that it yields exactly h x w.
-        pt, _, pl, _ = self.pad
-        dyd = ops.dilate_hw(dy, s)
-        top, left = k - 1 - pt, k - 1 - pl
-        if top < 0 or left < 0:
-            dyd = dyd[:, max(-top, 0) :, max(-left, 0) :, :]
-            top, left = max(top, 0), max(left, 0)
-        bottom = h + k - 1 - top - dyd.shape[1]
-        right = w + k - 1 - left - dyd.shape[2]
-        if bottom < 0 or right < 0:
-            dyd = dyd[:, : dyd.shape[1] + min(bottom, 0), : dyd.shape[2] + min(right, 0), :]
-            bottom, right = max(bottom, 0), max(right, 0)
-        wflip = xp.flip(self.params["kernel"], axis=(0, 1))
-        wflip = xp.reshape(xp.permute_dims(wflip, (0, 1, 3, 2)), (k * k * f, c))
-        dcols = self._patches(dyd, (top, bottom, left, right), 1)
-        return xp.reshape(dcols @ wflip, (n, h, w, c))
+        # 180 degrees and its in/out axes swapped.
+        dyd, pads = ops.input_grad_operand(dy, k, s, self.pad, (h, w))
+        dcols = self._patches(dyd, pads, 1)
+        return xp.reshape(dcols @ ops.flipped_kernel(self.params["kernel"]), (n, h, w, c))
 
     def flops_per_image(self) -> int:
         """Multiply-adds x 2 of the forward pass, for one image."""
