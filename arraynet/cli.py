@@ -205,16 +205,12 @@ def predict(
     b = _backend(backend)
     model, _ = load_model(weights, b)
     rows = []
-    xp = b.xp
     for path in images:
         x = b.from_host(load_digit(path), dtype=b.dtype("float32"))
         probs = b.to_host(model.forward(x, False))[0]
-        if not model.fused_softmax:
-            probs = probs  # a non-softmax head: report its raw scores
         digit = int(probs.argmax())
         rows.append({"image": str(path), "digit": digit, "probability": float(probs[digit])})
         _out(json_mode).print(f"{path}: {digit} ({100 * float(probs[digit]):.1f}%)")
-    del xp
     if json_mode:
         _emit_json({"predictions": rows})
 
