@@ -45,7 +45,7 @@ _CE, _MSE = "cross_entropy", "mse"
 SEED_ERROR = {
     "m1": 0.10, "m2": 0.0675, "m3": 0.031, "m4": 0.0264, "m5": 0.0219, "m6": 0.0202,
     "m7": 0.0193, "m8": 0.0158, "m9": 0.008, "m10": 0.0044, "m11": 0.0042, "m12": 0.004,
-    "m13": 0.0025, "m14": 0.0025,
+    "m13": 0.0025, "m14": 0.0025, "m12-fast": 0.004,
 }  # fmt: skip
 SEED_EPOCHS = {
     "m1": 100, "m2": 100, "m3": 100, "m4": 30, "m5": 50, "m6": 200, "m7": 100, "m8": 91,
@@ -77,6 +77,14 @@ RECIPES: dict[str, Recipe] = {
     "m13": Recipe(
         lr=0.0005, schedule="keras", batch_size=64, aug_p=1.0,
         early_stopping=[0.0, 20], epochs=150,
+    ),
+    # The m12 layout trained for speed to the seed's 0.40 %: larger batches (faster GEMMs),
+    # a one-epoch warm-up and cosine decay, milder augmentation on every batch, label
+    # smoothing and weight averaging; no early stopping (a fixed 20-epoch budget).
+    "m12-fast": Recipe(
+        lr=0.003, schedule="cosine", warmup=1, batch_size=64, aug_p=1.0,
+        augment={"zoom": [0.9, 1.1], "rotation": 15.0, "shift": 0.1}, epochs=20,
+        label_smoothing=0.1, ema=0.999,
     ),
     "m14": Recipe(
         lr=0.002, schedule="cosine", warmup=1, batch_size=64, aug_p=1.0,

@@ -2,8 +2,9 @@
 
     uv run python scripts/train_zoo.py m1 m2 ... [--backend numpy] [--max-epochs N]
 
-Each model trains in runs/zoo/<name>/ (per-epoch checkpoints; an interrupted model resumes
-where it stopped when the script is run again), then models/<name>.safetensors and
+Each model trains in checkpoints/zoo/<name>/ (per-epoch checkpoints, tracked in git so a
+run can continue in a later session on another machine; an interrupted model resumes where
+it stopped when the script is run again), then models/<name>.safetensors and
 models/<name>.json are written and models/README.md is regenerated.
 """
 
@@ -137,7 +138,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-epochs", type=int, default=None, help="cap on epochs (recorded)")
     ap.add_argument("--val-split", type=int, default=0)
-    ap.add_argument("--runs", default=str(REPO / "runs" / "zoo"))
+    ap.add_argument("--runs", default=str(REPO / "checkpoints" / "zoo"))
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--train-limit", type=int, default=None, help="first N images (tests)")
     ap.add_argument("--models-dir", default=str(MODELS), help="where weights and table go")
