@@ -71,6 +71,8 @@ def train(
     min_delta: Annotated[float | None, typer.Option(help="early-stopping relative delta")] = None,
     monitor: Annotated[str | None, typer.Option(help="train_loss or val_loss")] = None,
     label_smoothing: Annotated[float | None, typer.Option(help="label smoothing")] = None,
+    ema: Annotated[float | None, typer.Option(help="weight-averaging decay (0: off)")] = None,
+    warmup: Annotated[int | None, typer.Option(help="warm-up epochs (cosine)")] = None,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     train_limit: Annotated[int | None, typer.Option(help="use the first N training images")] = None,
     val_split: Annotated[int, typer.Option(help="hold out the last N training images")] = 0,
@@ -102,7 +104,7 @@ def train(
         ]  # fmt: skip
     recipe = base.with_overrides(
         epochs=epochs, batch_size=batch_size, lr=lr, schedule=schedule, optimizer=optimizer,
-        aug_p=aug_p, monitor=monitor, label_smoothing=label_smoothing,
+        aug_p=aug_p, monitor=monitor, label_smoothing=label_smoothing, ema=ema, warmup=warmup,
     )  # fmt: skip
     if es != base.early_stopping:
         from dataclasses import replace

@@ -70,11 +70,7 @@ class RunState:
     epoch: int = 0  # epochs completed
     history: list[dict] = field(default_factory=list)
     stopped: bool = False
-    rng_state: dict | None = None
-    shuffle_state: dict | None = None
-    opt_t: int = 0
-    es_window: dict | None = None
-    elapsed: float = 0.0
+    elapsed: float = 0.0  # training seconds over all sessions
 
 
 class Trainer:
@@ -286,7 +282,6 @@ class Trainer:
             epoch=state["epoch"],
             history=state["history"],
             stopped=state["stopped"],
-            opt_t=state["opt_t"],
             elapsed=state.get("elapsed", 0.0),
         )
 
