@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
+from torch_twin import torch_model  # noqa: E402
 
 from arraynet.backends import get_backend  # noqa: E402
 from arraynet.bench import versions  # noqa: E402
@@ -31,35 +32,6 @@ from arraynet.data import load_mnist, one_hot  # noqa: E402
 from arraynet.optimizers import make_optimizer  # noqa: E402
 from arraynet.recipes import recipe_for  # noqa: E402
 from arraynet.zoo import build_layout  # noqa: E402
-
-
-def torch_model(name: str):
-    """The zoo layout `name` as a torch.nn.Sequential (NCHW; same shapes and parameters)."""
-    import torch.nn as nn
-
-    layers = []
-    c = 1
-    for cfg in build_layout(name).config()["layers"]:
-        t = cfg["type"]
-        if t == "conv2d":
-            pad = cfg["kernel_size"] // 2 if cfg["padding"] == "same" else 0
-            layers.append(nn.Conv2d(c, cfg["filters"], cfg["kernel_size"], cfg["stride"], pad))
-            c = cfg["filters"]
-        elif t == "dense":
-            layers.append(nn.LazyLinear(cfg["units"]))
-        elif t == "activation":
-            fn = cfg["fn"]
-            if fn != "softmax":  # the loss applies log-softmax, as arraynet's fused loss does
-                layers.append({"relu": nn.ReLU(), "tanh": nn.Tanh(), "sigmoid": nn.Sigmoid()}[fn])
-        elif t == "maxpool2d":
-            layers.append(nn.MaxPool2d(cfg["pool_size"]))
-        elif t == "dropout":
-            layers.append(nn.Dropout(cfg["rate"]))
-        elif t == "flatten":
-            layers.append(nn.Flatten())
-        elif t == "batchnorm":
-            layers.append(nn.LazyBatchNorm1d())
-    return nn.Sequential(*layers)
 
 
 def per_step_times(step, steps: int) -> list[float]:
@@ -101,7 +73,6 @@ def bench_pair(name: str, bs: int, steps: int, rounds: int, x_host, y_host, labe
     xt = torch.from_numpy(np.ascontiguousarray(x_host.transpose(0, 3, 1, 2)))
     lt = torch.from_numpy(labels)
     yt = torch.from_numpy(y_host)
-    tm(xt[:2])  # materialise lazy layers
     topt = torch.optim.Adam(tm.parameters(), lr=recipe.lr, eps=1e-8) if recipe.optimizer == "adam" \
         else torch.optim.SGD(tm.parameters(), lr=recipe.lr)  # fmt: skip
     mse = recipe.loss == "mse"

@@ -286,23 +286,6 @@ def step_parity(args: argparse.Namespace, rep: Report, ctx: dict) -> None:
 
 
 # -- step 3: speed against PyTorch -----------------------------------------------------------
-def torch_layout(nn: Any, model: str) -> Any:
-    """The m11/m12 layout in PyTorch (NCHW): 5x5 'same' convs 16-32-48-64, ReLU, dropout .2."""
-    if model not in ("m11", "m12"):
-        raise ValueError(f"no PyTorch twin of {model} here (only m11/m12)")
-
-    def conv(cin: int, cout: int) -> list:
-        return [nn.Conv2d(cin, cout, 5, padding=2), nn.ReLU()]
-
-    return nn.Sequential(
-        *conv(1, 16), nn.Dropout(0.2),
-        *conv(16, 32), nn.MaxPool2d(2), nn.Dropout(0.2),
-        *conv(32, 48), nn.Dropout(0.2),
-        *conv(48, 64), nn.MaxPool2d(2), nn.Dropout(0.2),
-        nn.Flatten(), nn.Linear(64 * 7 * 7, 10),
-    )  # fmt: skip
-
-
 def host_pool(args: argparse.Namespace, n: int) -> tuple[Any, Any]:
     """n MNIST training images (float32 NCHW in [0, 1]) and labels, or random ones."""
     import numpy as np
@@ -334,7 +317,9 @@ def torch_bench(args: argparse.Namespace, batch_size: int) -> dict:
     n_pool = min(60000, max(batch_size * (steps + warmup), args.eval_batch))
     xh, yh = host_pool(args, n_pool)
     xs, ys = torch.from_numpy(xh).to(dev), torch.from_numpy(yh).to(dev)
-    net = torch_layout(nn, args.bench_model).to(dev)
+    from torch_twin import torch_model
+
+    net = torch_model(args.bench_model).to(dev)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     loss_fn = nn.CrossEntropyLoss()
     pos = [0]
