@@ -115,7 +115,7 @@ def maxpool_backward(dy: Array, idx: Array, p: int, in_shape: tuple[int, ...]) -
     ho, wo = dy.shape[1], dy.shape[2]
     slots = xp.arange(p * p, dtype=idx.dtype, device=dy.device)
     hit = idx[..., None] == slots
-    dxw = xp.where(hit, dy[..., None], xp.zeros((), dtype=dy.dtype, device=dy.device))
+    dxw = dy[..., None] * xp.astype(hit, dy.dtype)
     dxw = xp.reshape(dxw, (n, ho, wo, c, p, p))
     dxw = xp.permute_dims(dxw, (0, 1, 4, 2, 5, 3))
     dx = xp.reshape(dxw, (n, ho * p, wo * p, c))

@@ -9,7 +9,7 @@ from scipy.signal import correlate
 from arraynet import ops
 from arraynet.backends import get_backend
 from arraynet.backends import numpy_kernels as nk
-from arraynet.layers import BuildContext, Conv2D, MaxPool2D
+from arraynet.layers import BatchNorm, BuildContext, Conv2D, MaxPool2D
 from arraynet.optimizers import adam_update
 from tests.conftest import CPU_BACKENDS
 
@@ -188,3 +188,28 @@ def test_adam_first_step_is_lr_times_sign():
     g = np.array([1.0, -2.0, 0.5, -0.1], np.float32)
     p1, _, _ = adam_update(p, g, np.zeros_like(p), np.zeros_like(p), 0.01, 0.9, 0.999, 1e-8, 1)
     np.testing.assert_allclose(p1, -0.01 * np.sign(g), rtol=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(8, 5), (4, 6, 5, 3), (2, 28, 28, 16)])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_batchnorm_kernels_match_portable(shape, dtype):
+    """The fused NumPy batch norm (forward, backward, running stats) against the layer's
+    portable code."""
+    g = np.random.default_rng(8)
+    x = (3.0 + 2.0 * g.standard_normal(shape)).astype(dtype)
+    dy = g.standard_normal(shape).astype(dtype)
+    gamma = (1.0 + 0.1 * g.standard_normal(shape[-1])).astype(dtype)
+    beta = g.standard_normal(shape[-1]).astype(dtype)
+    outs = {}
+    for fast in (True, False):
+        b = get_backend("numpy", fast=fast)
+        layer = _build(BatchNorm(), shape[1:], b, dtype)
+        layer.params["gamma"], layer.params["beta"] = gamma, beta
+        y = layer.forward(x, training=True)
+        dx = layer.backward(dy)
+        outs[fast] = (y, dx, layer.grads["gamma"], layer.grads["beta"],
+                      layer.buffers["running_mean"], layer.buffers["running_var"])  # fmt: skip
+    tol = {"float32": 2e-5, "float64": 1e-12}[dtype]
+    for a, r in zip(outs[True], outs[False], strict=True):
+        assert a.dtype == np.dtype(dtype)
+        np.testing.assert_allclose(a, r, rtol=tol, atol=tol * max(1.0, float(np.abs(r).max())))

@@ -96,15 +96,19 @@ def maxpool_forward(
     if p == 2:
         x = x[:, : 2 * ho, : 2 * wo, :]
         a, b, cc, d = x[:, 0::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 0::2], x[:, 1::2, 1::2]
+        mab, mcd = np.maximum(a, b), np.maximum(cc, d)
+        y = np.maximum(mab, mcd)
         if not with_index:
-            return np.maximum(np.maximum(a, b), np.maximum(cc, d)), None
-        iab = b > a
-        icd = d > cc
-        mab = np.where(iab, b, a)
-        mcd = np.where(icd, d, cc)
-        top = mcd > mab
-        idx = np.where(top, icd.view(np.uint8) + np.uint8(2), iab.view(np.uint8))
-        return np.where(top, mcd, mab), idx
+            return y, None
+        # idx = top ? 2 + (d > c) : (b > a), in uint8 arithmetic (np.where is slow here)
+        iab = (b > a).view(np.uint8)
+        top = (mcd > mab).view(np.uint8)
+        idx = (d > cc).view(np.uint8)
+        idx += np.uint8(2)
+        idx -= iab
+        idx *= top
+        idx += iab
+        return y, idx
     xw = x[:, : ho * p, : wo * p, :].reshape(n, ho, p, wo, p, c)
     xw = xw.transpose(0, 1, 3, 5, 2, 4).reshape(n, ho, wo, c, p * p)
     if not with_index:
@@ -118,12 +122,64 @@ def maxpool_backward(dy: np.ndarray, idx: np.ndarray, p: int, in_shape: tuple) -
     """Scatter dy to the argmax positions."""
     n, h, w, c = in_shape
     ho, wo = dy.shape[1], dy.shape[2]
+    if p == 2:
+        dx = np.zeros((n, h, w, c), dtype=dy.dtype)
+        for k, (i, j) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
+            np.multiply(dy, idx == k, out=dx[:, i : 2 * ho : 2, j : 2 * wo : 2, :])
+        return dx
     dxw = np.zeros((n, ho, wo, c, p * p), dtype=dy.dtype)
     np.put_along_axis(dxw, idx[..., None], dy[..., None], axis=-1)
     dx = dxw.reshape(n, ho, wo, c, p, p).transpose(0, 1, 4, 2, 5, 3).reshape(n, ho * p, wo * p, c)
     if ho * p != h or wo * p != w:
         dx = pad_hw(dx, 0, h - ho * p, 0, w - wo * p)
     return dx
+
+
+def _channel_sum(x3: np.ndarray) -> np.ndarray:
+    """Per-channel sum of (N, K, C): float32 within an image (a BLAS gemv), float64 across."""
+    ones = np.ones(x3.shape[1], dtype=x3.dtype)
+    return np.matmul(ones, x3).sum(axis=0, dtype=np.float64)
+
+
+def _channel_dot(a3: np.ndarray, b3: np.ndarray) -> np.ndarray:
+    """Per-channel sum of a * b over (N, K, C), without the product array."""
+    return np.einsum("nkc,nkc->nc", a3, b3).sum(axis=0, dtype=np.float64)
+
+
+def batchnorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float):
+    """Training-mode batch norm over all axes but the last, in few passes.
+
+    Returns y, what backward needs (the centred input and 1/std), and the batch mean and
+    (biased) variance. Mirrors `BatchNorm.forward` in arraynet.layers.batchnorm.
+    """
+    n, c = x.shape[0], x.shape[-1]
+    x3 = x.reshape(n, -1, c)
+    count = x3.shape[0] * x3.shape[1]
+    mean = (_channel_sum(x3) / count).astype(x.dtype)
+    xc = x - mean
+    xc3 = xc.reshape(n, -1, c)
+    var = (_channel_dot(xc3, xc3) / count).astype(x.dtype)
+    inv = (1.0 / np.sqrt(var.astype(np.float64) + eps)).astype(x.dtype)
+    y = xc * (gamma * inv)
+    y += beta
+    return y, (xc, inv), mean, var
+
+
+def batchnorm_backward(dy: np.ndarray, saved: tuple, gamma: np.ndarray):
+    """Gradients of batchnorm_forward: (dL/dx, dL/dgamma, dL/dbeta)."""
+    xc, inv = saved
+    n, c = dy.shape[0], dy.shape[-1]
+    dy3 = dy.reshape(n, -1, c)
+    count = dy3.shape[0] * dy3.shape[1]
+    dbeta = _channel_sum(dy3).astype(dy.dtype)
+    dgamma = (_channel_dot(dy3, xc.reshape(n, -1, c)) * inv).astype(dy.dtype)
+    a = gamma * inv
+    # dx = a * (dy - dbeta / count - xhat * dgamma / count), with xhat = xc * inv
+    dx = xc * (-a * inv * dgamma / count)
+    dx += -a * dbeta / count
+    tmp = np.multiply(dy, a)
+    dx += tmp
+    return dx, dgamma, dbeta
 
 
 def adam_update(p, g, m, v, lr: float, b1: float, b2: float, eps: float, t: int):
@@ -153,4 +209,6 @@ KERNELS = {
     "maxpool_forward": maxpool_forward,
     "maxpool_backward": maxpool_backward,
     "adam_update": adam_update,
+    "batchnorm_forward": batchnorm_forward,
+    "batchnorm_backward": batchnorm_backward,
 }

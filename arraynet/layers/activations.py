@@ -54,7 +54,7 @@ class Activation(Layer):
         if self.fn == "tanh":
             return dy * (1.0 - y * y)
         if self.fn == "relu":
-            return xp.where(y > 0, dy, xp.zeros((), dtype=dy.dtype, device=dy.device))
+            return dy * xp.astype(y > 0, dy.dtype)  # (faster than where on NumPy)
         if self.fn == "sigmoid":
             return dy * y * (1.0 - y)
         return y * (dy - xp.sum(dy * y, axis=-1, keepdims=True))

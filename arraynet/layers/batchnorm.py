@@ -25,6 +25,7 @@ class BatchNorm(Layer):
         super().__init__()
         self.momentum = float(momentum)
         self.eps = float(eps)
+        self._saved = None  # what the fast kernel's backward needs
 
     def _build(self, input_shape: Shape, ctx: BuildContext) -> Shape:
         c = input_shape[-1]
@@ -38,24 +39,36 @@ class BatchNorm(Layer):
     def forward(self, x: Array, training: bool = False) -> Array:
         xp = array_namespace(x)
         axes = tuple(range(x.ndim - 1))
+        fast = self.backend.kernel("batchnorm_forward") if self.backend is not None else None
+        if training and fast is not None:
+            y, self._saved, mean, var = fast(x, self.params["gamma"], self.params["beta"], self.eps)
+            self._update_running(mean, var, math.prod(x.shape[:-1]))
+            return y
         if training:
             mean = _channel_sum(x, axes) / math.prod(x.shape[:-1])
             xc = x - mean
             var = _channel_sum(xc * xc, axes) / math.prod(x.shape[:-1])
             inv = 1.0 / xp.sqrt(var + self.eps)
             xhat = xc * inv
-            m = self.momentum
-            count = math.prod(x.shape[:-1])
-            unbiased = var * (count / max(count - 1, 1))
-            self.buffers["running_mean"] = m * self.buffers["running_mean"] + (1 - m) * mean
-            self.buffers["running_var"] = m * self.buffers["running_var"] + (1 - m) * unbiased
+            self._update_running(mean, var, math.prod(x.shape[:-1]))
             self._xhat, self._inv = xhat, inv
         else:
             inv = 1.0 / xp.sqrt(self.buffers["running_var"] + self.eps)
             xhat = (x - self.buffers["running_mean"]) * inv
         return xhat * self.params["gamma"] + self.params["beta"]
 
+    def _update_running(self, mean: Array, var: Array, count: int) -> None:
+        m = self.momentum
+        unbiased = var * (count / max(count - 1, 1))
+        self.buffers["running_mean"] = m * self.buffers["running_mean"] + (1 - m) * mean
+        self.buffers["running_var"] = m * self.buffers["running_var"] + (1 - m) * unbiased
+
     def backward(self, dy: Array) -> Array:
+        saved, self._saved = self._saved, None
+        if saved is not None:
+            fast = self.backend.kernel("batchnorm_backward")
+            dx, self.grads["gamma"], self.grads["beta"] = fast(dy, saved, self.params["gamma"])
+            return dx
         axes = tuple(range(dy.ndim - 1))
         xhat, inv = self._xhat, self._inv
         self._xhat = self._inv = None
