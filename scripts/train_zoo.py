@@ -124,6 +124,13 @@ def write_table(models: Path) -> None:
             f"{r['epochs_run']} ({r['epoch_cap']} / {r['seed_epochs']}) | {r['best_epoch']} | "
             f"{r['train_seconds'] / 60:.0f} min | {r['backend']} ({r['device']}) |"
         )
+    if any(r["model"].endswith("-fast") for r in rows):
+        lines += [
+            "",
+            "The `-fast` rows are speed recipes aimed at the seed's best result (m12, 0.40 %",
+            "after 42 epochs); they were trained with `arraynet train` on 2 cores to themselves",
+            "(the command is in their JSON and in `benchmarks/`).",
+        ]
     lines.append("")
     atomic_write_bytes(models / "README.md", "\n".join(lines).encode())
 
