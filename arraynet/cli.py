@@ -65,7 +65,7 @@ def train(
     schedule: Annotated[
         str | None, typer.Option(help="const, tunable, tunable5, keras, cosine")
     ] = None,
-    optimizer: Annotated[str | None, typer.Option(help="sgd or adam")] = None,
+    optimizer: Annotated[str | None, typer.Option(help="sgd, adam or adam-seed")] = None,
     aug_p: Annotated[float | None, typer.Option(help="augmentation probability per batch")] = None,
     patience: Annotated[int | None, typer.Option(help="early-stopping patience (0: off)")] = None,
     min_delta: Annotated[float | None, typer.Option(help="early-stopping relative delta")] = None,

@@ -47,17 +47,31 @@ class SGD(Optimizer):
 
 
 class Adam(Optimizer):
-    """Adam with bias correction: p <- p - lr * m_hat / (sqrt(v_hat) + eps)."""
+    """Adam with bias correction: p <- p - lr * m_hat / (sqrt(v_hat) + eps).
+
+    `seed_correction=True` ('adam-seed') evaluates the bias correction at step 1 on every
+    step, as the seed library's published errors imply (see docs in recipes.py): the same
+    as uncorrected Adam at lr * sqrt(1 - beta2) / (1 - beta1), about 0.316 * lr.
+    """
 
     kind = "adam"
 
-    def __init__(self, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8) -> None:
+    def __init__(
+        self,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+        seed_correction: bool = False,
+    ) -> None:
         super().__init__()
         self.b1, self.b2, self.eps = float(beta1), float(beta2), float(eps)
+        self.seed_correction = bool(seed_correction)
+        if self.seed_correction:
+            self.kind = "adam-seed"
 
     def step(self, params, grads, lr, backend=None):
         self.t += 1
-        t, b1, b2 = self.t, self.b1, self.b2
+        t, b1, b2 = (1 if self.seed_correction else self.t), self.b1, self.b2
         fast = backend.kernel("adam_update") if backend is not None else None
         out = {}
         for k, p in params.items():
@@ -79,6 +93,9 @@ class Adam(Optimizer):
         return {"type": self.kind, "beta1": self.b1, "beta2": self.b2, "eps": self.eps}
 
 
+OPTIMIZERS = ("sgd", "adam", "adam-seed")
+
+
 def adam_update(p, g, m, v, lr: float, b1: float, b2: float, eps: float, t: int):
     """One portable Adam step for one parameter; returns new (p, m, v)."""
     xp = array_namespace(p)
@@ -91,9 +108,11 @@ def adam_update(p, g, m, v, lr: float, b1: float, b2: float, eps: float, t: int)
 
 
 def make_optimizer(name: str, **kw: Any) -> Optimizer:
-    """'sgd' or 'adam'."""
+    """'sgd', 'adam' or 'adam-seed' (Adam with the seed's step-1 bias correction)."""
     if name == "sgd":
         return SGD()
     if name == "adam":
         return Adam(**kw)
-    raise ValueError(f"unknown optimizer {name!r}; choose from sgd, adam")
+    if name == "adam-seed":
+        return Adam(seed_correction=True, **kw)
+    raise ValueError(f"unknown optimizer {name!r}; choose from {', '.join(OPTIMIZERS)}")

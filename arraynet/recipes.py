@@ -41,6 +41,15 @@ class Recipe:
 
 _CE, _MSE = "cross_entropy", "mse"
 
+# The seed's Adam: its published errors fit Adam whose bias correction stays at step 1
+# (an effective step of about 0.316 * lr), not textbook Adam. Model 4 (seed 2.64 %) gives
+# 3.48-3.83 % over three seeds with textbook Adam and 2.68 % with 'adam-seed'; model 5
+# (seed 2.19 %) 2.42 % against 2.30 %; and issue 3's check (model 4, 3 epochs on 20,000
+# images, < 5 %) gives 5.83 % against 4.77 %. (Model 6 meets its 2.02 % with either: 2.00 %
+# with textbook Adam.) The seed's source is not at hand, so this is an inference from its
+# numbers; `--optimizer adam` trains any entry with textbook Adam.
+_SEED_ADAM = "adam-seed"
+
 # Seed errors (fraction of the 10,000 test images) and epochs the seed ran.
 SEED_ERROR = {
     "m1": 0.10, "m2": 0.0675, "m3": 0.031, "m4": 0.0264, "m5": 0.0219, "m6": 0.0202,
@@ -57,22 +66,28 @@ RECIPES: dict[str, Recipe] = {
     "m1": Recipe(loss=_MSE, optimizer="sgd", lr=0.1, batch_size=1, epochs=100),
     "m2": Recipe(loss=_MSE, optimizer="sgd", lr=0.1, batch_size=32, epochs=100),
     "m3": Recipe(optimizer="sgd", lr=0.1, batch_size=32, epochs=100),
-    "m4": Recipe(optimizer="adam", lr=0.01, batch_size=32, epochs=30),
-    "m5": Recipe(optimizer="adam", lr=0.001, batch_size=32, epochs=50),
-    "m6": Recipe(lr=0.0005, batch_size=16, epochs=200),
-    "m7": Recipe(lr=0.0005, batch_size=16, aug_p=0.25, epochs=100),
-    "m8": Recipe(lr=0.0005, batch_size=16, aug_p=0.25, early_stopping=[0.005, 15], epochs=175),
-    "m9": Recipe(lr=0.001, batch_size=16, aug_p=0.25, early_stopping=[0.005, 20], epochs=150),
+    "m4": Recipe(optimizer=_SEED_ADAM, lr=0.01, batch_size=32, epochs=30),
+    "m5": Recipe(optimizer=_SEED_ADAM, lr=0.001, batch_size=32, epochs=50),
+    "m6": Recipe(optimizer=_SEED_ADAM, lr=0.0005, batch_size=16, epochs=200),
+    "m7": Recipe(optimizer=_SEED_ADAM, lr=0.0005, batch_size=16, aug_p=0.25, epochs=100),
+    "m8": Recipe(
+        optimizer=_SEED_ADAM, lr=0.0005, batch_size=16, aug_p=0.25,
+        early_stopping=[0.005, 15], epochs=175,
+    ),
+    "m9": Recipe(
+        optimizer=_SEED_ADAM, lr=0.001, batch_size=16, aug_p=0.25,
+        early_stopping=[0.005, 20], epochs=150,
+    ),
     "m10": Recipe(
-        lr=0.001, schedule="tunable5", batch_size=16, aug_p=0.5,
+        optimizer=_SEED_ADAM, lr=0.001, schedule="tunable5", batch_size=16, aug_p=0.5,
         early_stopping=[0.005, 25], epochs=150,
     ),
     "m11": Recipe(
-        lr=0.001, schedule="tunable5", batch_size=16, aug_p=0.5,
+        optimizer=_SEED_ADAM, lr=0.001, schedule="tunable5", batch_size=16, aug_p=0.5,
         early_stopping=[0.005, 25], epochs=150,
     ),
     "m12": Recipe(
-        lr=0.001, schedule="tunable", batch_size=16, aug_p=0.8,
+        optimizer=_SEED_ADAM, lr=0.001, schedule="tunable", batch_size=16, aug_p=0.8,
         early_stopping=[0.005, 15], epochs=150,
     ),
     "m13": Recipe(

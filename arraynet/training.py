@@ -257,6 +257,15 @@ class Trainer:
             state = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise WeightsError(f"{path}: cannot resume ({e})") from None
+        saved = {k: v for k, v in (state.get("recipe") or {}).items() if k != "epochs"}
+        wanted = {k: v for k, v in self.recipe.to_dict().items() if k != "epochs"}
+        diff = sorted(k for k in saved.keys() & wanted.keys() if saved[k] != wanted[k])
+        if diff:
+            k = diff[0]
+            raise WeightsError(
+                f"{self.out_dir}: the checkpoint was trained with {k}={saved[k]!r}, not "
+                f"{wanted[k]!r}; resume with the same recipe or start a new run folder"
+            )
         arrays, _ = load_arrays(self.out_dir / "checkpoint.safetensors")
         b = self.backend
         model_state = {k[6:]: b.from_host(v) for k, v in arrays.items() if k.startswith("model.")}

@@ -114,16 +114,23 @@ def write_table(models: Path) -> None:
         "check any row with `arraynet evaluate models/<name>.safetensors`.",
         "",
         "| model | arraynet error | seed error | epochs run (cap / seed) | best epoch "
-        "| train time | backend |",
-        "|---|---|---|---|---|---|---|",
+        "| optimizer | train time | backend |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         ok = "" if r["error_rate"] <= r["seed_error"] else " (above seed)"
         lines.append(
             f"| {r['model']} | {100 * r['error_rate']:.2f} %{ok} | {100 * r['seed_error']:.2f} % | "
             f"{r['epochs_run']} ({r['epoch_cap']} / {r['seed_epochs']}) | {r['best_epoch']} | "
+            f"{r['recipe']['optimizer']} {r['recipe']['lr']:g} | "
             f"{r['train_seconds'] / 60:.0f} min | {r['backend']} ({r['device']}) |"
         )
+    lines += [
+        "",
+        "`adam` is textbook Adam; `adam-seed` keeps the bias correction at step 1, as the",
+        "seed's published errors imply (see `arraynet/recipes.py`). Rows trained before the",
+        "zoo switched to `adam-seed` say `adam`.",
+    ]
     if any(r["model"].endswith("-fast") for r in rows):
         lines += [
             "",

@@ -10,7 +10,7 @@ from arraynet import ops
 from arraynet.backends import get_backend
 from arraynet.backends import numpy_kernels as nk
 from arraynet.layers import BatchNorm, BuildContext, Conv2D, MaxPool2D
-from arraynet.optimizers import adam_update
+from arraynet.optimizers import adam_update, make_optimizer
 from tests.conftest import CPU_BACKENDS
 
 
@@ -213,3 +213,25 @@ def test_batchnorm_kernels_match_portable(shape, dtype):
     for a, r in zip(outs[True], outs[False], strict=True):
         assert a.dtype == np.dtype(dtype)
         np.testing.assert_allclose(a, r, rtol=tol, atol=tol * max(1.0, float(np.abs(r).max())))
+
+
+def test_adam_seed_keeps_step_one_correction():
+    """'adam-seed' equals textbook Adam's formula with t = 1 at every step (fast and
+    portable), i.e. uncorrected Adam at about 0.316 * lr."""
+    g = np.random.default_rng(9)
+    grads = [{"w": g.standard_normal((6, 4)).astype(np.float32)} for _ in range(5)]
+    p0 = {"w": g.standard_normal((6, 4)).astype(np.float32)}
+    for fast in (True, False):
+        b = get_backend("numpy", fast=fast)
+        opt = make_optimizer("adam-seed")
+        p = {"w": p0["w"].copy()}
+        m = v = np.zeros((6, 4), np.float32)
+        ref = p0["w"].copy()
+        for gr in grads:
+            p = opt.step(p, gr, 1e-2, b)
+            ref, m, v = adam_update(ref, gr["w"], m, v, 1e-2, 0.9, 0.999, 1e-8, 1)
+            np.testing.assert_allclose(p["w"], ref, rtol=1e-6, atol=1e-7)
+        assert opt.t == len(grads) and opt.config()["type"] == "adam-seed"
+    # after many steps textbook Adam's correction vanishes and the ratio is sqrt(1-b2)/(1-b1)
+    lr_eff = np.sqrt(1 - 0.999) / (1 - 0.9)
+    assert abs(lr_eff - 0.316) < 1e-3

@@ -68,7 +68,7 @@ def test_early_stopping_keeps_going_while_improving():
 def test_recipes_follow_the_spec():
     r12 = recipe_for("m12")
     assert (r12.optimizer, r12.lr, r12.schedule, r12.batch_size, r12.aug_p) == (
-        "adam",
+        "adam-seed",
         0.001,
         "tunable",
         16,
@@ -102,6 +102,17 @@ def test_resume_equals_uninterrupted_run(tmp_path, data_dir):
     b, _ = load_arrays(tmp_path / "resumed" / "model.safetensors")
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_resume_with_another_recipe_is_refused(tmp_path, data_dir):
+    _small_run(tmp_path, data_dir, "m8", 1)
+    b = get_backend("numpy")
+    other = recipe_for("m8").with_overrides(epochs=4, aug_p=0.5, batch_size=32, optimizer="adam")
+    with pytest.raises(WeightsError, match="optimizer='adam-seed', not 'adam'"):
+        train_model(
+            "m8", b, recipe=other, seed=7, out_dir=tmp_path / "run", resume=True,
+            data_dir=str(data_dir), train_limit=256, epochs=2, val_split=100,
+        )  # fmt: skip
 
 
 def test_checkpoint_files_and_history(tmp_path, data_dir):
