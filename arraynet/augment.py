@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from array_api_compat import array_namespace
 
-from arraynet.data.affine import affine_matrix, random_affine_params
+from arraynet.data.affine import affine_matrix, random_affine_params, random_elastic_field
 
 if TYPE_CHECKING:
     from arraynet.backends.base import HostRNG
@@ -39,6 +39,7 @@ __all__ = [
     "augment_batch",
     "maybe_augment",
     "random_affine_params",
+    "random_elastic_field",
 ]
 
 
@@ -53,12 +54,14 @@ def _maps_on_device(inv_maps: Any, xp: Any, x: Array, dtype: Any) -> Array:
     return m if m.dtype == dtype else xp.astype(m, dtype)
 
 
-def affine_resample(x: Array, inv_maps: Any) -> Array:
+def affine_resample(x: Array, inv_maps: Any, displacement: Any = None) -> Array:
     """Resample an NHWC batch through per-image inverse maps, bilinear with zero fill.
 
     `inv_maps` is (N, 2, 3), a host NumPy array or an array of `x`'s namespace. Integer source
     coordinates read one pixel with weight exactly 1, so the identity returns `x` unchanged.
-    Floating `x` keeps its dtype; other dtypes are computed and returned as float32.
+    `displacement` (N, H, W, 2), optional, is added to every source coordinate (x, y) after
+    the map (elastic distortion). Floating `x` keeps its dtype; other dtypes are computed and
+    returned as float32.
     """
     xp = array_namespace(x)
     n, h, w, ch = x.shape
@@ -78,6 +81,11 @@ def affine_resample(x: Array, inv_maps: Any) -> Array:
     # source coordinates (N, H, W): small (N,1,W) and (N,H,1) terms, one full-size add each
     sx = (coef(0, 0) * xo + coef(0, 2)) + coef(0, 1) * yo
     sy = (coef(1, 0) * xo + coef(1, 2)) + coef(1, 1) * yo
+    if displacement is not None:
+        disp = _maps_on_device(displacement, xp, x, dt)
+        if tuple(disp.shape) != (n, h, w, 2):
+            raise ValueError(f"displacement must have shape ({n}, {h}, {w}, 2)")
+        sx, sy = sx + disp[..., 0], sy + disp[..., 1]
     fx0, fy0 = xp.floor(sx), xp.floor(sy)
     fx = xp.reshape(sx - fx0, (n, h, w, 1))
     fy = xp.reshape(sy - fy0, (n, h, w, 1))
@@ -125,11 +133,17 @@ def augment_batch(
     zoom: tuple[float, float] = (0.8, 1.2),
     rotation: float = 25.0,
     shift: float = 0.2,
+    elastic: tuple[float, float] | None = None,
 ) -> Array:
-    """Randomly zoom, rotate and shift every image of an NHWC batch (one map per image)."""
+    """Randomly zoom, rotate and shift every image of an NHWC batch (one map per image);
+    with `elastic=(alpha, sigma)` also distort it elastically (drawn after the maps)."""
     n, h, w = x.shape[0], x.shape[1], x.shape[2]
     maps = random_affine_params(rng, n, zoom=zoom, rotation=rotation, shift=shift, size=(h, w))
-    return affine_resample(x, maps)
+    disp = None
+    if elastic is not None and float(elastic[0]) > 0:
+        alpha, sigma = (float(v) for v in elastic)
+        disp = random_elastic_field(rng, n, alpha, sigma, (h, w))
+    return affine_resample(x, maps, disp)
 
 
 def maybe_augment(x: Array, rng: HostRNG, p: float, **kw: Any) -> Array:

@@ -54,6 +54,20 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="last line of stdout is on
 
 
 # -- train ------------------------------------------------------------------------------
+def _elastic(text: str) -> list[float] | None:
+    """'ALPHA,SIGMA' -> [alpha, sigma]; '0' -> None (off)."""
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        vals = [float(p) for p in parts]
+    except ValueError:
+        vals = []
+    if vals == [0.0]:
+        return None
+    if len(vals) != 2 or vals[0] < 0 or vals[1] <= 0:
+        raise CliError(f"--elastic wants 'ALPHA,SIGMA' (alpha >= 0, sigma > 0) or 0, not {text!r}")
+    return vals
+
+
 @app.command()
 def train(
     model: Annotated[str, typer.Option("--model", "-m", help="zoo entry, e.g. m4, m12")] = "m4",
@@ -67,6 +81,9 @@ def train(
     ] = None,
     optimizer: Annotated[str | None, typer.Option(help="sgd, adam or adam-seed")] = None,
     aug_p: Annotated[float | None, typer.Option(help="augmentation probability per batch")] = None,
+    elastic: Annotated[
+        str | None, typer.Option(help="elastic distortion 'ALPHA,SIGMA' in pixels (0: off)")
+    ] = None,
     patience: Annotated[int | None, typer.Option(help="early-stopping patience (0: off)")] = None,
     min_delta: Annotated[float | None, typer.Option(help="early-stopping relative delta")] = None,
     monitor: Annotated[str | None, typer.Option(help="train_loss or val_loss")] = None,
@@ -110,6 +127,10 @@ def train(
         from dataclasses import replace
 
         recipe = replace(recipe, early_stopping=es)
+    if elastic is not None:
+        from dataclasses import replace
+
+        recipe = replace(recipe, augment={**recipe.augment, "elastic": _elastic(elastic)})
     if monitor == "val_loss" and val_split <= 0:
         raise CliError("--monitor val_loss needs --val-split N")
     b = _backend(backend, device)

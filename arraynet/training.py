@@ -135,6 +135,7 @@ class Trainer:
                 xb = maybe_augment(
                     xb, self.rng, r.aug_p,
                     zoom=tuple(aug["zoom"]), rotation=aug["rotation"], shift=aug["shift"],
+                    elastic=aug.get("elastic"),
                 )  # fmt: skip
             loss, _ = model.loss_and_grads(xb, yb, r.loss, r.label_smoothing)
             total = total + loss * idx.shape[0]

@@ -12,6 +12,7 @@ from arraynet.augment import (
     augment_batch,
     maybe_augment,
     random_affine_params,
+    random_elastic_field,
 )
 from arraynet.backends import get_backend
 from tests.conftest import CPU_BACKENDS, HAVE_TORCH
@@ -207,3 +208,60 @@ def test_config_round_trip_and_validation():
         AugmentConfig(zoom=(1.2, 0.8))
     with pytest.raises(ValueError):
         AugmentConfig(rotation=-1)
+
+
+# -- elastic distortion ---------------------------------------------------------------------
+
+
+def test_smoothing_matrix_is_a_unit_gaussian_inside():
+    from arraynet.data.affine import gaussian_smoothing_matrix
+
+    s = gaussian_smoothing_matrix(28, 3.0)
+    assert s.shape == (28, 28) and np.allclose(s, s.T)
+    np.testing.assert_allclose(s[14].sum(), 1.0, atol=1e-12)  # far from the edges
+    assert s[14, 14] == s[14].max() and s[14, 14 + 10] == 0.0  # radius 9 for sigma 3
+
+
+def test_elastic_field_shape_scale_and_determinism():
+    b = get_backend("numpy")
+    f1 = random_elastic_field(b.rng(3), 4, 8.0, 3.0, 28)
+    f2 = random_elastic_field(b.rng(3), 4, 8.0, 3.0, 28)
+    assert f1.shape == (4, 28, 28, 2) and f1.dtype == np.float64
+    np.testing.assert_array_equal(f1, f2)
+    half = random_elastic_field(b.rng(3), 4, 4.0, 3.0, 28)
+    np.testing.assert_allclose(half, f1 / 2)
+    assert 0.1 < np.abs(f1).max() < 8.0  # smoothing shrinks the noise
+
+
+def test_constant_displacement_is_a_shift():
+    """A field of (+2, -1) everywhere reads 2 pixels right and 1 up: content moves left 2
+    and down 1, exactly as the inverse affine shift."""
+    img = _images(n=2)
+    disp = np.zeros((2, 28, 28, 2))
+    disp[..., 0], disp[..., 1] = 2.0, -1.0
+    ident = np.stack([affine_matrix(1.0, 0.0, 0, 0)] * 2)
+    got = np.asarray(affine_resample(img, ident, disp))
+    np.testing.assert_array_equal(got, _shift_zero_fill(img, -2, 1))
+    with pytest.raises(ValueError, match="displacement must have shape"):
+        affine_resample(img, ident, disp[:, :5])
+
+
+def test_elastic_off_keeps_the_affine_stream_and_on_changes_it():
+    img = _images(n=4)
+    b = get_backend("numpy")
+    plain = np.asarray(augment_batch(img, b.rng(5)))
+    off = np.asarray(augment_batch(img, b.rng(5), elastic=(0.0, 3.0)))
+    on = np.asarray(augment_batch(img, b.rng(5), elastic=(8.0, 3.0)))
+    np.testing.assert_array_equal(off, plain)
+    assert on.dtype == np.float32 and not np.array_equal(on, plain)
+    assert on.min() >= 0.0 and on.max() <= 1.0 + 1e-6
+
+
+def test_elastic_backends_agree():
+    img = _images(n=4)
+    outs = []
+    for name in CPU_BACKENDS:
+        b = get_backend(name)
+        outs.append(b.to_host(augment_batch(b.from_host(img), b.rng(8), elastic=(8.0, 3.0))))
+    for o in outs[1:]:
+        np.testing.assert_allclose(o, outs[0], rtol=0, atol=1e-5)

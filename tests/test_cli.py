@@ -88,6 +88,17 @@ def test_train_then_evaluate_agree(tmp_path, data_dir):
     assert ens["correct"] == res["correct"]
 
 
+def test_elastic_flag_reaches_the_recipe(tmp_path, data_dir):
+    out = tmp_path / "el"
+    p = run("train", "--model", "m9", "--epochs", "1", "--train-limit", "256", "--aug-p", "1",
+            "--elastic", "20,4", "--out", str(out), "--json",
+            data_dir=data_dir, check=True)  # fmt: skip
+    assert last_json(p)["epochs_run"] == 1
+    state = json.loads((out / "state.json").read_text())
+    assert state["recipe"]["augment"]["elastic"] == [20.0, 4.0]
+    assert state["recipe"]["augment"]["rotation"] == 25.0  # the rest of the recipe kept
+
+
 def test_predict_a_digit_image(tmp_path, data_dir):
     from PIL import Image
 
@@ -132,6 +143,7 @@ def test_bench_json(data_dir):
         (["parity", "--model", "m12", "--backends", "numpy"], "at least two"),
         (["train", "--model", "m4", "--out", "/nonexistent-run", "--resume"], "nothing to resume"),
         (["plot", "/nonexistent-run"], "not a run folder"),
+        (["train", "--model", "m4", "--elastic", "34"], "--elastic wants 'ALPHA,SIGMA'"),
     ],
 )
 def test_bad_input_is_one_line(args, text, data_dir):

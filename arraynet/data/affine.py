@@ -62,3 +62,31 @@ def random_affine_params(
     dx = np.rint(sh[:, 0] * w)
     dy = np.rint(sh[:, 1] * h)
     return affine_matrix(z, ang, dx, dy, (h, w))
+
+
+def gaussian_smoothing_matrix(size: int, sigma: float) -> np.ndarray:
+    """(size, size) matrix S with S @ v = v convolved with a unit-sum Gaussian of width
+    `sigma` (pixels), zero outside the image."""
+    i = np.arange(size, dtype=np.float64)
+    radius = max(1, int(np.ceil(3.0 * sigma)))
+    k = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    k /= k.sum()
+    d = i[:, None] - i[None, :]
+    s = np.zeros((size, size))
+    inside = np.abs(d) <= radius
+    s[inside] = k[(d[inside] + radius).astype(int)]
+    return s
+
+
+def random_elastic_field(
+    rng: HostRNG, n: int, alpha: float, sigma: float, size: Size = 28
+) -> np.ndarray:
+    """Random smooth displacements (n, H, W, 2) in pixels, float64 on the host (Simard et
+    al. 2003): uniform noise in [-1, 1] per pixel and axis, smoothed by a Gaussian of width
+    `sigma` and scaled by `alpha`. Component 0 moves the sampling point along x (columns),
+    component 1 along y (rows)."""
+    h, w = _hw(size)
+    u = rng.host_uniform((n, 2, h, w), -1.0, 1.0)
+    sh, sw = gaussian_smoothing_matrix(h, sigma), gaussian_smoothing_matrix(w, sigma)
+    field = np.einsum("ij,ncjk,lk->ncil", sh, u, sw)
+    return np.ascontiguousarray(np.moveaxis(alpha * field, 1, -1))

@@ -55,7 +55,11 @@ def make_plots(run_dir: str | Path, backend: Any, data_dir: str | None = None) -
         )
     rng = backend.rng(0)
     sample = to_float(mnist.train_images[:32], backend)
-    aug = backend.to_host(augment_batch(sample, rng))[..., 0]
+    a = (state.get("recipe") or {}).get("augment") or {}
+    kw = {k: a[k] for k in ("rotation", "shift", "elastic") if a.get(k) is not None}
+    if "zoom" in a:
+        kw["zoom"] = tuple(a["zoom"])
+    aug = backend.to_host(augment_batch(sample, rng, **kw))[..., 0]  # the run's ranges
     written.append(_grid(plt, aug, [str(int(v)) for v in mnist.train_labels[:32]],
                          "augmented training digits", run / "augmented.png"))  # fmt: skip
     return written
