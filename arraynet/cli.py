@@ -241,7 +241,8 @@ def predict(
 # -- zoo / backends ---------------------------------------------------------------------
 @app.command()
 def zoo(json_mode: JsonOpt = False) -> None:
-    """The zoo: layouts, parameter counts, seed error and shipped weights' error."""
+    """The zoo: layouts, parameter counts, the seed's error (for arraynet's own entries the
+    target) and the shipped weights' error."""
     from arraynet.backends import get_backend
     from arraynet.recipes import RECIPES, SEED_ERROR
     from arraynet.zoo import LAYOUTS, build_layout
@@ -272,7 +273,7 @@ def zoo(json_mode: JsonOpt = False) -> None:
     if json_mode:
         _emit_json({"models": rows})
         return
-    t = Table("model", "params", "layout", "recipe", "seed err", "shipped err")
+    t = Table("model", "params", "layout", "recipe", "seed (target)", "shipped err")
     for r in rows:
         se = "-" if r["shipped_error"] is None else f"{100 * r['shipped_error']:.2f}%"
         t.add_row(r["model"], f"{r['parameters']:,}", r["layers"], r["recipe"],
