@@ -41,7 +41,8 @@ class Dataset:
 
 
 def evaluate(model: Sequential, data: Dataset, batch_size: int = 500) -> dict:
-    """Error rate (and mean cross-entropy) of `model` in eval mode on `data`."""
+    """Error rate and mean loss of `model` in eval mode on `data` (cross-entropy for a
+    softmax output, else mean squared error over all outputs, as the MSE loss)."""
     b = model.backend
     xp = array_namespace(data.x)
     correct = 0
@@ -55,6 +56,9 @@ def evaluate(model: Sequential, data: Dataset, batch_size: int = 500) -> dict:
             yb = data.y[i : i + batch_size]
             p = xp.clip(out, 1e-7, 1.0)
             loss_sum += float(b.to_host(-xp.sum(yb * xp.log(p))))
+        else:
+            d = out - data.y[i : i + batch_size]
+            loss_sum += float(b.to_host(xp.sum(d * d))) / out.shape[1]
     return {
         "error_rate": (n - correct) / n if n else 0.0,
         "correct": correct,

@@ -215,3 +215,18 @@ def _shift(x, dx, dy):
     xs, xd = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
     out[:, yd, xd] = x[:, ys, xs]
     return out
+
+
+def test_evaluate_reports_mse_for_models_without_softmax():
+    from arraynet.losses import mse
+    from arraynet.training import Dataset, evaluate
+
+    b = get_backend("numpy")
+    m = build_layout("m2").build(b, seed=0)
+    g = np.random.default_rng(0)
+    x = g.random((7, 28, 28, 1), dtype=np.float32)
+    labels = g.integers(0, 10, 7)
+    y = np.eye(10, dtype=np.float32)[labels]
+    res = evaluate(m, Dataset(x, y, labels), batch_size=3)
+    ref = float(mse(m.forward(x, False), y)[0])
+    assert res["loss"] == pytest.approx(ref, rel=1e-5) and res["loss"] > 0
