@@ -237,7 +237,6 @@ class Trainer:
         if self.es is not None:
             for j, w in enumerate(self.es.weights):
                 arrays.update({f"es{j}.{k}": v for k, v in w.items()})
-        save_arrays(self.out_dir / "checkpoint.safetensors", arrays, {"epoch": st.epoch})
         state = {
             "epoch": st.epoch,
             "stopped": st.stopped,
@@ -252,16 +251,28 @@ class Trainer:
             "meta": self.meta,
             "arraynet_version": __version__,
         }
+        # The checkpoint carries the whole state, so weights and state change in one atomic
+        # rename; state.json is a readable copy written after it.
+        meta = {"epoch": st.epoch, "state": state}
+        save_arrays(self.out_dir / "checkpoint.safetensors", arrays, meta)
         atomic_write_json(self.out_dir / "state.json", state)
 
     def load_checkpoint(self) -> None:
         """Continue from `out_dir`'s checkpoint (raises WeightsError when unusable)."""
         assert self.out_dir is not None
-        path = self.out_dir / "state.json"
-        try:
-            state = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise WeightsError(f"{path}: cannot resume ({e})") from None
+        arrays, ck_meta = load_arrays(self.out_dir / "checkpoint.safetensors")
+        state = ck_meta.get("state")
+        if not isinstance(state, dict):  # older checkpoints: epoch-only metadata
+            path = self.out_dir / "state.json"
+            try:
+                state = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError) as e:
+                raise WeightsError(f"{path}: cannot resume ({e})") from None
+            if ck_meta.get("epoch", state.get("epoch")) != state.get("epoch"):
+                raise WeightsError(
+                    f"{self.out_dir}: checkpoint.safetensors (epoch {ck_meta['epoch']}) and "
+                    f"state.json (epoch {state.get('epoch')}) disagree; cannot resume"
+                )
         saved = {k: v for k, v in (state.get("recipe") or {}).items() if k != "epochs"}
         wanted = {k: v for k, v in self.recipe.to_dict().items() if k != "epochs"}
         diff = sorted(k for k in saved.keys() & wanted.keys() if saved[k] != wanted[k])
@@ -271,7 +282,6 @@ class Trainer:
                 f"{self.out_dir}: the checkpoint was trained with {k}={saved[k]!r}, not "
                 f"{wanted[k]!r}; resume with the same recipe or start a new run folder"
             )
-        arrays, _ = load_arrays(self.out_dir / "checkpoint.safetensors")
         b = self.backend
         model_state = {k[6:]: b.from_host(v) for k, v in arrays.items() if k.startswith("model.")}
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -95,6 +96,10 @@ def test_resume_equals_uninterrupted_run(tmp_path, data_dir):
     _small_run(tmp_path, data_dir, "m9", 2, out="resumed")
     state = json.loads((tmp_path / "resumed" / "state.json").read_text())
     assert state["epoch"] == 2 and len(state["history"]) == 2
+    # a run killed between the checkpoint's rename and state.json's leaves a stale
+    # state.json; the state inside the checkpoint wins
+    _small_run(tmp_path, data_dir, "m9", 1, out="one")
+    shutil.copy(tmp_path / "one" / "state.json", tmp_path / "resumed" / "state.json")
     resumed = _small_run(tmp_path, data_dir, "m9", 4, resume=True, out="resumed")
     assert resumed["epochs_run"] == straight["epochs_run"] == 4
     assert resumed["error_rate"] == straight["error_rate"]
@@ -102,6 +107,16 @@ def test_resume_equals_uninterrupted_run(tmp_path, data_dir):
     b, _ = load_arrays(tmp_path / "resumed" / "model.safetensors")
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_old_checkpoint_disagreeing_with_state_is_refused(tmp_path, data_dir):
+    """Checkpoints that hold only the epoch are checked against state.json."""
+    _small_run(tmp_path, data_dir, "m8", 2)
+    ck = tmp_path / "run" / "checkpoint.safetensors"
+    arrays, _ = load_arrays(ck)
+    save_arrays(ck, arrays, {"epoch": 3})
+    with pytest.raises(WeightsError, match=r"\(epoch 3\) and state.json \(epoch 2\) disagree"):
+        _small_run(tmp_path, data_dir, "m8", 4, resume=True)
 
 
 def test_resume_with_another_recipe_is_refused(tmp_path, data_dir):
