@@ -11,6 +11,7 @@ from arraynet.augment import affine_matrix, affine_resample
 from arraynet.backends import Backend
 from arraynet.data import MNIST, load_mnist, one_hot, to_float
 from arraynet.io import load_model
+from arraynet.model import Sequential
 from arraynet.recipes import Recipe, recipe_for
 from arraynet.training import Dataset, Trainer, evaluate
 from arraynet.zoo import build_layout
@@ -41,6 +42,14 @@ def split_train(
         tr = (tr[0][:train_limit], tr[1][:train_limit])
     val = (mnist.train_images[cut:], mnist.train_labels[cut:]) if val_split else None
     return tr, val
+
+
+def _val_metrics(model: Sequential, val_ds: Dataset | None) -> dict:
+    """Error and loss of the final weights on the validation split (empty without one)."""
+    if val_ds is None:
+        return {}
+    m = evaluate(model, val_ds)
+    return {"val_error": m["error_rate"], "val_loss": m["loss"]}
 
 
 def train_model(
@@ -91,6 +100,7 @@ def train_model(
         "total": metrics["total"],
         "test_loss": metrics["loss"],
         **summary,
+        **_val_metrics(model, val_ds),
         "train_seconds": round(trainer.state.elapsed, 2),
         "wall_seconds_this_session": round(time.perf_counter() - t0, 2),
         "backend": backend.name,

@@ -1,6 +1,7 @@
 """Train zoo models with their seed recipes; ship weights, metadata and a results table.
 
     uv run python scripts/train_zoo.py m1 m2 ... [--backend numpy] [--max-epochs N]
+        [--seeds 0,1,2 --val-split 5000]
 
 Each model trains in checkpoints/zoo/<name>/ (per-epoch checkpoints, tracked in git so a
 run can continue in a later session on another machine; an interrupted model resumes where
@@ -17,6 +18,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -40,12 +42,35 @@ def git_commit() -> str | None:
 
 
 def train_one(name: str, args: argparse.Namespace) -> dict:
+    """Train `name` (one seed, or every seed of --seeds and keep the best on validation),
+    then ship the weights and metadata."""
+    if len(args.seeds) == 1:
+        res, recipe = train_seed(name, args.seeds[0], Path(args.runs) / name, args)
+        return ship(name, res, recipe, args, selection=None)
+    runs = []
+    for seed in args.seeds:
+        res, recipe = train_seed(name, seed, Path(args.runs) / f"{name}-s{seed}", args)
+        runs.append(res)
+    best = min(runs, key=lambda r: (r["val_error"], r["val_loss"], r["seed"]))
+    selection = {
+        "rule": f"lowest error (then loss) of the final weights on the last {args.val_split} "
+        "training images, held out from training; the test set picks nothing",
+        "candidates": [
+            {k: r[k] for k in ("seed", "val_error", "val_loss", "error_rate", "out")} for r in runs
+        ],
+        "selected_seed": best["seed"],
+    }
+    print(f"[{name}] selected seed {best['seed']} (val error {100 * best['val_error']:.2f}%)")
+    return ship(name, best, recipe, args, selection)
+
+
+def train_seed(name: str, seed: int, out: Path, args: argparse.Namespace) -> tuple[dict, Any]:
+    """One training run of `name` into `out` (resumed when it has a checkpoint)."""
     b = get_backend(args.backend, args.device)
     recipe = recipe_for(name)
     cap = args.max_epochs
     if cap is not None and cap < recipe.epochs:
         recipe = replace(recipe, epochs=cap)
-    out = Path(args.runs) / name
     resume = (out / "state.json").is_file()
 
     def on_epoch(row: dict) -> None:
@@ -58,12 +83,18 @@ def train_one(name: str, args: argparse.Namespace) -> dict:
         )
 
     verb = "resuming" if resume else "starting"
-    print(f"[{name}] {verb} in {out}: {recipe.to_dict()}", flush=True)
+    print(f"[{name}] {verb} seed {seed} in {out}: {recipe.to_dict()}", flush=True)
     res = train_model(
-        name, b, recipe=recipe, seed=args.seed, out_dir=out, resume=resume,
+        name, b, recipe=recipe, seed=seed, out_dir=out, resume=resume,
         data_dir=args.data_dir, val_split=args.val_split, callbacks={"on_epoch": on_epoch},
         quiet_data=True, train_limit=args.train_limit,
     )  # fmt: skip
+    return res, recipe
+
+
+def ship(name: str, res: dict, recipe: Any, args: argparse.Namespace, selection: dict | None):
+    """Copy the run's weights to models/ and write models/<name>.json."""
+    out = Path(res["out"])
     state = json.loads((out / "state.json").read_text())
     meta = {
         "model": name,
@@ -81,7 +112,8 @@ def train_one(name: str, args: argparse.Namespace) -> dict:
         "monitor": recipe.monitor,
         "val_split": args.val_split,
         "train_limit": args.train_limit,
-        "seed": args.seed,
+        "seed": res["seed"],
+        "selection": selection,
         "backend": res["backend"],
         "device": res["device"],
         "arraynet_version": __version__,
@@ -96,6 +128,14 @@ def train_one(name: str, args: argparse.Namespace) -> dict:
     err, seed_err = 100 * res["error_rate"], 100 * SEED_ERROR[name]
     print(f"[{name}] test error {err:.2f}% (seed {seed_err:.2f}%)", flush=True)
     return meta
+
+
+def seed_cell(r: dict) -> str:
+    """The run's seed, and how it was picked when several were trained."""
+    sel = r.get("selection")
+    if not sel:
+        return str(r.get("seed", 0))
+    return f"{r['seed']} (best val of {len(sel['candidates'])})"
 
 
 def write_table(models: Path) -> None:
@@ -114,15 +154,15 @@ def write_table(models: Path) -> None:
         "check any row with `arraynet evaluate models/<name>.safetensors`.",
         "",
         "| model | arraynet error | seed error | epochs run (cap / seed) | best epoch "
-        "| optimizer | train time | backend |",
-        "|---|---|---|---|---|---|---|---|",
+        "| optimizer | seed | train time | backend |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         ok = "" if r["error_rate"] <= r["seed_error"] else " (above seed)"
         lines.append(
             f"| {r['model']} | {100 * r['error_rate']:.2f} %{ok} | {100 * r['seed_error']:.2f} % | "
             f"{r['epochs_run']} ({r['epoch_cap']} / {r['seed_epochs']}) | {r['best_epoch']} | "
-            f"{r['recipe']['optimizer']} {r['recipe']['lr']:g} | "
+            f"{r['recipe']['optimizer']} {r['recipe']['lr']:g} | {seed_cell(r)} | "
             f"{r['train_seconds'] / 60:.0f} min | {r['backend']} ({r['device']}) |"
         )
     lines += [
@@ -131,6 +171,15 @@ def write_table(models: Path) -> None:
         "seed's published errors imply (see `arraynet/recipes.py`). Rows trained before the",
         "zoo switched to `adam-seed` say `adam`.",
     ]
+    for r in rows:
+        if r.get("selection"):
+            lines += [
+                "",
+                f'{r["model"]}, "best val of k": k seeds were trained with the last '
+                f"{r['val_split']:,} training images held out, and the one with the lowest "
+                "error on them was shipped (`--seeds`, `--val-split`); every candidate's "
+                "figures, test error included, are in the model's JSON.",
+            ]
     if any(r["model"].endswith("-fast") for r in rows):
         lines += [
             "",
@@ -150,6 +199,12 @@ def main() -> None:
     ap.add_argument("--backend", default="numpy")
     ap.add_argument("--device", default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--seeds",
+        default=None,
+        help="comma-separated seeds: train each (needs --val-split) and ship the one with the "
+        "lowest validation error",
+    )
     ap.add_argument("--max-epochs", type=int, default=None, help="cap on epochs (recorded)")
     ap.add_argument("--val-split", type=int, default=0)
     ap.add_argument("--runs", default=str(REPO / "checkpoints" / "zoo"))
@@ -158,6 +213,12 @@ def main() -> None:
     ap.add_argument("--models-dir", default=str(MODELS), help="where weights and table go")
     ap.add_argument("--table-only", action="store_true", help="only regenerate models/README.md")
     args = ap.parse_args()
+    try:
+        args.seeds = [int(v) for v in args.seeds.split(",")] if args.seeds else [args.seed]
+    except ValueError:
+        sys.exit(f"train_zoo: --seeds wants integers separated by commas, not {args.seeds!r}")
+    if len(args.seeds) > 1 and args.val_split <= 0:
+        sys.exit("train_zoo: choosing among --seeds needs a validation split (--val-split N)")
     if not args.table_only:
         for name in args.models or [f"m{i}" for i in range(1, 13)]:
             if name not in LAYOUTS:

@@ -29,3 +29,24 @@ def test_train_zoo_writes_weights_metadata_and_table(tmp_path, data_dir):
     # running again resumes the finished runs instead of starting over
     p2 = subprocess.run(cmd[:3] + cmd[4:], capture_output=True, text=True, env=env, timeout=600)
     assert p2.returncode == 0 and "[m3] resuming" in p2.stdout
+
+
+def test_train_zoo_picks_a_seed_on_the_validation_split(tmp_path, data_dir):
+    env = {**os.environ, "ARRAYNET_DATA": str(data_dir)}
+    cmd = [
+        sys.executable, str(REPO / "scripts" / "train_zoo.py"), "m4",
+        "--max-epochs", "1", "--train-limit", "1000", "--seeds", "0,1,2",
+        "--runs", str(tmp_path / "runs"), "--models-dir", str(tmp_path / "models"),
+    ]  # fmt: skip
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode != 0 and "needs a validation split" in p.stderr
+    p = subprocess.run([*cmd, "--val-split", "500"], capture_output=True, text=True, env=env)
+    assert p.returncode == 0, p.stderr
+    meta = json.loads((tmp_path / "models" / "m4.json").read_text())
+    cands = meta["selection"]["candidates"]
+    assert [c["seed"] for c in cands] == [0, 1, 2]
+    best = min(cands, key=lambda c: (c["val_error"], c["val_loss"], c["seed"]))
+    assert meta["seed"] == meta["selection"]["selected_seed"] == best["seed"]
+    assert meta["error_rate"] == best["error_rate"] and meta["val_split"] == 500
+    assert len({c["val_loss"] for c in cands}) == 3  # the seeds really differ
+    assert f"{best['seed']} (best val of 3)" in (tmp_path / "models" / "README.md").read_text()
