@@ -49,4 +49,5 @@ def test_train_zoo_picks_a_seed_on_the_validation_split(tmp_path, data_dir):
     assert meta["seed"] == meta["selection"]["selected_seed"] == best["seed"]
     assert meta["error_rate"] == best["error_rate"] and meta["val_split"] == 500
     assert len({c["val_loss"] for c in cands}) == 3  # the seeds really differ
+    assert cands[0]["out"] == str(tmp_path / "runs" / "m4-s0")
     assert f"{best['seed']} (best val of 3)" in (tmp_path / "models" / "README.md").read_text()
