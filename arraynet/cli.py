@@ -167,6 +167,11 @@ def train(
         if row.get("early_stop"):
             parts.append("early stop")
         con.print("  ".join(parts))
+        if row.get("at_chance"):
+            con.print(
+                "warning: the training loss is no better than chance; the network may have "
+                "died (every ReLU off); another --seed usually trains"
+            )
 
     with progress:
         result = train_model(

@@ -158,6 +158,8 @@ class Trainer:
             "seconds": round(secs, 3),
             "img_per_s": round(n / secs, 1) if secs > 0 else None,
         }
+        if r.loss == "cross_entropy" and train_loss >= 0.99 * math.log(self.train_data.y.shape[1]):
+            row["at_chance"] = True  # no better than uniform guessing: likely a dead network
         if self.val is not None:
             with self._averaged():
                 ev = evaluate(model, self.val)

@@ -85,7 +85,8 @@ def train_seed(name: str, seed: int, out: Path, args: argparse.Namespace) -> tup
         print(
             f"[{name}] epoch {row['epoch']} lr {row['lr']:.2e} loss {row['train_loss']:.5f}"
             f"{extra} {row['seconds']:.0f}s {row['img_per_s']:.0f} img/s"
-            + (" early-stop" if row.get("early_stop") else ""),
+            + (" early-stop" if row.get("early_stop") else "")
+            + (" AT CHANCE (dead network?)" if row.get("at_chance") else ""),
             flush=True,
         )
 

@@ -75,7 +75,7 @@ def test_train_then_evaluate_agree(tmp_path, data_dir):
             data_dir=data_dir, check=True)  # fmt: skip
     res = last_json(p)
     assert res["epochs_run"] == 3 and res["total"] == 10000
-    assert res["error_rate"] < 0.05
+    assert res["error_rate"] < 0.05 and "warning" not in p.stdout + p.stderr
     ev = last_json(run("evaluate", str(out / "model.safetensors"), "--json",
                        data_dir=data_dir, check=True))  # fmt: skip
     assert ev["error_rate"] == res["error_rate"] and ev["correct"] == res["correct"]
@@ -86,6 +86,16 @@ def test_train_then_evaluate_agree(tmp_path, data_dir):
     ens = last_json(run("evaluate", str(out / "model.safetensors"), str(out / "model.safetensors"),
                         "--json", data_dir=data_dir, check=True))  # fmt: skip
     assert ens["correct"] == res["correct"]
+
+
+def test_a_run_that_does_not_learn_is_flagged(tmp_path, data_dir):
+    """A training loss no better than chance (a dead network) gets a warning line."""
+    out = tmp_path / "dead"
+    p = run("train", "--model", "m3", "--lr", "0", "--epochs", "1", "--train-limit", "256",
+            "--out", str(out), "--json", data_dir=data_dir, check=True)  # fmt: skip
+    assert "warning: the training loss is no better than chance" in p.stdout + p.stderr
+    state = json.loads((out / "state.json").read_text())
+    assert state["history"][0]["at_chance"] is True
 
 
 def test_elastic_flag_reaches_the_recipe(tmp_path, data_dir):
