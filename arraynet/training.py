@@ -275,6 +275,11 @@ class Trainer:
                     f"{self.out_dir}: checkpoint.safetensors (epoch {ck_meta['epoch']}) and "
                     f"state.json (epoch {state.get('epoch')}) disagree; cannot resume"
                 )
+        if state.get("seed", self.seed) != self.seed:
+            raise WeightsError(
+                f"{self.out_dir}: the checkpoint was trained with seed {state['seed']}, not "
+                f"{self.seed}; resume with --seed {state['seed']}"
+            )
         saved = {k: v for k, v in (state.get("recipe") or {}).items() if k != "epochs"}
         wanted = {k: v for k, v in self.recipe.to_dict().items() if k != "epochs"}
         diff = sorted(k for k in saved.keys() & wanted.keys() if saved[k] != wanted[k])

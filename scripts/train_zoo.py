@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 
 from arraynet import __version__  # noqa: E402
 from arraynet.backends import get_backend  # noqa: E402
-from arraynet.io import atomic_write_bytes, atomic_write_json  # noqa: E402
+from arraynet.io import WeightsError, atomic_write_bytes, atomic_write_json  # noqa: E402
 from arraynet.recipes import SEED_EPOCHS, SEED_ERROR, recipe_for  # noqa: E402
 from arraynet.run import train_model  # noqa: E402
 from arraynet.zoo import LAYOUTS  # noqa: E402
@@ -247,7 +247,10 @@ def main() -> None:
         for name in args.models or [f"m{i}" for i in range(1, 13)]:
             if name not in LAYOUTS:
                 sys.exit(f"train_zoo: unknown model {name!r}")
-            train_one(name, args)
+            try:
+                train_one(name, args)
+            except WeightsError as e:
+                sys.exit(f"train_zoo: {e}")
     write_table(Path(args.models_dir))
 
 

@@ -119,6 +119,17 @@ def test_old_checkpoint_disagreeing_with_state_is_refused(tmp_path, data_dir):
         _small_run(tmp_path, data_dir, "m8", 4, resume=True)
 
 
+def test_resume_with_another_seed_is_refused(tmp_path, data_dir):
+    _small_run(tmp_path, data_dir, "m8", 1)
+    b = get_backend("numpy")
+    recipe = recipe_for("m8").with_overrides(epochs=4, aug_p=0.5, batch_size=32)
+    with pytest.raises(WeightsError, match="trained with seed 7, not 3; resume with --seed 7"):
+        train_model(
+            "m8", b, recipe=recipe, seed=3, out_dir=tmp_path / "run", resume=True,
+            data_dir=str(data_dir), train_limit=256, epochs=2, val_split=100,
+        )  # fmt: skip
+
+
 def test_resume_with_another_recipe_is_refused(tmp_path, data_dir):
     _small_run(tmp_path, data_dir, "m8", 1)
     b = get_backend("numpy")
