@@ -110,9 +110,12 @@ def test_resume_equals_uninterrupted_run(tmp_path, data_dir):
 
 
 def test_old_checkpoint_disagreeing_with_state_is_refused(tmp_path, data_dir):
-    """Checkpoints that hold only the epoch are checked against state.json."""
-    _small_run(tmp_path, data_dir, "m8", 2)
+    """Checkpoints that hold only the epoch resume from state.json when both agree."""
+    _small_run(tmp_path, data_dir, "m8", 1)
     ck = tmp_path / "run" / "checkpoint.safetensors"
+    arrays, _ = load_arrays(ck)
+    save_arrays(ck, arrays, {"epoch": 1})
+    assert _small_run(tmp_path, data_dir, "m8", 2, resume=True)["epochs_run"] == 2
     arrays, _ = load_arrays(ck)
     save_arrays(ck, arrays, {"epoch": 3})
     with pytest.raises(WeightsError, match=r"\(epoch 3\) and state.json \(epoch 2\) disagree"):
