@@ -109,7 +109,7 @@ def test_resume_equals_uninterrupted_run(tmp_path, data_dir):
         np.testing.assert_array_equal(a[k], b[k])
 
 
-def test_old_checkpoint_disagreeing_with_state_is_refused(tmp_path, data_dir):
+def test_epoch_only_checkpoint_is_checked_against_state(tmp_path, data_dir):
     """Checkpoints that hold only the epoch resume from state.json when both agree."""
     _small_run(tmp_path, data_dir, "m8", 1)
     ck = tmp_path / "run" / "checkpoint.safetensors"
