@@ -18,7 +18,6 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -26,7 +25,7 @@ sys.path.insert(0, str(REPO))
 from arraynet import __version__  # noqa: E402
 from arraynet.backends import get_backend  # noqa: E402
 from arraynet.io import WeightsError, atomic_write_bytes, atomic_write_json  # noqa: E402
-from arraynet.recipes import SEED_EPOCHS, SEED_ERROR, recipe_for  # noqa: E402
+from arraynet.recipes import SEED_EPOCHS, SEED_ERROR, Recipe, recipe_for  # noqa: E402
 from arraynet.run import train_model  # noqa: E402
 from arraynet.zoo import LAYOUTS  # noqa: E402
 
@@ -71,7 +70,7 @@ def rel(res: dict) -> str:
     return str(p.relative_to(REPO)) if p.is_relative_to(REPO) else str(p)
 
 
-def train_seed(name: str, seed: int, out: Path, args: argparse.Namespace) -> tuple[dict, Any]:
+def train_seed(name: str, seed: int, out: Path, args: argparse.Namespace) -> tuple[dict, Recipe]:
     """One training run of `name` into `out` (resumed when it has a checkpoint)."""
     b = get_backend(args.backend, args.device)
     recipe = recipe_for(name)
@@ -100,7 +99,7 @@ def train_seed(name: str, seed: int, out: Path, args: argparse.Namespace) -> tup
     return res, recipe
 
 
-def ship(name: str, res: dict, recipe: Any, args: argparse.Namespace, selection: dict | None):
+def ship(name: str, res: dict, recipe: Recipe, args: argparse.Namespace, selection: dict | None):
     """Copy the run's weights to models/ and write models/<name>.json."""
     out = Path(res["out"])
     state = json.loads((out / "state.json").read_text())
