@@ -210,8 +210,33 @@ def write_table(models: Path) -> None:
             "after 42 epochs); they were trained with `arraynet train` on 2 cores to themselves",
             "(the command is in their JSON and in `benchmarks/`).",
         ]
+    lines += best_section(models)
     lines.append("")
     atomic_write_bytes(models / "README.md", "\n".join(lines).encode())
+
+
+def best_section(models: Path) -> list[str]:
+    """The best single model (models/best.json, written by scripts/ship_best.py), if any."""
+    p = models / "best.json"
+    if not p.is_file():
+        return []
+    r = json.loads(p.read_text())
+    sel = r["selection"]
+    return [
+        "",
+        "## Best single model",
+        "",
+        "`models/best.safetensors`, chosen by `scripts/ship_best.py` on the validation split "
+        "(never the test set); every candidate's figures are in `models/best.json`.",
+        "",
+        "| model | layout | arraynet error | goal | epochs | val error | candidates "
+        "| train time | backend |",
+        "|---|---|---|---|---|---|---|---|---|",
+        f"| best | {r['layout']} | {100 * r['error_rate']:.2f} % | {100 * r['seed_error']:.2f} % | "
+        f"{r['epochs_run']} | {100 * min(c['val_error'] for c in sel['candidates']):.2f} % "
+        f"(last {sel['val_split']:,} training images) | {len(sel['candidates'])} | "
+        f"{(r['train_seconds'] or 0) / 60:.0f} min | {r['backend']} ({r['device']}) |",
+    ]
 
 
 def main() -> None:

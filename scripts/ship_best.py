@@ -1,0 +1,134 @@
+"""Ship the best single model: pick among finished runs on their validation split.
+
+    uv run python scripts/ship_best.py RUN_DIR [RUN_DIR ...] [--models-dir models]
+
+Each RUN_DIR is a finished `arraynet train ... --val-split N --out RUN_DIR` run. The run
+whose final weights have the lowest validation error (then validation loss) is copied to
+models/best.safetensors; models/best.json records the layout, recipe, history, hardware,
+wall time and every candidate's figures; models/README.md is regenerated. The test error
+is measured after the choice and never enters it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+
+from train_zoo import git_commit, write_table  # noqa: E402
+
+from arraynet import __version__  # noqa: E402
+from arraynet.backends import get_backend  # noqa: E402
+from arraynet.io import WeightsError, atomic_write_bytes, atomic_write_json  # noqa: E402
+from arraynet.io.weights import load_arrays  # noqa: E402
+from arraynet.run import evaluate_weights  # noqa: E402
+
+
+def candidate(run: Path) -> dict:
+    """A finished run's choice figures (validation) and facts; ValueError if unusable."""
+    weights = run / "model.safetensors"
+    if not weights.is_file():
+        raise ValueError(f"{run}: no model.safetensors (the run has not finished)")
+    _, meta = load_arrays(weights)
+    hist = meta.get("history") or []
+    if not meta.get("val_split") or not hist or "val_error" not in hist[-1]:
+        raise ValueError(f"{run}: trained without --val-split, so it cannot be chosen fairly")
+    return {
+        "run": str(run),
+        "layout": meta["model"],
+        "seed": meta.get("seed"),
+        "val_split": meta["val_split"],
+        "val_error": hist[-1]["val_error"],
+        "val_loss": hist[-1]["val_loss"],
+        "epochs_run": len(hist),
+        "meta": meta,
+    }
+
+
+def hardware() -> dict:
+    """What the run's figures were measured on (this machine; runs are shipped where made)."""
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "machine": platform.machine()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", nargs="+", help="finished run folders trained with --val-split")
+    ap.add_argument("--models-dir", default=str(REPO / "models"))
+    ap.add_argument("--backend", default="numpy")
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--trained-with", default="", help="the command line(s), for the record")
+    args = ap.parse_args()
+    try:
+        cands = [candidate(Path(r)) for r in args.runs]
+        if len({c["val_split"] for c in cands}) > 1:
+            raise ValueError("the runs hold out different validation splits")
+        best = min(cands, key=lambda c: (c["val_error"], c["val_loss"], c["run"]))
+        b = get_backend(args.backend)
+        weights = Path(best["run"]) / "model.safetensors"
+        test = evaluate_weights([str(weights)], b, args.data_dir)
+    except (ValueError, WeightsError, OSError) as e:
+        sys.exit(f"ship_best: error: {e}")
+    meta = best["meta"]
+    metrics = meta.get("metrics", {})
+    listed = [
+        {k: v for k, v in c.items() if k != "meta"}
+        | {"test_error": c["meta"].get("metrics", {}).get("error_rate")}
+        for c in cands
+    ]
+    record = {
+        "model": "best",
+        "layout": best["layout"],
+        "layout_config": meta.get("layout"),
+        "error_rate": test["error_rate"],
+        "correct": test["correct"],
+        "total": test["total"],
+        "seed_error": 0.0025,
+        "recipe": meta["recipe"],
+        "seed": meta.get("seed"),
+        "epochs_run": best["epochs_run"],
+        "train_seconds": metrics.get("train_seconds"),
+        "backend": meta.get("backend"),
+        "device": meta.get("device"),
+        "hardware": hardware(),
+        "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
+        "selection": {
+            "rule": "lowest final validation error (then loss) on the last "
+            f"{best['val_split']:,} training images; the test set is not used",
+            "val_split": best["val_split"],
+            "chosen": best["run"],
+            "candidates": listed,
+        },
+        "trained_with": args.trained_with,
+        "arraynet_version": __version__,
+        "git_commit": git_commit(),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "history": meta.get("history", []),
+    }
+    models = Path(args.models_dir)
+    models.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(models / "best.safetensors", weights.read_bytes())
+    atomic_write_json(models / "best.json", record)
+    write_table(models)
+    print(
+        f"best: {best['run']} ({best['layout']}, val error {100 * best['val_error']:.2f}%) "
+        f"-> test error {100 * test['error_rate']:.2f}%"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""scripts/ship_best.py: the best single model is chosen on the validation split."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from arraynet.backends import get_backend
+from arraynet.run import evaluate_weights, train_model
+from tests.conftest import REPO
+
+
+def _run(tmp_path, data_dir, seed: int, val_split: int) -> str:
+    out = tmp_path / f"run-s{seed}-v{val_split}"
+    train_model(
+        "m4", get_backend("numpy"), seed=seed, out_dir=out, data_dir=str(data_dir),
+        val_split=val_split, train_limit=1000, epochs=1, quiet_data=True,
+    )  # fmt: skip
+    return str(out)
+
+
+def test_ship_best_picks_on_validation_and_records_the_choice(tmp_path, data_dir):
+    runs = [_run(tmp_path, data_dir, s, 500) for s in (0, 1, 2)]
+    models = tmp_path / "models"
+    script = [sys.executable, str(REPO / "scripts" / "ship_best.py")]
+    args = [*runs, "--models-dir", str(models), "--data-dir", str(data_dir)]
+    p = subprocess.run([*script, *args], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    rec = json.loads((models / "best.json").read_text())
+    cands = rec["selection"]["candidates"]
+    assert [c["run"] for c in cands] == runs and len({c["val_loss"] for c in cands}) == 3
+    chosen = min(cands, key=lambda c: (c["val_error"], c["val_loss"], c["run"]))
+    assert rec["selection"]["chosen"] == chosen["run"] and rec["layout"] == "m4"
+    assert rec["error_rate"] == chosen["test_error"]  # measured after the choice, same weights
+    again = evaluate_weights([str(models / "best.safetensors")], get_backend("numpy"), data_dir)
+    assert again["error_rate"] == rec["error_rate"]
+    assert rec["history"] and rec["recipe"]["optimizer"] and rec["hardware"]["cores"]
+    assert "## Best single model" in (models / "README.md").read_text()
+
+
+def test_ship_best_refuses_a_run_without_a_validation_split(tmp_path, data_dir):
+    run = _run(tmp_path, data_dir, 0, 0)
+    script = [sys.executable, str(REPO / "scripts" / "ship_best.py")]
+    p = subprocess.run(
+        [*script, run, "--models-dir", str(tmp_path / "m"), "--data-dir", str(data_dir)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert p.returncode == 1 and "without --val-split" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and not (tmp_path / "m").exists()
