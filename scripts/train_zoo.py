@@ -146,6 +146,12 @@ TABLE_NOTES = {
     "at chance (2.30) for two epochs. Augmenting 80 % of the batches from the first step "
     "makes this likelier (seed 0 with augmentation on half the batches, as for m11, and "
     "seed 1 with m12's 80 % both learn). The restart was decided on the training loss alone.",
+    "m11": "m11 and m12 were capped when their learning rates had been halved down to 6e-7 "
+    "and 1.5e-7, where the weights no longer change: early stopping on the noisy training "
+    "loss had not fired, and the next chance for it was 24 (m11) and 14 (m12) epochs away, "
+    "1.5-2.5 hours each on 2 shared cores. The cap (`--max-epochs 74` and `56`) ends "
+    "training the way the recipe's last epoch would: the best of the kept epochs (lowest "
+    "training loss) is restored. Both ran longer than the seed's 70 and 42 epochs.",
 }
 
 

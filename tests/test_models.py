@@ -9,7 +9,7 @@ import pytest
 
 from arraynet.backends import get_backend
 from arraynet.io import load_model
-from arraynet.zoo import build_layout
+from arraynet.zoo import LAYOUTS, build_layout
 from tests.conftest import REPO
 
 MODELS = REPO / "models"
@@ -28,9 +28,9 @@ def test_shipped_model(name, data_dir):
     meta = json.loads((MODELS / f"{name}.json").read_text())
     b = get_backend("numpy")
     model, _ = load_model(MODELS / f"{name}.safetensors", b)
-    zoo_name = meta.get("model", name)
-    if zoo_name in {f"m{i}" for i in range(1, 14)}:
-        assert model.config() == build_layout(zoo_name).config()
+    zoo_name = meta["layout"] if name == "best" else meta.get("model", name)
+    assert zoo_name in LAYOUTS, name
+    assert model.config() == build_layout(zoo_name).config()
     m = load_mnist(data_dir, quiet=True)
     x = (m.test_images[:200].astype(np.float32) / 255.0)[..., None]
     pred = np.asarray(model.forward(x, False)).argmax(1)
