@@ -1,12 +1,16 @@
 """Ship the best single model: pick among finished runs on their validation split.
 
-    uv run python scripts/ship_best.py RUN_DIR [RUN_DIR ...] [--models-dir models]
+    uv run python scripts/ship_best.py RUN_DIR [RUN_DIR ...] [--retrain FULL_RUN]
 
 Each RUN_DIR is a finished `arraynet train ... --val-split N --out RUN_DIR` run. The run
 whose final weights have the lowest validation error (then validation loss) is copied to
 models/best.safetensors; models/best.json records the layout, recipe, history, hardware,
 wall time and every candidate's figures; models/README.md is regenerated. The test error
 is measured after the choice and never enters it.
+
+With --retrain, the shipped weights are instead FULL_RUN's: the chosen run's layout and
+recipe (epochs included) retrained without the validation hold-out. The script checks that
+FULL_RUN matches the choice, so the validation split still decides everything.
 """
 
 from __future__ import annotations
@@ -52,6 +56,26 @@ def candidate(run: Path) -> dict:
     }
 
 
+def retrain_run(run: Path, chosen: dict) -> dict:
+    """FULL_RUN's metadata, after checking it retrains the chosen layout and recipe."""
+    weights = run / "model.safetensors"
+    if not weights.is_file():
+        raise ValueError(f"{run}: no model.safetensors (the retrain has not finished)")
+    _, meta = load_arrays(weights)
+    want = chosen["meta"]
+    if meta.get("val_split"):
+        raise ValueError(f"{run}: a retrain uses every training image (no --val-split)")
+    if meta["model"] != want["model"] or meta.get("layout") != want.get("layout"):
+        raise ValueError(f"{run}: layout {meta['model']} differs from the chosen {want['model']}")
+    if meta["recipe"] != want["recipe"]:
+        raise ValueError(f"{run}: its recipe differs from the chosen run's")
+    if meta.get("train_limit") != want.get("train_limit"):
+        raise ValueError(f"{run}: trained on a different --train-limit than the chosen run")
+    if len(meta.get("history") or []) != chosen["epochs_run"]:
+        raise ValueError(f"{run}: ran a different number of epochs than the chosen run")
+    return meta
+
+
 def hardware() -> dict:
     """What the run's figures were measured on (this machine; runs are shipped where made)."""
     cpu = platform.processor()
@@ -72,18 +96,25 @@ def main() -> None:
     ap.add_argument("--backend", default="numpy")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--trained-with", default="", help="the command line(s), for the record")
+    ap.add_argument(
+        "--retrain",
+        default=None,
+        help="finished run of the chosen recipe without --val-split: ship its weights",
+    )
     args = ap.parse_args()
     try:
         cands = [candidate(Path(r)) for r in args.runs]
         if len({c["val_split"] for c in cands}) > 1:
             raise ValueError("the runs hold out different validation splits")
         best = min(cands, key=lambda c: (c["val_error"], c["val_loss"], c["run"]))
-        b = get_backend(args.backend)
+        meta = best["meta"]
         weights = Path(best["run"]) / "model.safetensors"
-        test = evaluate_weights([str(weights)], b, args.data_dir)
-    except (ValueError, WeightsError, OSError) as e:
+        if args.retrain:
+            meta = retrain_run(Path(args.retrain), best)
+            weights = Path(args.retrain) / "model.safetensors"
+        test = evaluate_weights([str(weights)], get_backend(args.backend), args.data_dir)
+    except (ValueError, WeightsError, OSError, KeyError) as e:
         sys.exit(f"ship_best: error: {e}")
-    meta = best["meta"]
     metrics = meta.get("metrics", {})
     listed = [
         {k: v for k, v in c.items() if k != "meta"}
@@ -100,7 +131,7 @@ def main() -> None:
         "seed_error": 0.0025,
         "recipe": meta["recipe"],
         "seed": meta.get("seed"),
-        "epochs_run": best["epochs_run"],
+        "epochs_run": len(meta.get("history") or []),
         "train_seconds": metrics.get("train_seconds"),
         "backend": meta.get("backend"),
         "device": meta.get("device"),
@@ -112,6 +143,14 @@ def main() -> None:
             "val_split": best["val_split"],
             "chosen": best["run"],
             "candidates": listed,
+            "retrained": None
+            if not args.retrain
+            else {
+                "run": args.retrain,
+                "rule": "the chosen layout and recipe, same epochs, retrained on every "
+                "training image; shipped whatever its test error",
+                "chosen_run_history": best["meta"].get("history", []),
+            },
         },
         "trained_with": args.trained_with,
         "arraynet_version": __version__,
@@ -124,9 +163,10 @@ def main() -> None:
     atomic_write_bytes(models / "best.safetensors", weights.read_bytes())
     atomic_write_json(models / "best.json", record)
     write_table(models)
+    how = f", retrained in {args.retrain}" if args.retrain else ""
     print(
-        f"best: {best['run']} ({best['layout']}, val error {100 * best['val_error']:.2f}%) "
-        f"-> test error {100 * test['error_rate']:.2f}%"
+        f"best: {best['run']} ({best['layout']}, val error {100 * best['val_error']:.2f}%)"
+        f"{how} -> test error {100 * test['error_rate']:.2f}%"
     )
 
 

@@ -233,7 +233,13 @@ def best_section(models: Path) -> list[str]:
         "## Best single model",
         "",
         "`models/best.safetensors`, chosen by `scripts/ship_best.py` on the validation split "
-        "(never the test set); every candidate's figures are in `models/best.json`.",
+        "(never the test set); every candidate's figures are in `models/best.json`."
+        + (
+            " The shipped weights retrain the chosen layout and recipe, same epochs, on every "
+            "training image; the val error is the chosen run's."
+            if sel.get("retrained")
+            else ""
+        ),
         "",
         "| model | layout | arraynet error | goal | epochs | val error | candidates "
         "| train time | backend |",

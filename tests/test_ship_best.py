@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 from arraynet.backends import get_backend
+from arraynet.recipes import recipe_for
 from arraynet.run import evaluate_weights, train_model
 from tests.conftest import REPO
 
@@ -47,4 +48,40 @@ def test_ship_best_refuses_a_run_without_a_validation_split(tmp_path, data_dir):
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert p.returncode == 1 and "without --val-split" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and not (tmp_path / "m").exists()
+
+
+def test_ship_best_retrain_ships_the_full_run_of_the_chosen_recipe(tmp_path, data_dir):
+    runs = [_run(tmp_path, data_dir, s, 500) for s in (0, 1)]
+    full = _run(tmp_path, data_dir, 0, 0)
+    models = tmp_path / "models"
+    script = [sys.executable, str(REPO / "scripts" / "ship_best.py")]
+    args = [*runs, "--retrain", full, "--models-dir", str(models), "--data-dir", str(data_dir)]
+    p = subprocess.run([*script, *args], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    rec = json.loads((models / "best.json").read_text())
+    assert rec["selection"]["retrained"]["run"] == full
+    assert rec["selection"]["chosen"] in runs
+    assert (models / "best.safetensors").read_bytes() == (
+        tmp_path / "run-s0-v0" / "model.safetensors"
+    ).read_bytes()
+    again = evaluate_weights([f"{full}/model.safetensors"], get_backend("numpy"), data_dir)
+    assert rec["error_rate"] == again["error_rate"] and len(rec["history"]) == 1
+    assert "retrain" in (models / "README.md").read_text()
+
+
+def test_ship_best_retrain_refuses_a_different_recipe(tmp_path, data_dir):
+    run = _run(tmp_path, data_dir, 0, 500)
+    other = tmp_path / "other"
+    train_model(
+        "m4", get_backend("numpy"), seed=0, out_dir=other, data_dir=str(data_dir),
+        train_limit=1000, epochs=1, quiet_data=True,
+        recipe=recipe_for("m4").with_overrides(lr=0.5),
+    )  # fmt: skip
+    script = [sys.executable, str(REPO / "scripts" / "ship_best.py")]
+    args = [run, "--retrain", str(other), "--models-dir", str(tmp_path / "m")]
+    p = subprocess.run(
+        [*script, *args, "--data-dir", str(data_dir)], capture_output=True, text=True, timeout=600
+    )
+    assert p.returncode == 1 and "recipe differs" in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1 and not (tmp_path / "m").exists()
