@@ -217,6 +217,7 @@ def write_table(models: Path) -> None:
             "(the command is in their JSON and in `benchmarks/`).",
         ]
     lines += best_section(models)
+    lines += ensemble_section(models)
     lines.append("")
     atomic_write_bytes(models / "README.md", "\n".join(lines).encode())
 
@@ -248,6 +249,28 @@ def best_section(models: Path) -> list[str]:
         f"{r['epochs_run']} | {100 * min(c['val_error'] for c in sel['candidates']):.2f} % "
         f"(last {sel['val_split']:,} training images) | {len(sel['candidates'])} | "
         f"{(r['train_seconds'] or 0) / 60:.0f} min | {r['backend']} ({r['device']}) |",
+    ]
+
+
+def ensemble_section(models: Path) -> list[str]:
+    """The ensemble row (models/ensemble.json, written by scripts/ship_ensemble.py), if any."""
+    p = models / "ensemble.json"
+    if not p.is_file():
+        return []
+    r = json.loads(p.read_text())
+    names = ", ".join(Path(m["weights"]).stem for m in r["members"])
+    best_member = min(m["error_rate"] for m in r["members"])
+    return [
+        "",
+        "## Ensemble",
+        "",
+        "Several shipped models, their probabilities averaged (`arraynet evaluate W1 W2 ...`; "
+        "written by `scripts/ship_ensemble.py`). Reported beside, not instead of, the single "
+        "model." + (f" Members: {r['why']}" if r.get("why") else ""),
+        "",
+        "| model | members | arraynet error | best member alone |",
+        "|---|---|---|---|",
+        f"| ensemble | {names} | {100 * r['error_rate']:.2f} % | {100 * best_member:.2f} % |",
     ]
 
 

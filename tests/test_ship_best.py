@@ -85,3 +85,20 @@ def test_ship_best_retrain_refuses_a_different_recipe(tmp_path, data_dir):
     )
     assert p.returncode == 1 and "recipe differs" in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1 and not (tmp_path / "m").exists()
+
+
+def test_ship_ensemble_records_a_row_that_evaluate_reproduces(tmp_path, data_dir):
+    members = [str(REPO / "models" / f"{m}.safetensors") for m in ("m3", "m5")]
+    models = tmp_path / "models"
+    script = [sys.executable, str(REPO / "scripts" / "ship_ensemble.py")]
+    args = [*members, "--models-dir", str(models), "--data-dir", str(data_dir), "--why", "test"]
+    p = subprocess.run([*script, *args], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    rec = json.loads((models / "ensemble.json").read_text())
+    again = evaluate_weights(members, get_backend("numpy"), data_dir)
+    assert rec["error_rate"] == again["error_rate"] and rec["total"] == 10000
+    alone = [evaluate_weights([m], get_backend("numpy"), data_dir) for m in members]
+    assert [m["error_rate"] for m in rec["members"]] == [a["error_rate"] for a in alone]
+    assert "| ensemble | m3, m5 |" in (models / "README.md").read_text()
+    one = subprocess.run([*script, members[0]], capture_output=True, text=True, timeout=600)
+    assert one.returncode == 1 and "at least two" in one.stderr
