@@ -13,7 +13,8 @@ from arraynet.zoo import LAYOUTS, build_layout
 from tests.conftest import REPO
 
 MODELS = REPO / "models"
-SHIPPED = sorted(p.stem for p in MODELS.glob("*.json"))
+ENSEMBLE = "ensemble"  # models/ensemble.json records a combination of shipped weights
+SHIPPED = sorted(p.stem for p in MODELS.glob("*.json") if p.stem != ENSEMBLE)
 
 
 def test_every_metadata_file_has_weights():
@@ -37,3 +38,22 @@ def test_shipped_model(name, data_dir):
     # allow for the model's own error rate on these 200 digits, plus slack
     wrong = int((pred != m.test_labels[:200]).sum())
     assert wrong <= max(2, 3 * meta["error_rate"] * 200), f"{name}: {wrong}/200 wrong"
+
+
+def test_ensemble_record_names_shipped_members(data_dir):
+    from arraynet.data import load_mnist
+    from arraynet.run import predict_probs
+
+    p = MODELS / f"{ENSEMBLE}.json"
+    assert p.is_file(), "models/ensemble.json (scripts/ship_ensemble.py) is shipped"
+    rec = json.loads(p.read_text())
+    b = get_backend("numpy")
+    m = load_mnist(data_dir, quiet=True)
+    x = (m.test_images[:200].astype(np.float32) / 255.0)[..., None]
+    total = 0
+    for member in rec["members"]:
+        path = REPO / member["weights"]
+        assert path.is_file() and path.parent == MODELS, member["weights"]
+        total = total + np.asarray(predict_probs(load_model(path, b)[0], x, False))
+    wrong = int((total.argmax(1) != m.test_labels[:200]).sum())
+    assert len(rec["members"]) >= 2 and wrong <= max(2, 3 * rec["error_rate"] * 200)
