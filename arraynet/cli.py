@@ -90,6 +90,12 @@ def train(
     label_smoothing: Annotated[float | None, typer.Option(help="label smoothing")] = None,
     ema: Annotated[float | None, typer.Option(help="weight-averaging decay (0: off)")] = None,
     warmup: Annotated[int | None, typer.Option(help="warm-up epochs (cosine)")] = None,
+    swa_from: Annotated[
+        int | None, typer.Option(help="average the weights of each epoch's end from this one on")
+    ] = None,
+    init: Annotated[
+        Path | None, typer.Option(help="start from these weights instead of a fresh init")
+    ] = None,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     train_limit: Annotated[int | None, typer.Option(help="use the first N training images")] = None,
     val_split: Annotated[int, typer.Option(help="hold out the last N training images")] = 0,
@@ -122,6 +128,7 @@ def train(
     recipe = base.with_overrides(
         epochs=epochs, batch_size=batch_size, lr=lr, schedule=schedule, optimizer=optimizer,
         aug_p=aug_p, monitor=monitor, label_smoothing=label_smoothing, ema=ema, warmup=warmup,
+        swa_from=swa_from,
     )  # fmt: skip
     if es != base.early_stopping:
         from dataclasses import replace
@@ -131,6 +138,10 @@ def train(
         from dataclasses import replace
 
         recipe = replace(recipe, augment={**recipe.augment, "elastic": _elastic(elastic)})
+    if init is not None and not init.is_file():
+        raise CliError(f"--init {init}: no such weights file")
+    if recipe.swa_from < 0:
+        raise CliError("--swa-from wants an epoch number (0: off)")
     if monitor == "val_loss" and val_split <= 0:
         raise CliError("--monitor val_loss needs --val-split N")
     b = _backend(backend, device)
@@ -176,7 +187,7 @@ def train(
     with progress:
         result = train_model(
             model, b, recipe=recipe, seed=seed, out_dir=out, resume=resume, data_dir=data_dir,
-            val_split=val_split, train_limit=train_limit,
+            val_split=val_split, train_limit=train_limit, init=init,
             callbacks={
                 "on_batch": on_batch, "on_epoch": on_epoch, "on_epoch_start": on_epoch_start,
             },

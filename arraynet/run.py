@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 from arraynet.augment import affine_matrix, affine_resample
 from arraynet.backends import Backend
 from arraynet.data import MNIST, load_mnist, one_hot, to_float
-from arraynet.io import load_model
+from arraynet.io import WeightsError, load_arrays, load_model
 from arraynet.model import Sequential
 from arraynet.recipes import Recipe, recipe_for
 from arraynet.training import Dataset, Trainer, evaluate
@@ -66,8 +67,12 @@ def train_model(
     epochs: int | None = None,
     callbacks: dict[str, Callable] | None = None,
     quiet_data: bool = False,
+    init: str | Path | None = None,
 ) -> dict:
     """Train zoo model `name`; writes checkpoints and `model.safetensors` into `out_dir`.
+
+    With `init`, training starts from that weights file (it must fit the layout) instead
+    of a fresh initialisation: a fine-tune, e.g. weight averaging after a finished run.
 
     Returns the summary: error_rate, correct, total (test set), epochs_run, and more.
     """
@@ -81,6 +86,8 @@ def train_model(
     val_ds = make_dataset(*val, backend) if val else None
     model = build_layout(name).build(backend, seed=seed)
     meta = {"model": name, "val_split": val_split, "train_limit": train_limit}
+    if init is not None:
+        meta["init"] = _start_from(model, Path(init))
     cb = callbacks or {}
     trainer = Trainer(
         model, recipe, train, val_ds, seed=seed, out_dir=out, meta=meta,
@@ -110,6 +117,25 @@ def train_model(
     }
     trainer.save_final(out / "model.safetensors", result)
     return result
+
+
+def _start_from(model: Sequential, path: Path) -> dict:
+    """Load `path`'s state into `model`; returns what the run's record keeps about it."""
+    arrays, meta = load_arrays(path)
+    b = model.backend
+    try:
+        model.load_state_dict({k: b.from_host(v, dtype=model.dtype) for k, v in arrays.items()})
+    except ValueError as e:
+        raise WeightsError(f"{path}: does not fit the layout ({e})") from None
+    return {
+        "weights": str(path),
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "model": meta.get("model"),
+        "seed": meta.get("seed"),
+        "epochs_run": len(meta.get("history") or []),
+        "train_seconds": (meta.get("metrics") or {}).get("train_seconds"),
+        "val_split": meta.get("val_split"),
+    }
 
 
 TTA_SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))

@@ -16,6 +16,7 @@ from array_api_compat import array_namespace
 
 from arraynet import __version__
 from arraynet.augment import maybe_augment
+from arraynet.averaging import WeightAverage, recalibrate_batchnorm
 from arraynet.backends import Backend, HostRNG
 from arraynet.early_stopping import EarlyStopping
 from arraynet.io import WeightsError, atomic_write_json, load_arrays, save_arrays, save_model
@@ -114,6 +115,13 @@ class Trainer:
         if recipe.ema:
             xp = model.backend.xp
             self.ema = {k: xp.asarray(v, copy=True) for k, v in model.parameters().items()}
+        self.swa: WeightAverage | None = None
+        if recipe.swa_from:
+            if recipe.ema or recipe.early_stopping:
+                raise ValueError(
+                    "swa_from averages the weights itself: turn off ema and early stopping"
+                )
+            self.swa = WeightAverage()
         if recipe.monitor == "val_loss" and val is None:
             raise ValueError("monitor 'val_loss' needs a validation split (--val-split N)")
 
@@ -199,6 +207,9 @@ class Trainer:
             st.epoch += 1
             st.history.append(row)
             st.elapsed += row["seconds"]
+            if self.swa is not None and st.epoch >= self.recipe.swa_from:
+                self.swa.add(self.model.parameters())
+                row["swa_count"] = self.swa.count
             if self.es is not None:
                 monitored = row[self.recipe.monitor]
                 with self._averaged():
@@ -213,6 +224,9 @@ class Trainer:
         best_epoch = st.epoch
         if self.ema is not None:
             self.model.set_parameters(self.ema)
+        if self.swa is not None and self.swa.mean is not None:
+            self.model.set_parameters(self.swa.mean)
+            recalibrate_batchnorm(self.model, self.train_data.x)
         if self.es is not None and self.es.values:
             best_epoch, _, weights = self.es.best()
             self._restore(weights)
@@ -236,6 +250,8 @@ class Trainer:
         arrays.update({f"opt.{k}": b.to_host(v) for k, v in self.opt.state_dict().items()})
         if self.ema is not None:
             arrays.update({f"ema.{k}": b.to_host(v) for k, v in self.ema.items()})
+        if self.swa is not None and self.swa.mean is not None:
+            arrays.update({f"swa.{k}": b.to_host(v) for k, v in self.swa.mean.items()})
         if self.es is not None:
             for j, w in enumerate(self.es.weights):
                 arrays.update({f"es{j}.{k}": v for k, v in w.items()})
@@ -248,6 +264,7 @@ class Trainer:
             "shuffle_state": self.shuffle.get_state(),
             "opt_t": self.opt.t,
             "es_window": self.es.window() if self.es else None,
+            "swa_count": self.swa.count if self.swa else 0,
             "recipe": self.recipe.to_dict(),
             "seed": self.seed,
             "meta": self.meta,
@@ -299,6 +316,9 @@ class Trainer:
         self.opt.load_state(opt_state, state["opt_t"])
         if self.ema is not None:
             self.ema = {k[4:]: b.from_host(v) for k, v in arrays.items() if k.startswith("ema.")}
+        if self.swa is not None and state.get("swa_count"):
+            mean = {k[4:]: b.from_host(v) for k, v in arrays.items() if k.startswith("swa.")}
+            self.swa = WeightAverage(mean, state["swa_count"])
         self.rng.set_state(state["rng_state"])
         self.shuffle.set_state(state["shuffle_state"])
         if self.es is not None and state.get("es_window"):

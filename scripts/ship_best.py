@@ -44,13 +44,18 @@ def candidate(run: Path) -> dict:
     hist = meta.get("history") or []
     if not meta.get("val_split") or not hist or "val_error" not in hist[-1]:
         raise ValueError(f"{run}: trained without --val-split, so it cannot be chosen fairly")
+    # The final weights' figures; the last epoch's row says the same unless the run ends
+    # by averaging (swa_from), whose averaged weights are only scored at the end.
+    final = meta.get("metrics") or {}
+    if "val_error" not in final:
+        final = hist[-1]
     return {
         "run": str(run),
         "layout": meta["model"],
         "seed": meta.get("seed"),
         "val_split": meta["val_split"],
-        "val_error": hist[-1]["val_error"],
-        "val_loss": hist[-1]["val_loss"],
+        "val_error": final["val_error"],
+        "val_loss": final["val_loss"],
         "epochs_run": len(hist),
         "meta": meta,
     }
@@ -133,6 +138,7 @@ def main() -> None:
         "seed": meta.get("seed"),
         "epochs_run": len(meta.get("history") or []),
         "train_seconds": metrics.get("train_seconds"),
+        "init": meta.get("init"),  # the finished run a fine-tune started from
         "backend": meta.get("backend"),
         "device": meta.get("device"),
         "hardware": hardware(),
