@@ -96,6 +96,12 @@ def train(
     init: Annotated[
         Path | None, typer.Option(help="start from these weights instead of a fresh init")
     ] = None,
+    distill: Annotated[
+        float | None, typer.Option(help="weight of the teachers' probabilities in the targets")
+    ] = None,
+    teacher: Annotated[
+        list[Path] | None, typer.Option(help="a teacher's weights (repeat for several)")
+    ] = None,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     train_limit: Annotated[int | None, typer.Option(help="use the first N training images")] = None,
     val_split: Annotated[int, typer.Option(help="hold out the last N training images")] = 0,
@@ -128,7 +134,7 @@ def train(
     recipe = base.with_overrides(
         epochs=epochs, batch_size=batch_size, lr=lr, schedule=schedule, optimizer=optimizer,
         aug_p=aug_p, monitor=monitor, label_smoothing=label_smoothing, ema=ema, warmup=warmup,
-        swa_from=swa_from,
+        swa_from=swa_from, distill=distill,
     )  # fmt: skip
     if es != base.early_stopping:
         from dataclasses import replace
@@ -140,6 +146,11 @@ def train(
         recipe = replace(recipe, augment={**recipe.augment, "elastic": _elastic(elastic)})
     if init is not None and not init.is_file():
         raise CliError(f"--init {init}: no such weights file")
+    if not 0.0 <= recipe.distill <= 1.0:
+        raise CliError("--distill wants a weight between 0 and 1")
+    for t in teacher or []:
+        if not t.is_file():
+            raise CliError(f"--teacher {t}: no such weights file")
     if recipe.swa_from < 0:
         raise CliError("--swa-from wants an epoch number (0: off)")
     if monitor == "val_loss" and val_split <= 0:
@@ -188,6 +199,7 @@ def train(
         result = train_model(
             model, b, recipe=recipe, seed=seed, out_dir=out, resume=resume, data_dir=data_dir,
             val_split=val_split, train_limit=train_limit, init=init,
+            teachers=teacher,
             callbacks={
                 "on_batch": on_batch, "on_epoch": on_epoch, "on_epoch_start": on_epoch_start,
             },

@@ -26,6 +26,7 @@ class Recipe:
     label_smoothing: float = 0.0
     ema: float = 0.0  # decay of an exponential moving average of the weights (0: off)
     swa_from: int = 0  # average the weights of every epoch's end from this epoch on (0: off)
+    distill: float = 0.0  # weight of the teachers' probabilities in the targets (0: off)
 
     def with_overrides(self, **kw: Any) -> Recipe:
         """A copy with the non-None keyword values replaced."""
@@ -56,14 +57,14 @@ SEED_ERROR = {
     "m1": 0.10, "m2": 0.0675, "m3": 0.031, "m4": 0.0264, "m5": 0.0219, "m6": 0.0202,
     "m7": 0.0193, "m8": 0.0158, "m9": 0.008, "m10": 0.0044, "m11": 0.0042, "m12": 0.004,
     "m13": 0.0025, "m14": 0.0025, "m12-fast": 0.004, "m14-fast": 0.004,
-    "m14-elastic": 0.0025, "m14-swa": 0.0025,
+    "m14-elastic": 0.0025, "m14-swa": 0.0025, "m14-distill": 0.0025,
 }  # fmt: skip
 SEED_EPOCHS = {
     "m1": 100, "m2": 100, "m3": 100, "m4": 30, "m5": 50, "m6": 200, "m7": 100, "m8": 91,
     "m9": 29, "m10": 48, "m11": 70, "m12": 42, "m13": 85, "m14": 0,
     "m12-fast": 42, "m14-fast": 42,  # the speed entries aim at m12's 0.40 % (42 epochs)
     "m14-elastic": 85,  # aims at the seed's Keras result (0.25 %, stopped at 85)
-    "m14-swa": 0,
+    "m14-swa": 0, "m14-distill": 0,
 }  # fmt: skip
 
 RECIPES: dict[str, Recipe] = {
@@ -133,6 +134,14 @@ RECIPES: dict[str, Recipe] = {
         lr=0.0005, schedule="const", batch_size=64, aug_p=1.0,
         augment={"zoom": [0.9, 1.1], "rotation": 12.0, "shift": 0.1}, epochs=10,
         label_smoothing=0.1, swa_from=1,
+    ),
+    # Towards 0.25 %, distillation (Hinton et al. 2015): m14's recipe unchanged except that
+    # the targets are half the one-hot labels and half the averaged probabilities of
+    # finished models (`--teacher`, computed once on the un-augmented training images).
+    "m14-distill": Recipe(
+        lr=0.002, schedule="cosine", warmup=1, batch_size=64, aug_p=1.0,
+        augment={"zoom": [0.9, 1.1], "rotation": 12.0, "shift": 0.1}, epochs=30,
+        label_smoothing=0.1, ema=0.999, distill=0.5,
     ),
 }  # fmt: skip
 

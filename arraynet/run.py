@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -10,7 +10,13 @@ from typing import Any
 
 from arraynet.augment import affine_matrix, affine_resample
 from arraynet.backends import Backend
-from arraynet.data import MNIST, load_mnist, one_hot, to_float
+from arraynet.data import MNIST, load_mnist, one_hot, sha256_file, to_float
+from arraynet.distill import (
+    check_teacher,
+    describe_teacher,
+    distillation_targets,
+    teacher_probabilities,
+)
 from arraynet.io import WeightsError, load_arrays, load_model
 from arraynet.model import Sequential
 from arraynet.recipes import Recipe, recipe_for
@@ -68,11 +74,14 @@ def train_model(
     callbacks: dict[str, Callable] | None = None,
     quiet_data: bool = False,
     init: str | Path | None = None,
+    teachers: list[str | Path] | None = None,
 ) -> dict:
     """Train zoo model `name`; writes checkpoints and `model.safetensors` into `out_dir`.
 
     With `init`, training starts from that weights file (it must fit the layout) instead
     of a fresh initialisation: a fine-tune, e.g. weight averaging after a finished run.
+    With a recipe whose `distill` is above 0, the training targets mix in the averaged
+    probabilities of `teachers` (weights files; a resumed run reuses its own).
 
     Returns the summary: error_rate, correct, total (test set), epochs_run, and more.
     """
@@ -88,6 +97,14 @@ def train_model(
     meta = {"model": name, "val_split": val_split, "train_limit": train_limit}
     if init is not None:
         meta["init"] = _start_from(model, Path(init))
+    if recipe.distill:
+        meta["teachers"] = _teachers(teachers, val_split, out, resume)
+        probs = teacher_probabilities(
+            [Path(t["weights"]) for t in meta["teachers"]], train.x, backend
+        )
+        train.y = distillation_targets(train.y, probs, recipe.distill)
+    elif teachers:
+        raise ValueError("--teacher needs a recipe that distills (--distill WEIGHT)")
     cb = callbacks or {}
     trainer = Trainer(
         model, recipe, train, val_ds, seed=seed, out_dir=out, meta=meta,
@@ -119,6 +136,24 @@ def train_model(
     return result
 
 
+def _teachers(
+    given: list[str | Path] | None, val_split: int, out: Path, resume: bool
+) -> list[dict]:
+    """The teachers' records: from `given`, or, on resume, the run's own (checked)."""
+    records = [describe_teacher(Path(t), val_split) for t in given or []]
+    if resume:
+        state = json.loads((out / "state.json").read_text())
+        saved = (state.get("meta") or {}).get("teachers") or []
+        if records and [r["sha256"] for r in records] != [r["sha256"] for r in saved]:
+            raise ValueError(f"{out}: the run was begun with other teachers")
+        records = [dict(r) for r in saved]
+        for r in records:
+            check_teacher(r)
+    if not records:
+        raise ValueError("a distilling recipe needs teachers (--teacher WEIGHTS, repeatable)")
+    return records
+
+
 def _start_from(model: Sequential, path: Path) -> dict:
     """Load `path`'s state into `model`; returns what the run's record keeps about it."""
     arrays, meta = load_arrays(path)
@@ -129,7 +164,7 @@ def _start_from(model: Sequential, path: Path) -> dict:
         raise WeightsError(f"{path}: does not fit the layout ({e})") from None
     return {
         "weights": str(path),
-        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "sha256": sha256_file(path),
         "model": meta.get("model"),
         "seed": meta.get("seed"),
         "epochs_run": len(meta.get("history") or []),

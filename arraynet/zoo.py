@@ -157,6 +157,7 @@ LAYOUTS: dict[str, Callable[[], Sequential]] = {
     "m1": m1, "m2": m2, "m3": m3, "m4": m4, "m5": m5, "m6": m6, "m7": m7, "m8": m8,
     "m9": m9, "m10": m10, "m11": m11, "m12": m12, "m13": m13, "m14": m14,
     "m12-fast": m12, "m14-fast": m14, "m14-elastic": m14, "m14-swa": m14,
+    "m14-distill": m14,
 }  # fmt: skip
 
 

@@ -154,6 +154,7 @@ def test_bench_json(data_dir):
         (["train", "--model", "m4", "--out", "/nonexistent-run", "--resume"], "nothing to resume"),
         (["plot", "/nonexistent-run"], "not a run folder"),
         (["train", "--model", "m4", "--elastic", "34"], "--elastic wants 'ALPHA,SIGMA'"),
+        (["train", "--model", "m14-swa", "--init", "no/such.safetensors"], "no such weights"),
     ],
 )
 def test_bad_input_is_one_line(args, text, data_dir):

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 from arraynet.backends import get_backend
+from arraynet.io import load_arrays
 from arraynet.recipes import recipe_for
 from arraynet.run import evaluate_weights, train_model
 from tests.conftest import REPO
@@ -102,3 +103,27 @@ def test_ship_ensemble_records_a_row_that_evaluate_reproduces(tmp_path, data_dir
     assert "| ensemble | m3, m5 |" in (models / "README.md").read_text()
     one = subprocess.run([*script, members[0]], capture_output=True, text=True, timeout=600)
     assert one.returncode == 1 and "at least two" in one.stderr
+
+
+def test_ship_best_scores_an_averaging_run_by_its_averaged_weights(tmp_path, data_dir):
+    """A run ending in weight averaging (swa_from) is chosen on its final, averaged weights,
+    not on the last epoch's raw ones."""
+    base = _run(tmp_path, data_dir, 0, 500)
+    swa = tmp_path / "swa"
+    train_model(
+        "m4", get_backend("numpy"), seed=0, out_dir=swa, data_dir=str(data_dir),
+        val_split=500, train_limit=1000, epochs=3, quiet_data=True,
+        recipe=recipe_for("m4").with_overrides(swa_from=1),
+        init=f"{base}/model.safetensors",
+    )  # fmt: skip
+    models = tmp_path / "models"
+    script = [sys.executable, str(REPO / "scripts" / "ship_best.py")]
+    args = [base, str(swa), "--models-dir", str(models), "--data-dir", str(data_dir)]
+    p = subprocess.run([*script, *args], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    rec = json.loads((models / "best.json").read_text())
+    cand = rec["selection"]["candidates"][1]
+    _, meta = load_arrays(swa / "model.safetensors")
+    assert cand["val_loss"] == meta["metrics"]["val_loss"] != meta["history"][-1]["val_loss"]
+    if rec["selection"]["chosen"] == str(swa):
+        assert rec["init"]["weights"] == f"{base}/model.safetensors"
