@@ -155,6 +155,11 @@ def test_bench_json(data_dir):
         (["plot", "/nonexistent-run"], "not a run folder"),
         (["train", "--model", "m4", "--elastic", "34"], "--elastic wants 'ALPHA,SIGMA'"),
         (["train", "--model", "m14-swa", "--init", "no/such.safetensors"], "no such weights"),
+        (["train", "--model", "m14-distill", "--distill", "1.5"], "between 0 and 1"),
+        (
+            ["train", "--model", "m14-distill", "--teacher", "no/such.safetensors"],
+            "no such weights",
+        ),
     ],
 )
 def test_bad_input_is_one_line(args, text, data_dir):

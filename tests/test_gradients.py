@@ -62,8 +62,9 @@ def _loss_fd(fn, pred, target, eps=1e-6):
         (cross_entropy, "prob"),
         (softmax_cross_entropy, "real"),
         (lambda z, y: softmax_cross_entropy(z, y, 0.1), "real"),
+        (softmax_cross_entropy, "soft"),
     ],
-    ids=["mse", "cross_entropy", "softmax_cross_entropy", "smoothed"],
+    ids=["mse", "cross_entropy", "softmax_cross_entropy", "smoothed", "soft_targets"],
 )
 def test_loss_gradients(fn, kind):
     g = np.random.default_rng(1)
@@ -71,6 +72,9 @@ def test_loss_gradients(fn, kind):
     if kind == "prob":
         pred = np.exp(pred) / np.exp(pred).sum(1, keepdims=True)
     target = np.eye(5)[g.integers(0, 5, 4)]
+    if kind == "soft":  # distillation: half one-hot, half another distribution
+        other = np.exp(g.standard_normal((4, 5)))
+        target = 0.5 * target + 0.5 * other / other.sum(1, keepdims=True)
     assert _loss_fd(fn, pred, target) < TOL
 
 
