@@ -95,10 +95,15 @@ def train_model(
     val_ds = make_dataset(*val, backend) if val else None
     model = build_layout(name).build(backend, seed=seed)
     meta = {"model": name, "val_split": val_split, "train_limit": train_limit}
+    saved = _saved_meta(out) if resume else {}
     if init is not None:
         meta["init"] = _start_from(model, Path(init))
+        if saved.get("init") and saved["init"]["sha256"] != meta["init"]["sha256"]:
+            raise ValueError(f"{out}: the run was begun from other --init weights")
+    elif saved.get("init"):
+        meta["init"] = saved["init"]  # the checkpoint holds the weights; keep the record
     if recipe.distill:
-        meta["teachers"] = _teachers(teachers, val_split, out, resume)
+        meta["teachers"] = _teachers(teachers, val_split, saved)
         probs = teacher_probabilities(
             [Path(t["weights"]) for t in meta["teachers"]], train.x, backend
         )
@@ -136,17 +141,22 @@ def train_model(
     return result
 
 
-def _teachers(
-    given: list[str | Path] | None, val_split: int, out: Path, resume: bool
-) -> list[dict]:
-    """The teachers' records: from `given`, or, on resume, the run's own (checked)."""
-    records = [describe_teacher(Path(t), val_split) for t in given or []]
-    if resume:
+def _saved_meta(out: Path) -> dict:
+    """The run facts a run folder's checkpoint keeps (its state's 'meta')."""
+    try:
         state = json.loads((out / "state.json").read_text())
-        saved = (state.get("meta") or {}).get("teachers") or []
-        if records and [r["sha256"] for r in records] != [r["sha256"] for r in saved]:
-            raise ValueError(f"{out}: the run was begun with other teachers")
-        records = [dict(r) for r in saved]
+    except (OSError, json.JSONDecodeError) as e:
+        raise WeightsError(f"{out}: cannot resume ({e})") from None
+    return state.get("meta") or {}
+
+
+def _teachers(given: list[str | Path] | None, val_split: int, saved: dict) -> list[dict]:
+    """The teachers' records: from `given`, or those of the run being resumed (checked)."""
+    records = [describe_teacher(Path(t), val_split) for t in given or []]
+    if saved.get("teachers"):
+        if records and [r["sha256"] for r in records] != [r["sha256"] for r in saved["teachers"]]:
+            raise ValueError("the run being resumed was begun with other teachers")
+        records = [dict(r) for r in saved["teachers"]]
         for r in records:
             check_teacher(r)
     if not records:

@@ -102,3 +102,23 @@ def test_init_starts_from_the_given_weights(tmp_path, data_dir):
     assert len(meta["init"]["sha256"]) == 64
     with pytest.raises(WeightsError, match="does not fit the layout"):
         train_model("m9", b, out_dir=tmp_path / "bad", epochs=0, init=start, **kw)
+
+
+def test_a_resumed_fine_tune_keeps_its_init_record(tmp_path, data_dir):
+    """--resume needs no --init (the checkpoint holds the weights) yet keeps the record of
+    where the run began; other --init weights on resume are refused."""
+    b = get_backend("numpy")
+    kw = dict(data_dir=str(data_dir), train_limit=128, quiet_data=True)
+    recipe = recipe_for("m4").with_overrides(swa_from=1, epochs=2)
+    train_model("m4", b, out_dir=tmp_path / "base", epochs=1, **kw)
+    train_model("m4", b, out_dir=tmp_path / "other", epochs=1, seed=1, **kw)
+    start = tmp_path / "base" / "model.safetensors"
+    train_model("m4", b, recipe=recipe, out_dir=tmp_path / "ft", epochs=1, init=start, **kw)
+    train_model("m4", b, recipe=recipe, out_dir=tmp_path / "ft", resume=True, **kw)
+    _, meta = load_arrays(tmp_path / "ft" / "model.safetensors")
+    assert meta["init"]["weights"] == str(start) and len(meta["history"]) == 2
+    with pytest.raises(ValueError, match="other --init weights"):
+        train_model(
+            "m4", b, recipe=recipe, out_dir=tmp_path / "ft", resume=True,
+            init=tmp_path / "other" / "model.safetensors", **kw,
+        )  # fmt: skip
