@@ -124,6 +124,7 @@ def test_pad_kernel(shape, pads):
         (3, 2, "same", (7, 8, 2)),
         (4, 2, 1, (9, 7, 3)),
         (3, 1, "valid", (6, 6, 2)),
+        (5, 2, "same", (8, 8, 3)),
     ],
 )
 def test_chunked_conv_kernels_match_portable(k, stride, padding, shape, chunk_bytes, monkeypatch):
@@ -142,6 +143,18 @@ def test_chunked_conv_kernels_match_portable(k, stride, padding, shape, chunk_by
     np.testing.assert_allclose(dx1, dx2, atol=1e-12)
     for name in ("kernel", "bias"):
         np.testing.assert_allclose(fast.grads[name], slow.grads[name], atol=1e-12)
+
+
+@pytest.mark.parametrize("k,s", [(5, 2), (3, 2), (4, 3), (3, 1)])
+def test_col2im_is_the_adjoint_of_im2col(k, s):
+    """<im2col(x), d> == <x, col2im(d)> for every x and d: col2im_add is im2col's adjoint."""
+    g = np.random.default_rng(9)
+    x = g.standard_normal((2, 11, 9, 3))
+    cols = nk.im2col(x, k, k, s)
+    d = g.standard_normal(cols.shape)
+    back = np.zeros_like(x)
+    nk.col2im_add(back, d, k, k, s)
+    np.testing.assert_allclose(np.sum(cols * d), np.sum(x * back), rtol=1e-12)
 
 
 @pytest.mark.parametrize("k,s", [(5, 1), (3, 2), (2, 2)])

@@ -8,7 +8,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from arraynet import ops
 
-CHUNK_BYTES = 8 << 20  # patch matrices are built this many bytes at a time (cache-sized)
+CHUNK_BYTES = 2 << 20  # patch matrices are built this many bytes at a time (fits L2)
 
 
 def pad_hw(x: np.ndarray, top: int, bottom: int, left: int, right: int) -> np.ndarray:
@@ -60,27 +60,58 @@ def conv2d_forward(x, kernel, bias, pad, stride):
     return y, xpad
 
 
+def col2im_add(dxpad: np.ndarray, dcols: np.ndarray, kh: int, kw: int, stride: int) -> None:
+    """Add the rows of a patch matrix back onto the padded images they were taken from
+    (the adjoint of `im2col`), in place: kh * kw strided additions."""
+    n, hp, wp, c = dxpad.shape
+    ho, wo = (hp - kh) // stride + 1, (wp - kw) // stride + 1
+    d6 = dcols.reshape(n, ho, wo, kh, kw, c)
+    hi, wi = stride * (ho - 1) + 1, stride * (wo - 1) + 1
+    for i in range(kh):
+        for j in range(kw):
+            dxpad[:, i : i + hi : stride, j : j + wi : stride, :] += d6[:, :, :, i, j, :]
+
+
 def conv2d_backward(xpad, dy, kernel, pad, stride, need_dx: bool):
-    """Gradients of conv2d_forward, chunked like it: (dL/dkernel, dL/dbias, dL/dx or None)."""
+    """Gradients of conv2d_forward, chunked like it: (dL/dkernel, dL/dbias, dL/dx or None).
+
+    Stride 1 with an output as large as the input: dL/dx is a correlation of the padded
+    output gradient with the flipped kernel. Otherwise (strides, 'valid' borders) the
+    patch-matrix gradient dy @ kernel^T is added back onto the input (`col2im_add`), which
+    skips the zeros that a dilated or widely padded output gradient would multiply.
+    """
     kh, kw, c, f = kernel.shape
     n, ho, wo, _ = dy.shape
-    h, w = xpad.shape[1] - pad[0] - pad[1], xpad.shape[2] - pad[2] - pad[3]
+    hp, wp = xpad.shape[1], xpad.shape[2]
+    h, w = hp - pad[0] - pad[1], wp - pad[2] - pad[3]
     dy2 = dy.reshape(n, ho * wo, f)
     dw = np.zeros((kh * kw * c, f), dtype=dy.dtype)
     db = dy2.sum(axis=(0, 1))
-    dx = wflip = None
+    dx = dydpad = wflip = None
+    correlate = stride == 1 and (ho, wo) == (h, w)
     if need_dx:
-        dyd, pads = ops.input_grad_operand(dy, kh, stride, pad, (h, w))
-        dydpad = pad_hw(dyd, *pads)
-        wflip = ops.flipped_kernel(kernel)
         dx = np.empty((n, h, w, c), dtype=dy.dtype)
-    step = _chunk(n, max(ho * wo * kh * kw * c, h * w * kh * kw * f) * dy.itemsize)
+        if correlate:
+            dyd, pads = ops.input_grad_operand(dy, kh, stride, pad, (h, w))
+            dydpad = pad_hw(dyd, *pads)
+            wflip = ops.flipped_kernel(kernel)
+    wmat_t = kernel.reshape(-1, f).T
+    dx_bytes = h * w * kh * kw * f if correlate else hp * wp * c
+    step = _chunk(n, max(ho * wo * kh * kw * c, dx_bytes) * dy.itemsize)
     for i in range(0, n, step):
         cols = im2col(xpad[i : i + step], kh, kw, stride)
-        dw += cols.T @ dy2[i : i + step].reshape(-1, f)
-        if need_dx:
-            dcols = im2col(dydpad[i : i + step], kh, kw, 1)
-            np.matmul(dcols, wflip, out=dx.reshape(-1, c)[i * h * w : i * h * w + dcols.shape[0]])
+        m = cols.shape[0] // (ho * wo)
+        dyc = dy2[i : i + m].reshape(-1, f)
+        dw += cols.T @ dyc
+        if not need_dx:
+            continue
+        if correlate:
+            dcols = im2col(dydpad[i : i + m], kh, kw, 1)
+            np.matmul(dcols, wflip, out=dx.reshape(-1, c)[i * h * w : (i + m) * h * w])
+        else:
+            dxpad = np.zeros((m, hp, wp, c), dtype=dy.dtype)
+            col2im_add(dxpad, dyc @ wmat_t, kh, kw, stride)
+            dx[i : i + m] = dxpad[:, pad[0] : pad[0] + h, pad[2] : pad[2] + w, :]
     return dw.reshape(kh, kw, c, f), db, dx
 
 
