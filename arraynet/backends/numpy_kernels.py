@@ -55,8 +55,9 @@ def conv2d_forward(x, kernel, bias, pad, stride):
     step = _chunk(n, ho * wo * kh * kw * c * x.itemsize)
     for i in range(0, n, step):
         cols = im2col(xpad[i : i + step], kh, kw, stride)
-        np.matmul(cols, wmat, out=y2[i * ho * wo : (i + cols.shape[0] // (ho * wo)) * ho * wo])
-    y += bias
+        out = y2[i * ho * wo : i * ho * wo + cols.shape[0]]
+        np.matmul(cols, wmat, out=out)
+        out += bias  # while the chunk is in cache
     return y, xpad
 
 
@@ -86,7 +87,7 @@ def conv2d_backward(xpad, dy, kernel, pad, stride, need_dx: bool):
     h, w = hp - pad[0] - pad[1], wp - pad[2] - pad[3]
     dy2 = dy.reshape(n, ho * wo, f)
     dw = np.zeros((kh * kw * c, f), dtype=dy.dtype)
-    db = dy2.sum(axis=(0, 1))
+    db = np.zeros(f, dtype=dy.dtype)
     dx = dydpad = wflip = None
     correlate = stride == 1 and (ho, wo) == (h, w)
     if need_dx:
@@ -103,6 +104,7 @@ def conv2d_backward(xpad, dy, kernel, pad, stride, need_dx: bool):
         m = cols.shape[0] // (ho * wo)
         dyc = dy2[i : i + m].reshape(-1, f)
         dw += cols.T @ dyc
+        db += dyc.sum(axis=0)
         if not need_dx:
             continue
         if correlate:
