@@ -8,7 +8,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from arraynet import ops
 
-CHUNK_BYTES = 2 << 20  # patch matrices are built this many bytes at a time (fits L2)
+CHUNK_BYTES = 4 << 20  # patch matrices are built this many bytes at a time (about L2)
 
 
 def pad_hw(x: np.ndarray, top: int, bottom: int, left: int, right: int) -> np.ndarray:

@@ -1,0 +1,145 @@
+"""A/B the NumPy fast kernels of an earlier commit against the working tree's.
+
+    uv run python scripts/bench_kernels_ab.py --ref 0c671cf^ --models m14:64,m12:16 \
+        [--chunk-mb 2,4,8] [--rounds 5] [--json out.json]
+
+Loads `arraynet/backends/numpy_kernels.py` as it was at `--ref` (git show) next to the
+current module, builds the same layout on both, and times training steps (forward,
+backward, optimizer; real MNIST batches, no augmentation) round by round in turn, so
+both see the same machine state. Prints median images/s and the ratio to `--ref`; the
+current kernels run once per `--chunk-mb` value (their patch-matrix chunk size).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from arraynet.backends import get_backend  # noqa: E402
+from arraynet.backends import numpy_kernels as current  # noqa: E402
+from arraynet.bench import versions  # noqa: E402
+from arraynet.data import load_mnist, one_hot, to_float  # noqa: E402
+from arraynet.optimizers import make_optimizer  # noqa: E402
+from arraynet.recipes import recipe_for  # noqa: E402
+from arraynet.zoo import build_layout  # noqa: E402
+
+KERNELS_PATH = "arraynet/backends/numpy_kernels.py"
+
+
+def kernels_at(ref: str):
+    """The numpy_kernels module as it was at git revision `ref`."""
+    src = subprocess.run(
+        ["git", "show", f"{ref}:{KERNELS_PATH}"], cwd=REPO, capture_output=True, text=True
+    )
+    if src.returncode != 0:
+        sys.exit(f"bench_kernels_ab: error: no {KERNELS_PATH} at {ref!r}")
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
+        f.write(src.stdout)
+    spec = importlib.util.spec_from_file_location("kernels_at_ref", f.name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    os.unlink(f.name)
+    return module
+
+
+def compare(model: str, bs: int, ref_mod, chunks: list[int], rounds: int, data) -> dict:
+    """Median training images/s for the reference kernels and each current chunk size."""
+    recipe = recipe_for(model)
+    n = bs * 50
+    variants: dict[str, tuple] = {"ref": (ref_mod.KERNELS, None)}
+    for mb in chunks:
+        variants[f"current {mb} MB"] = (current.KERNELS, mb << 20)
+    runs = {}
+    for name, (kernels, _) in variants.items():
+        b = get_backend("numpy")
+        b.kernels = dict(kernels)
+        x = to_float(data.train_images[:n], b)
+        y = b.from_host(one_hot(data.train_labels[:n]), dtype=b.dtype("float32"))
+        runs[name] = (
+            b,
+            build_layout(model).build(b, seed=0),
+            make_optimizer(recipe.optimizer),
+            x,
+            y,
+        )
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    saved_chunk = current.CHUNK_BYTES
+    pos = 0
+    try:
+        for _ in range(rounds):
+            for name, (_, chunk) in variants.items():
+                if chunk:
+                    current.CHUNK_BYTES = chunk
+                b, net, opt, x, y = runs[name]
+                for s in range(12):  # 2 warm-up steps, 10 timed
+                    i = (pos % 50) * bs
+                    pos += 1
+                    t = time.perf_counter()
+                    net.loss_and_grads(x[i : i + bs], y[i : i + bs], recipe.loss)
+                    net.set_parameters(opt.step(net.parameters(), net.gradients(), recipe.lr, b))
+                    if s >= 2:
+                        times[name].append(time.perf_counter() - t)
+    finally:
+        current.CHUNK_BYTES = saved_chunk
+    rate = {k: round(bs / statistics.median(v), 1) for k, v in times.items()}
+    return {
+        "model": model,
+        "batch_size": bs,
+        "train_img_per_s": rate,
+        "ratio_to_ref": {k: round(v / rate["ref"], 3) for k, v in rate.items()},
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ref", required=True, help="git revision whose kernels are the baseline")
+    ap.add_argument("--models", default="m14:64", help="model:batch pairs, comma-separated")
+    ap.add_argument("--chunk-mb", default=str(current.CHUNK_BYTES >> 20))
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--json", default=None, help="also write the result here")
+    args = ap.parse_args()
+    try:
+        pairs = [(m, int(b)) for m, b in (p.split(":") for p in args.models.split(","))]
+        chunks = [int(c) for c in args.chunk_mb.split(",")]
+    except ValueError:
+        sys.exit("bench_kernels_ab: error: --models is model:batch,... and --chunk-mb 2,4,...")
+    ref_mod = kernels_at(args.ref)
+    data = load_mnist(args.data_dir, quiet=True)
+    rows = []
+    for model, bs in pairs:
+        row = compare(model, bs, ref_mod, chunks, args.rounds, data)
+        rows.append(row)
+        cells = "  ".join(
+            f"{k} {v:,.0f} ({row['ratio_to_ref'][k]:.2f}x)"
+            for k, v in row["train_img_per_s"].items()
+        )
+        print(f"{model:>4} batch {bs:3d}: {cells}")
+    out = {
+        "command": "python scripts/bench_kernels_ab.py " + " ".join(sys.argv[1:]),
+        "ref": args.ref,
+        "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "versions": versions(),
+        "rows": rows,
+    }
+    print(json.dumps(out))
+    if args.json:
+        tmp = Path(args.json).with_suffix(".tmp")
+        tmp.write_text(json.dumps(out, indent=1) + "\n")
+        tmp.replace(args.json)
+
+
+if __name__ == "__main__":
+    main()
