@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 from arraynet.backends import get_backend  # noqa: E402
 from arraynet.backends import numpy_kernels as current  # noqa: E402
 from arraynet.bench import versions  # noqa: E402
-from arraynet.data import load_mnist, one_hot, to_float  # noqa: E402
+from arraynet.data import DataError, load_mnist, one_hot, to_float  # noqa: E402
 from arraynet.optimizers import make_optimizer  # noqa: E402
 from arraynet.recipes import recipe_for  # noqa: E402
 from arraynet.zoo import build_layout  # noqa: E402
@@ -116,7 +116,12 @@ def main() -> None:
     except ValueError:
         sys.exit("bench_kernels_ab: error: --models is model:batch,... and --chunk-mb 2,4,...")
     ref_mod = kernels_at(args.ref)
-    data = load_mnist(args.data_dir, quiet=True)
+    try:
+        for model, _ in pairs:
+            recipe_for(model)
+        data = load_mnist(args.data_dir, quiet=True)
+    except (ValueError, OSError, DataError) as e:
+        sys.exit(f"bench_kernels_ab: error: {e}")
     rows = []
     for model, bs in pairs:
         row = compare(model, bs, ref_mod, chunks, args.rounds, data)

@@ -1,0 +1,34 @@
+"""scripts/bench_kernels_ab.py: the kernels of a git revision against the working tree's."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+SCRIPT = [sys.executable, str(REPO / "scripts" / "bench_kernels_ab.py")]
+
+
+def test_ab_prints_rates_and_ratios_for_each_chunk_size(tmp_path, data_dir):
+    out = tmp_path / "ab.json"
+    args = ["--ref", "HEAD", "--models", "m9:8", "--chunk-mb", "1,4", "--rounds", "1"]
+    args += ["--data-dir", str(data_dir), "--json", str(out)]
+    p = subprocess.run([*SCRIPT, *args], capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert p.returncode == 0, p.stderr
+    rec = json.loads(out.read_text())
+    assert json.loads(p.stdout.splitlines()[-1]) == rec
+    (row,) = rec["rows"]
+    assert set(row["train_img_per_s"]) == {"ref", "current 1 MB", "current 4 MB"}
+    assert all(v > 0 for v in row["train_img_per_s"].values())
+    assert row["ratio_to_ref"]["ref"] == 1.0
+
+
+def test_ab_bad_input_is_one_line(data_dir):
+    bad = (["--ref", "no-such-revision"], ["--models", "m9"], ["--models", "m99:8"])
+    for extra in bad:
+        args = ["--ref", "HEAD", "--data-dir", str(data_dir), *extra]
+        p = subprocess.run([*SCRIPT, *args], capture_output=True, text=True, cwd=REPO)
+        assert p.returncode != 0 and "Traceback" not in p.stderr
+        assert p.stderr.strip().count("\n") == 0 and "bench_kernels_ab: error" in p.stderr
