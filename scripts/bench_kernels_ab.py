@@ -139,11 +139,11 @@ def main() -> None:
         "versions": versions(),
         "rows": rows,
     }
-    print(json.dumps(out))
     if args.json:
         tmp = Path(args.json).with_suffix(".tmp")
         tmp.write_text(json.dumps(out, indent=1) + "\n")
         tmp.replace(args.json)
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":
