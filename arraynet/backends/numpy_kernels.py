@@ -88,15 +88,16 @@ def conv2d_backward(xpad, dy, kernel, pad, stride, need_dx: bool):
     dy2 = dy.reshape(n, ho * wo, f)
     dw = np.zeros((kh * kw * c, f), dtype=dy.dtype)
     db = np.zeros(f, dtype=dy.dtype)
-    dx = dydpad = wflip = None
+    dx = dydpad = wflip = wmat_t = None
     correlate = stride == 1 and (ho, wo) == (h, w)
     if need_dx:
         dx = np.empty((n, h, w, c), dtype=dy.dtype)
         if correlate:
-            dyd, pads = ops.input_grad_operand(dy, kh, stride, pad, (h, w))
+            dyd, pads = ops.input_grad_operand(dy, kh, 1, pad, (h, w))
             dydpad = pad_hw(dyd, *pads)
             wflip = ops.flipped_kernel(kernel)
-    wmat_t = kernel.reshape(-1, f).T
+        else:
+            wmat_t = kernel.reshape(-1, f).T
     dx_bytes = h * w * kh * kw * f if correlate else hp * wp * c
     step = _chunk(n, max(ho * wo * kh * kw * c, dx_bytes) * dy.itemsize)
     for i in range(0, n, step):
