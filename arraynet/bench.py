@@ -71,6 +71,7 @@ def run_bench(
         "model": model,
         "backend": backend.name,
         "device": backend.device_name(),
+        "threads": backend.threads,
         "batch_size": batch_size,
         "steps": steps,
         "parameters": net.num_parameters(),

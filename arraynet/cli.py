@@ -39,16 +39,23 @@ def _emit_json(obj: Any) -> None:
     sys.stdout.flush()
 
 
-def _backend(name: str, device: str | None = None) -> Any:
+def _backend(name: str, device: str | None = None, threads: int | None = None) -> Any:
     from arraynet.backends import get_backend
 
-    return get_backend(name, device)
+    if threads is not None and threads < 1:
+        raise CliError(f"--threads wants at least 1, not {threads}")
+    return get_backend(name, device, threads=threads)
 
 
 BackendOpt = Annotated[
     str, typer.Option("--backend", "-b", help="numpy, cupy, torch, array-api-strict or auto")
 ]
 DeviceOpt = Annotated[str | None, typer.Option(help="device, e.g. cpu, cuda:0")]
+ThreadsOpt = Annotated[
+    int | None,
+    typer.Option(help="CPU threads of the numpy backend (default: ARRAYNET_THREADS, "
+                 "OPENBLAS_NUM_THREADS or all usable CPUs)"),
+]  # fmt: skip
 DataDirOpt = Annotated[str | None, typer.Option("--data-dir", help="folder with the MNIST files")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="last line of stdout is one JSON object")]
 
@@ -73,6 +80,7 @@ def train(
     model: Annotated[str, typer.Option("--model", "-m", help="zoo entry, e.g. m4, m12")] = "m4",
     backend: BackendOpt = "numpy",
     device: DeviceOpt = None,
+    threads: ThreadsOpt = None,
     epochs: Annotated[int | None, typer.Option(help="epochs (default: the recipe's)")] = None,
     batch_size: Annotated[int | None, typer.Option(help="mini-batch size")] = None,
     lr: Annotated[float | None, typer.Option(help="learning rate")] = None,
@@ -155,9 +163,9 @@ def train(
         raise CliError("--swa-from wants an epoch number (0: off)")
     if monitor == "val_loss" and val_split <= 0:
         raise CliError("--monitor val_loss needs --val-split N")
-    b = _backend(backend, device)
+    b = _backend(backend, device, threads)
     con = _out(json_mode)
-    con.print(f"[bold]{model}[/] on {b.name} ({b.device_name()}), recipe: {recipe.to_dict()}")
+    con.print(f"[bold]{model}[/] on {b.describe()}, recipe: {recipe.to_dict()}")
     progress = Progress(
         TextColumn("epoch {task.fields[epoch]}"),
         BarColumn(),
@@ -225,6 +233,7 @@ def evaluate(
     weights: Annotated[list[Path], typer.Argument(help="weights file(s); several are averaged")],
     backend: BackendOpt = "numpy",
     device: DeviceOpt = None,
+    threads: ThreadsOpt = None,
     data_dir: DataDirOpt = None,
     tta: Annotated[bool, typer.Option(help="average over 1-pixel shifts of each image")] = False,
     json_mode: JsonOpt = False,
@@ -232,7 +241,7 @@ def evaluate(
     """Test error of trained weights on the 10,000 MNIST test images."""
     from arraynet.run import evaluate_weights
 
-    b = _backend(backend, device)
+    b = _backend(backend, device, threads)
     res = evaluate_weights([str(w) for w in weights], b, data_dir, tta=tta)
     res = {**res, "weights": [str(w) for w in weights], "backend": b.name, "tta": tta}
     _out(json_mode).print(
@@ -396,6 +405,7 @@ def bench(
     model: Annotated[str, typer.Option("--model", "-m")] = "m12",
     backend: BackendOpt = "numpy",
     device: DeviceOpt = None,
+    threads: ThreadsOpt = None,
     batch_size: Annotated[int, typer.Option()] = 16,
     steps: Annotated[int, typer.Option(help="timed steps (after a warm-up)")] = 100,
     eval_batch_size: Annotated[int, typer.Option()] = 500,
@@ -408,11 +418,11 @@ def bench(
     """Median training and evaluation throughput (images/s) on real MNIST batches."""
     from arraynet.bench import run_bench
 
-    b = _backend(backend, device)
+    b = _backend(backend, device, threads)
     res = run_bench(model, b, batch_size=batch_size, steps=steps, eval_batch_size=eval_batch_size,
                     data_dir=data_dir, augment=not no_augment)  # fmt: skip
     con = _out(json_mode)
-    line = f"{model} {b.name} batch {batch_size}: train {res['train_img_per_s']:,.0f} img/s"
+    line = f"{model} {b.describe()} batch {batch_size}: train {res['train_img_per_s']:,.0f} img/s"
     if "train_aug_img_per_s" in res:
         line += f", train+aug {res['train_aug_img_per_s']:,.0f} img/s"
     con.print(line + f", eval {res['eval_img_per_s']:,.0f} img/s (batch {res['eval_batch_size']})")

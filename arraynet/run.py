@@ -134,6 +134,7 @@ def train_model(
         "wall_seconds_this_session": round(time.perf_counter() - t0, 2),
         "backend": backend.name,
         "device": backend.device_name(),
+        "threads": backend.threads,
         "seed": seed,
         "out": str(out),
     }

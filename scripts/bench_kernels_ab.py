@@ -1,13 +1,16 @@
 """A/B the NumPy fast kernels of an earlier commit against the working tree's.
 
     uv run python scripts/bench_kernels_ab.py --ref 0c671cf^ --models m14:64,m12:16 \
-        [--chunk-mb 2,4,8] [--rounds 5] [--json out.json]
+        [--chunk-mb 2,4,8] [--threads 1,2] [--rounds 5] [--json out.json]
 
 Loads `arraynet/backends/numpy_kernels.py` as it was at `--ref` (git show) next to the
 current module, builds the same layout on both, and times training steps (forward,
 backward, optimizer; real MNIST batches, no augmentation) round by round in turn, so
 both see the same machine state. Prints median images/s and the ratio to `--ref`; the
-current kernels run once per `--chunk-mb` value (their patch-matrix chunk size).
+current kernels run once per `--chunk-mb` value (their patch-matrix chunk size) and
+`--threads` value (their threads, with one BLAS thread, as the NumPy backend runs them;
+default: the backend's count). The reference kernels run as their revision ran them, on
+OpenBLAS's own threads (OPENBLAS_NUM_THREADS).
 """
 
 from __future__ import annotations
@@ -25,8 +28,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from threadpoolctl import ThreadpoolController  # noqa: E402
+
 from arraynet.backends import get_backend  # noqa: E402
 from arraynet.backends import numpy_kernels as current  # noqa: E402
+from arraynet.backends.numpy_backend import default_threads  # noqa: E402
 from arraynet.bench import versions  # noqa: E402
 from arraynet.data import DataError, load_mnist, one_hot, to_float  # noqa: E402
 from arraynet.io import atomic_write_json  # noqa: E402
@@ -35,6 +41,10 @@ from arraynet.recipes import recipe_for  # noqa: E402
 from arraynet.zoo import build_layout  # noqa: E402
 
 KERNELS_PATH = "arraynet/backends/numpy_kernels.py"
+BLAS = ThreadpoolController()
+# OpenBLAS's threads as the process started (OPENBLAS_NUM_THREADS): the reference kernels
+# run with them; the current kernels' worker threads set BLAS to one thread each.
+BLAS_THREADS = max([d["num_threads"] for d in BLAS.info() if d["user_api"] == "blas"] or [1])
 
 
 def kernels_at(ref: str):
@@ -49,17 +59,25 @@ def kernels_at(ref: str):
     return module
 
 
-def compare(model: str, bs: int, ref_mod, chunks: list[int], rounds: int, data) -> dict:
-    """Median training images/s for the reference kernels and each current chunk size."""
+def compare(
+    model: str, bs: int, ref_mod, chunks: list[int], threads: list[int], rounds: int, data
+) -> dict:
+    """Median training images/s for the reference kernels and each current chunk size
+    and thread count."""
     recipe = recipe_for(model)
     n = bs * 50
-    variants: dict[str, tuple] = {"ref": (ref_mod.KERNELS, None)}
-    for mb in chunks:
-        variants[f"current {mb} MB"] = (current.KERNELS, mb << 20)
+    # (kernels, chunk bytes, BLAS threads): the current kernels run as the NumPy backend runs
+    # them, with one BLAS thread (their own threads share the cores)
+    variants: dict[str, tuple] = {"ref": (ref_mod.KERNELS, None, BLAS_THREADS)}
+    for t in threads:
+        kernels = current.make_kernels(current.Workers(t))
+        for mb in chunks:
+            name = f"current {mb} MB" + (f" {t} threads" if len(threads) > 1 else "")
+            variants[name] = (kernels, mb << 20, 1)
     x = to_float(data.train_images[:n], get_backend("numpy"))
     y = one_hot(data.train_labels[:n]).astype(x.dtype)
     runs = {}
-    for name, (kernels, _) in variants.items():
+    for name, (kernels, _, _) in variants.items():
         b = get_backend("numpy")
         b.kernels = dict(kernels)  # same NumPy arrays, different fast kernels
         runs[name] = (b, build_layout(model).build(b, seed=0), make_optimizer(recipe.optimizer))
@@ -68,9 +86,10 @@ def compare(model: str, bs: int, ref_mod, chunks: list[int], rounds: int, data) 
     pos = 0
     try:
         for _ in range(rounds):
-            for name, (_, chunk) in variants.items():
+            for name, (_, chunk, blas_threads) in variants.items():
                 if chunk:
                     current.CHUNK_BYTES = chunk
+                BLAS.limit(limits=blas_threads, user_api="blas")
                 b, net, opt = runs[name]
                 for s in range(12):  # 2 warm-up steps, 10 timed
                     i = (pos % 50) * bs
@@ -82,6 +101,7 @@ def compare(model: str, bs: int, ref_mod, chunks: list[int], rounds: int, data) 
                         times[name].append(time.perf_counter() - t)
     finally:
         current.CHUNK_BYTES = saved_chunk
+        BLAS.limit(limits=BLAS_THREADS, user_api="blas")
     rate = {k: round(bs / statistics.median(v), 1) for k, v in times.items()}
     return {
         "model": model,
@@ -96,6 +116,7 @@ def main() -> None:
     ap.add_argument("--ref", required=True, help="git revision whose kernels are the baseline")
     ap.add_argument("--models", default="m14:64", help="model:batch pairs, comma-separated")
     ap.add_argument("--chunk-mb", default=str(current.CHUNK_BYTES >> 20))
+    ap.add_argument("--threads", default=None, help="worker threads of the current kernels")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--json", default=None, help="also write the result here")
@@ -103,8 +124,14 @@ def main() -> None:
     try:
         pairs = [(m, int(b)) for m, b in (p.split(":") for p in args.models.split(","))]
         chunks = [int(c) for c in args.chunk_mb.split(",")]
+        threads = [int(t) for t in args.threads.split(",")] if args.threads else [default_threads()]
+        if min(threads) < 1:
+            raise ValueError
     except ValueError:
-        sys.exit("bench_kernels_ab: error: --models is model:batch,... and --chunk-mb 2,4,...")
+        sys.exit(
+            "bench_kernels_ab: error: --models is model:batch,..., --chunk-mb 2,4,... "
+            "and --threads 1,2,... (at least 1)"
+        )
     ref_mod = kernels_at(args.ref)
     try:
         for model, _ in pairs:
@@ -114,7 +141,7 @@ def main() -> None:
         sys.exit(f"bench_kernels_ab: error: {e}")
     rows = []
     for model, bs in pairs:
-        row = compare(model, bs, ref_mod, chunks, args.rounds, data)
+        row = compare(model, bs, ref_mod, chunks, threads, args.rounds, data)
         rows.append(row)
         cells = "  ".join(
             f"{k} {v:,.0f} ({row['ratio_to_ref'][k]:.2f}x)"
@@ -125,6 +152,8 @@ def main() -> None:
         "command": "python scripts/bench_kernels_ab.py " + " ".join(sys.argv[1:]),
         "ref": args.ref,
         "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
+        "ref_blas_threads": BLAS_THREADS,
+        "threads": threads,
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "versions": versions(),
         "rows": rows,

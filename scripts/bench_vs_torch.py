@@ -43,13 +43,15 @@ def per_step_times(step, steps: int) -> list[float]:
     return out
 
 
-def bench_pair(name: str, bs: int, steps: int, rounds: int, x_host, y_host, labels) -> dict:
+def bench_pair(
+    name: str, bs: int, steps: int, rounds: int, x_host, y_host, labels, threads: int
+) -> dict:
     import torch
     import torch.nn.functional as F
 
     recipe = recipe_for(name)
     # arraynet
-    b = get_backend("numpy")
+    b = get_backend("numpy", threads=threads)
     net = build_layout(name).build(b, seed=0)
     opt = make_optimizer(recipe.optimizer)
     xs = b.from_host(x_host)
@@ -122,7 +124,9 @@ def main() -> None:
     ap.add_argument("--batch-sizes", default="16,64")
     ap.add_argument("--steps", type=int, default=60, help="timed steps per round")
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: cores)")
+    ap.add_argument(
+        "--threads", type=int, default=None, help="threads of each library (default: cores)"
+    )
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--json", default=None, help="also write the results to this file")
     args = ap.parse_args()
@@ -130,7 +134,8 @@ def main() -> None:
         import torch
     except ImportError:
         sys.exit("bench_vs_torch: needs torch (`uv sync --extra torch`)")
-    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    threads = args.threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
     torch.manual_seed(0)
     mnist = load_mnist(args.data_dir, quiet=True)
     x = (mnist.train_images[:4096].astype(np.float32) / 255.0)[..., None]
@@ -139,7 +144,7 @@ def main() -> None:
     rows = []
     for name in args.models.split(","):
         for bs in (int(s) for s in args.batch_sizes.split(",")):
-            row = bench_pair(name, bs, args.steps, args.rounds, x, y, labels)
+            row = bench_pair(name, bs, args.steps, args.rounds, x, y, labels, threads)
             rows.append(row)
             print(
                 f"{name:>4} batch {bs:>3}: train arraynet {row['arraynet_train_img_per_s']:>9,.0f}"
@@ -158,6 +163,7 @@ def main() -> None:
         },
         "versions": {**versions(), "torch": torch.__version__},
         "torch_threads": torch.get_num_threads(),
+        "arraynet_threads": threads,
         "env": {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE")},
         "rows": rows,
     }

@@ -160,10 +160,24 @@ def test_bench_json(data_dir):
             ["train", "--model", "m14-distill", "--teacher", "no/such.safetensors"],
             "no such weights",
         ),
+        (["bench", "--model", "m9", "--steps", "1", "--threads", "0"], "--threads wants"),
     ],
 )
 def test_bad_input_is_one_line(args, text, data_dir):
     one_line_error(run(*args, data_dir=data_dir), text)
+
+
+def test_bad_thread_variable_is_one_line(data_dir, monkeypatch):
+    monkeypatch.setenv("ARRAYNET_THREADS", "two")
+    p = run("evaluate", "models/m9.safetensors", data_dir=data_dir)
+    one_line_error(p, "ARRAYNET_THREADS must be a whole number")
+
+
+def test_bench_reports_threads(data_dir):
+    p = run("bench", "-m", "m9", "--steps", "3", "--no-augment", "--threads", "3", "--json",
+            data_dir=data_dir, check=True)  # fmt: skip
+    assert last_json(p)["threads"] == 3
+    assert "numpy (cpu, 3 threads)" in p.stderr
 
 
 def test_missing_cupy_is_one_line():

@@ -127,12 +127,19 @@ def test_pad_kernel(shape, pads):
         (5, 2, "same", (8, 8, 3)),
     ],
 )
-def test_chunked_conv_kernels_match_portable(k, stride, padding, shape, chunk_bytes, monkeypatch):
+@pytest.mark.parametrize("threads", [1, 3])
+def test_chunked_conv_kernels_match_portable(
+    k, stride, padding, shape, chunk_bytes, threads, monkeypatch
+):
     monkeypatch.setattr(nk, "CHUNK_BYTES", chunk_bytes)
     g = np.random.default_rng(8)
     x = g.standard_normal((5, *shape))
     fast, slow = (
-        _build(Conv2D(4, k, stride=stride, padding=padding), shape, get_backend("numpy", fast=f))
+        _build(
+            Conv2D(4, k, stride=stride, padding=padding),
+            shape,
+            get_backend("numpy", fast=f, threads=threads),
+        )
         for f in (True, False)
     )
     slow.params = {k_: v.copy() for k_, v in fast.params.items()}
@@ -203,29 +210,36 @@ def test_adam_first_step_is_lr_times_sign():
     np.testing.assert_allclose(p1, -0.01 * np.sign(g), rtol=1e-4)
 
 
-@pytest.mark.parametrize("shape", [(8, 5), (4, 6, 5, 3), (2, 28, 28, 16)])
+@pytest.mark.parametrize("shape", [(8, 5), (4, 6, 5, 3), (5, 28, 28, 16)])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_batchnorm_kernels_match_portable(shape, dtype):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_batchnorm_kernels_match_portable(shape, dtype, threads, monkeypatch):
     """The fused NumPy batch norm (forward, backward, running stats) against the layer's
-    portable code."""
+    portable code; in evaluation mode, bitwise."""
+    monkeypatch.setattr(nk, "CHUNK_BYTES", 1 << 14)  # several chunks, also for threads
     g = np.random.default_rng(8)
     x = (3.0 + 2.0 * g.standard_normal(shape)).astype(dtype)
     dy = g.standard_normal(shape).astype(dtype)
     gamma = (1.0 + 0.1 * g.standard_normal(shape[-1])).astype(dtype)
     beta = g.standard_normal(shape[-1]).astype(dtype)
     outs = {}
+    evals = {}
     for fast in (True, False):
-        b = get_backend("numpy", fast=fast)
+        b = get_backend("numpy", fast=fast, threads=threads)
         layer = _build(BatchNorm(), shape[1:], b, dtype)
         layer.params["gamma"], layer.params["beta"] = gamma, beta
         y = layer.forward(x, training=True)
         dx = layer.backward(dy)
         outs[fast] = (y, dx, layer.grads["gamma"], layer.grads["beta"],
                       layer.buffers["running_mean"], layer.buffers["running_var"])  # fmt: skip
+        layer.buffers["running_mean"], layer.buffers["running_var"] = outs[True][4:6]
+        evals[fast] = layer.forward(x, training=False)
     tol = {"float32": 2e-5, "float64": 1e-12}[dtype]
     for a, r in zip(outs[True], outs[False], strict=True):
         assert a.dtype == np.dtype(dtype)
         np.testing.assert_allclose(a, r, rtol=tol, atol=tol * max(1.0, float(np.abs(r).max())))
+    assert evals[True].dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(evals[True], evals[False])
 
 
 def test_adam_seed_keeps_step_one_correction():
@@ -248,3 +262,93 @@ def test_adam_seed_keeps_step_one_correction():
     # after many steps textbook Adam's correction vanishes and the ratio is sqrt(1-b2)/(1-b1)
     lr_eff = np.sqrt(1 - 0.999) / (1 - 0.9)
     assert abs(lr_eff - 0.316) < 1e-3
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_threaded_kernels_are_deterministic(threads, monkeypatch):
+    """Chunks computed on threads and combined in order: the same inputs give bitwise the
+    same outputs every time, and the serial kernels' up to rounding."""
+    monkeypatch.setattr(nk, "CHUNK_BYTES", 1 << 15)
+    g = np.random.default_rng(3)
+    x = g.standard_normal((7, 12, 12, 6)).astype(np.float32)
+    kernel = g.standard_normal((5, 5, 6, 8)).astype(np.float32)
+    bias = g.standard_normal(8).astype(np.float32)
+    runs = []
+    for workers in (nk.Workers(threads), nk.Workers(threads), nk.SERIAL):
+        y, xpad = nk.conv2d_forward(x, kernel, bias, (1, 2, 1, 2), 2, workers)
+        dy = np.cos(y)
+        grads = nk.conv2d_backward(xpad, dy, kernel, (1, 2, 1, 2), 2, True, workers)
+        bn = nk.batchnorm_forward(y, bias, bias, 1e-5, workers)
+        bn_grads = nk.batchnorm_backward(dy, bn[1], bias, workers)
+        runs.append((y, *grads, bn[0], *bn_grads))
+    for a, b, s in zip(*runs, strict=True):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(a, s, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 4])
+@pytest.mark.parametrize("n", [1, 5, 16, 64])
+def test_chunks_cover_the_batch_evenly(threads, n):
+    """Chunks stay within CHUNK_BYTES, cover every image, and share them out evenly: the
+    busiest thread gets less than one chunk more than its fair share."""
+    image_bytes = 300 << 10  # 13 images to a 4 MB chunk
+    step = nk.Workers(threads).chunk(n, image_bytes)
+    chunks = -(-n // step)
+    assert 1 <= step <= max(1, nk.CHUNK_BYTES // image_bytes) and chunks * step >= n
+    busiest = -(-chunks // threads) * step
+    assert busiest < -(-n // threads) + step
+
+
+def test_thread_count_comes_from_the_environment(monkeypatch):
+    from arraynet.backends.numpy_backend import THREAD_VARS, default_threads
+
+    for var in THREAD_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "5")
+    assert default_threads() == 5
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
+    assert default_threads() == 1
+    monkeypatch.setenv("ARRAYNET_THREADS", "3")
+    assert default_threads() == 3 and get_backend("numpy").threads == 3
+    assert get_backend("numpy", threads=2).threads == 2
+    monkeypatch.setenv("ARRAYNET_THREADS", "0")
+    with pytest.raises(ValueError, match="ARRAYNET_THREADS must be a whole number"):
+        get_backend("numpy")
+    with pytest.raises(ValueError, match="at least 1"):
+        nk.Workers(0)
+
+
+def test_numpy_backend_keeps_blas_to_one_thread():
+    """The kernels' threads share the cores; BLAS's own would oversubscribe them."""
+    from threadpoolctl import ThreadpoolController
+
+    ctl = ThreadpoolController()
+    ctl.limit(limits=2, user_api="blas")
+    get_backend("numpy", threads=2)
+    blas = [d for d in ThreadpoolController().info() if d["user_api"] == "blas"]
+    assert blas and all(d["num_threads"] == 1 for d in blas)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_dense_kernel_matches_portable(threads, monkeypatch):
+    """A large product split by rows among the threads: float64, against x @ W + b."""
+    monkeypatch.setattr(nk, "DENSE_SPLIT_MACS", 1 << 10)
+    monkeypatch.setattr(nk, "CHUNK_BYTES", 1 << 12)
+    g = np.random.default_rng(5)
+    x, w, b = g.standard_normal((37, 20)), g.standard_normal((20, 7)), g.standard_normal(7)
+    y = nk.dense_forward(x, w, b, nk.Workers(threads))
+    assert y.shape == (37, 7) and y.dtype == np.float64
+    np.testing.assert_allclose(y, x @ w + b, atol=1e-12)
+
+
+def test_a_failing_chunk_raises_in_the_caller_and_workers_go_on():
+    w = nk.Workers(2)
+
+    def chunk(i: int) -> int:
+        if i == 3:
+            raise ZeroDivisionError("chunk 3")
+        return i
+
+    with pytest.raises(ZeroDivisionError, match="chunk 3"):
+        w.map(chunk, 8, 1)
+    assert w.map(lambda i: i * i, 8, 1) == [i * i for i in range(8)]

@@ -10,12 +10,16 @@ ALIASES = {"strict": "array-api-strict", "np": "numpy", "cp": "cupy", "pytorch":
 __all__ = ["NAMES", "Array", "Backend", "BackendUnavailable", "HostRNG", "get_backend", "probe"]
 
 
-def get_backend(name: str = "numpy", device: str | None = None, fast: bool = True) -> Backend:
+def get_backend(
+    name: str = "numpy", device: str | None = None, fast: bool = True, threads: int | None = None
+) -> Backend:
     """Return the backend `name` ('numpy', 'cupy', 'torch', 'array-api-strict' or 'auto').
 
-    'auto' picks CuPy when a CUDA device is usable, else NumPy. Raises BackendUnavailable
-    (one line saying what to install) when the library or the device is missing, and
-    ValueError for an unknown name.
+    'auto' picks CuPy when a CUDA device is usable, else NumPy. `threads` is the number of
+    threads NumPy's fast kernels use (default: ARRAYNET_THREADS, else OPENBLAS_NUM_THREADS,
+    else OMP_NUM_THREADS, else the usable CPUs); other backends ignore it. Raises
+    BackendUnavailable (one line saying what to install) when the library or the device is
+    missing, and ValueError for an unknown name or a bad thread count.
     """
     key = ALIASES.get(name, name)
     if key == "auto":
@@ -25,7 +29,7 @@ def get_backend(name: str = "numpy", device: str | None = None, fast: bool = Tru
     if key == "numpy":
         from arraynet.backends import numpy_backend
 
-        return numpy_backend.make(device, fast=fast)
+        return numpy_backend.make(device, fast=fast, threads=threads)
     if key == "cupy":
         from arraynet.backends import cupy_backend
 

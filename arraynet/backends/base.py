@@ -78,6 +78,7 @@ class Backend:
     xp: Any
     device: Any = None
     kernels: dict[str, Any] = field(default_factory=dict)
+    threads: int | None = None  # host threads of the fast kernels (NumPy), if it has any
 
     # -- host <-> device -------------------------------------------------------------
     def from_host(self, a: np.ndarray, dtype: Any = None) -> Array:
@@ -101,6 +102,11 @@ class Backend:
     def device_name(self) -> str:
         """A human-readable name of the device in use."""
         return "cpu"
+
+    def describe(self) -> str:
+        """'numpy (cpu, 2 threads)': the name, device and kernel threads, for people."""
+        threads = f", {self.threads} thread{'s' * (self.threads > 1)}" if self.threads else ""
+        return f"{self.name} ({self.device_name()}{threads})"
 
     # -- dtypes and random numbers ------------------------------------------------------
     def dtype(self, name: str) -> Any:

@@ -7,6 +7,7 @@ import os
 import sys
 
 import array_api_compat.numpy as xp_numpy
+from threadpoolctl import ThreadpoolController
 
 from arraynet.backends import numpy_kernels
 from arraynet.backends.base import Backend
@@ -29,12 +30,37 @@ def _tune_malloc() -> None:
 
 _TUNED = False
 
+THREAD_VARS = ("ARRAYNET_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
 
-def make(device: str | None = None, fast: bool = True) -> Backend:
-    """The NumPy backend; `fast=False` runs only the portable Array-API code."""
+
+def default_threads() -> int:
+    """Threads for the convolution kernels: the first of ARRAYNET_THREADS,
+    OPENBLAS_NUM_THREADS and OMP_NUM_THREADS that is set, else the CPUs this process may
+    use. (So `OPENBLAS_NUM_THREADS=1` keeps a run on one core, as it always did.)"""
+    for var in THREAD_VARS:
+        text = os.environ.get(var, "").strip()
+        if text:
+            if not text.isdigit() or int(text) < 1:
+                raise ValueError(f"{var} must be a whole number of threads >= 1, not {text!r}")
+            return int(text)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def make(device: str | None = None, fast: bool = True, threads: int | None = None) -> Backend:
+    """The NumPy backend; `fast=False` runs only the portable Array-API code.
+
+    The fast kernels share their work among `threads` threads (default:
+    `default_threads()`), and BLAS is set to one thread for the whole process."""
     if device not in (None, "cpu"):
         raise ValueError(f"numpy backend has only the 'cpu' device, not {device!r}")
-    if fast:
-        _tune_malloc()
-    kernels = numpy_kernels.KERNELS if fast else {}
-    return Backend(name="numpy", xp=xp_numpy, device="cpu", kernels=dict(kernels))
+    if not fast:
+        return Backend(name="numpy", xp=xp_numpy, device="cpu", kernels={})
+    _tune_malloc()
+    workers = numpy_kernels.Workers(default_threads() if threads is None else threads)
+    # The kernels' own threads share the work; BLAS's would oversubscribe the cores.
+    ThreadpoolController().limit(limits=1, user_api="blas")
+    kernels = numpy_kernels.make_kernels(workers)
+    return Backend(name="numpy", xp=xp_numpy, device="cpu", kernels=kernels, threads=workers.n)

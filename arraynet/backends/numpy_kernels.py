@@ -1,7 +1,18 @@
 """Fast NumPy kernels (strided views, in-place updates). Each mirrors a portable function
-in `arraynet.ops` or `arraynet.optimizers`, and tests check they agree."""
+in `arraynet.ops` or `arraynet.optimizers`, and tests check they agree.
+
+Convolutions work a chunk of images at a time; `Workers` runs the chunks on several
+threads (NumPy copies and OpenBLAS calls release the GIL), one BLAS thread each.
+"""
 
 from __future__ import annotations
+
+import functools
+import itertools
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -9,6 +20,80 @@ from numpy.lib.stride_tricks import as_strided
 from arraynet import ops
 
 CHUNK_BYTES = 4 << 20  # patch matrices are built this many bytes at a time (about L2)
+
+
+class Workers:
+    """Threads that share a kernel's chunks; `Workers(1)` runs them in the caller.
+
+    The caller works too, with n - 1 helper threads that wait on queues between kernels.
+    Each BLAS call should then run on one thread (the NumPy backend sets that): BLAS's own
+    threads would compete with these for the cores, and they spin while they wait.
+    """
+
+    def __init__(self, n: int = 1) -> None:
+        if n < 1:
+            raise ValueError(f"worker threads must be at least 1, not {n}")
+        self.n = n
+        self._todo: list[queue.SimpleQueue] = []
+        self._done: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()  # one map at a time (the helpers are shared)
+
+    def chunk(self, n_images: int, image_bytes: int) -> int:
+        """Images per chunk: a chunk's largest matrix stays near CHUNK_BYTES, and the
+        number of chunks is a multiple of the thread count (no thread idles at the end)."""
+        step = max(1, min(n_images, CHUNK_BYTES // max(image_bytes, 1)))
+        if self.n > 1:
+            k = -(-n_images // step)
+            k = -(-k // self.n) * self.n
+            step = max(1, -(-n_images // k))
+        return step
+
+    def map(self, fn: Callable[[int], Any], n_images: int, step: int) -> list:
+        """[fn(start) for each chunk start], in chunk order. Threads take the next chunk
+        as they finish one; each chunk is computed the same way whichever thread runs it,
+        and the caller combines the results in order, so the outcome does not depend on
+        timing."""
+        starts = range(0, n_images, step)
+        if self.n == 1 or len(starts) == 1:
+            return [fn(i) for i in starts]
+        results: list[Any] = [None] * len(starts)
+        errors: list[BaseException] = []
+        next_chunk = itertools.count()  # next() is atomic under the GIL
+
+        def drain() -> None:
+            try:
+                while (j := next(next_chunk)) < len(starts) and not errors:
+                    results[j] = fn(starts[j])
+            except BaseException as e:  # re-raised in the caller
+                errors.append(e)
+
+        with self._lock:
+            helpers = self._helpers(min(self.n, len(starts)) - 1)
+            for q in helpers:
+                q.put(drain)
+            drain()
+            for _ in helpers:
+                self._done.get()
+        if errors:
+            raise errors[0]
+        return results
+
+    def _helpers(self, k: int) -> list[queue.SimpleQueue]:
+        """The first k helper threads' task queues, starting threads as needed."""
+        while len(self._todo) < k:
+            q: queue.SimpleQueue = queue.SimpleQueue()
+            threading.Thread(target=self._serve, args=(q,), daemon=True,
+                             name=f"arraynet-{len(self._todo) + 1}").start()  # fmt: skip
+            self._todo.append(q)
+        return self._todo[:k]
+
+    def _serve(self, todo: queue.SimpleQueue) -> None:
+        while True:
+            todo.get()()
+            self._done.put(None)
+
+
+SERIAL = Workers(1)
 
 
 def pad_hw(x: np.ndarray, top: int, bottom: int, left: int, right: int) -> np.ndarray:
@@ -37,12 +122,7 @@ def im2col(xpad: np.ndarray, kh: int, kw: int, stride: int) -> np.ndarray:
     return view.reshape(n * ho * wo, kh * kw * c)
 
 
-def _chunk(n: int, row_bytes: int) -> int:
-    """Images per chunk so that one chunk's patch matrix stays near CHUNK_BYTES."""
-    return max(1, min(n, CHUNK_BYTES // max(row_bytes, 1)))
-
-
-def conv2d_forward(x, kernel, bias, pad, stride):
+def conv2d_forward(x, kernel, bias, pad, stride, workers: Workers = SERIAL):
     """Convolution as patches x kernel, a few images at a time (the patch matrix of a
     chunk stays in cache). Returns y and what backward needs (the padded input)."""
     kh, kw, c, f = kernel.shape
@@ -52,12 +132,15 @@ def conv2d_forward(x, kernel, bias, pad, stride):
     wmat = kernel.reshape(-1, f)
     y = np.empty((n, ho, wo, f), dtype=x.dtype)
     y2 = y.reshape(n * ho * wo, f)
-    step = _chunk(n, ho * wo * kh * kw * c * x.itemsize)
-    for i in range(0, n, step):
+    step = workers.chunk(n, ho * wo * kh * kw * c * x.itemsize)
+
+    def run(i: int) -> None:
         cols = im2col(xpad[i : i + step], kh, kw, stride)
         out = y2[i * ho * wo : i * ho * wo + cols.shape[0]]
         np.matmul(cols, wmat, out=out)
         out += bias  # while the chunk is in cache
+
+    workers.map(run, n, step)
     return y, xpad
 
 
@@ -73,7 +156,7 @@ def col2im_add(dxpad: np.ndarray, dcols: np.ndarray, kh: int, kw: int, stride: i
             dxpad[:, i : i + hi : stride, j : j + wi : stride, :] += d6[:, :, :, i, j, :]
 
 
-def conv2d_backward(xpad, dy, kernel, pad, stride, need_dx: bool):
+def conv2d_backward(xpad, dy, kernel, pad, stride, need_dx: bool, workers: Workers = SERIAL):
     """Gradients of conv2d_forward, chunked like it: (dL/dkernel, dL/dbias, dL/dx or None).
 
     Stride 1 with an output as large as the input: dL/dx is a correlation of the padded
@@ -86,36 +169,57 @@ def conv2d_backward(xpad, dy, kernel, pad, stride, need_dx: bool):
     hp, wp = xpad.shape[1], xpad.shape[2]
     h, w = hp - pad[0] - pad[1], wp - pad[2] - pad[3]
     dy2 = dy.reshape(n, ho * wo, f)
-    dw = np.zeros((kh * kw * c, f), dtype=dy.dtype)
-    db = np.zeros(f, dtype=dy.dtype)
-    dx = dydpad = wflip = wmat_t = None
+    dx = wflip = wmat_t = None
     correlate = stride == 1 and (ho, wo) == (h, w)
     if need_dx:
         dx = np.empty((n, h, w, c), dtype=dy.dtype)
         if correlate:
-            dyd, pads = ops.input_grad_operand(dy, kh, 1, pad, (h, w))
-            dydpad = pad_hw(dyd, *pads)
             wflip = ops.flipped_kernel(kernel)
         else:
             wmat_t = kernel.reshape(-1, f).T
     dx_bytes = h * w * kh * kw * f if correlate else hp * wp * c
-    step = _chunk(n, max(ho * wo * kh * kw * c, dx_bytes) * dy.itemsize)
-    for i in range(0, n, step):
+    step = workers.chunk(n, max(ho * wo * kh * kw * c, dx_bytes) * dy.itemsize)
+
+    def run(i: int) -> tuple[np.ndarray, np.ndarray]:
         cols = im2col(xpad[i : i + step], kh, kw, stride)
         m = cols.shape[0] // (ho * wo)
         dyc = dy2[i : i + m].reshape(-1, f)
-        dw += cols.T @ dyc
-        db += dyc.sum(axis=0)
-        if not need_dx:
-            continue
-        if correlate:
-            dcols = im2col(dydpad[i : i + m], kh, kw, 1)
+        if need_dx and correlate:
+            dyd, pads = ops.input_grad_operand(dy[i : i + m], kh, 1, pad, (h, w))
+            dcols = im2col(pad_hw(dyd, *pads), kh, kw, 1)
             np.matmul(dcols, wflip, out=dx.reshape(-1, c)[i * h * w : (i + m) * h * w])
-        else:
+        elif need_dx:
             dxpad = np.zeros((m, hp, wp, c), dtype=dy.dtype)
             col2im_add(dxpad, dyc @ wmat_t, kh, kw, stride)
             dx[i : i + m] = dxpad[:, pad[0] : pad[0] + h, pad[2] : pad[2] + w, :]
+        return cols.T @ dyc, dyc.sum(axis=0)
+
+    parts = workers.map(run, n, step)
+    dw, db = parts[0]
+    for dwc, dbc in parts[1:]:
+        dw += dwc
+        db += dbc
     return dw.reshape(kh, kw, c, f), db, dx
+
+
+DENSE_SPLIT_MACS = 8 << 20  # a dense product is shared out only if each thread gets this
+
+
+def dense_forward(x: np.ndarray, kernel, bias, workers: Workers = SERIAL) -> np.ndarray:
+    """x @ kernel + bias; a large product (a big evaluation batch) is split by rows among
+    the threads, since BLAS runs on one thread (`Workers`). Mirrors `Dense.forward`."""
+    n = x.shape[0]
+    if workers.n == 1 or n * x.shape[1] * kernel.shape[1] < DENSE_SPLIT_MACS * workers.n:
+        return x @ kernel + bias
+    y = np.empty((n, kernel.shape[1]), dtype=np.result_type(x, kernel, bias))
+    step = workers.chunk(n, (x.shape[1] + kernel.shape[1]) * x.itemsize)
+
+    def run(i: int) -> None:
+        out = np.matmul(x[i : i + step], kernel, out=y[i : i + step])
+        out += bias
+
+    workers.map(run, n, step)
+    return y
 
 
 def maxpool_forward(
@@ -180,8 +284,18 @@ def _channel_dot(a3: np.ndarray, b3: np.ndarray) -> np.ndarray:
     return np.einsum("nkc,nkc->nc", a3, b3).sum(axis=0, dtype=np.float64)
 
 
-def batchnorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float):
-    """Training-mode batch norm over all axes but the last, in few passes.
+def _sum_parts(parts: list[tuple]) -> tuple:
+    """Element-wise sum of the chunks' tuples of partial sums, in chunk order."""
+    total = [np.array(p, copy=True) for p in parts[0]]
+    for part in parts[1:]:
+        for t, p in zip(total, part, strict=True):
+            t += p
+    return tuple(total)
+
+
+def batchnorm_forward(x: np.ndarray, gamma, beta, eps: float, workers: Workers = SERIAL):
+    """Training-mode batch norm over all axes but the last, in few passes over chunks of
+    images (per-channel sums in float64, combined in order).
 
     Returns y, what backward needs (the centred input and 1/std), and the batch mean and
     (biased) variance. Mirrors `BatchNorm.forward` in arraynet.layers.batchnorm.
@@ -189,30 +303,76 @@ def batchnorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: f
     n, c = x.shape[0], x.shape[-1]
     x3 = x.reshape(n, -1, c)
     count = x3.shape[0] * x3.shape[1]
-    mean = (_channel_sum(x3) / count).astype(x.dtype)
-    xc = x - mean
+    step = workers.chunk(n, x3[0].nbytes)
+    (total,) = _sum_parts(workers.map(lambda i: (_channel_sum(x3[i : i + step]),), n, step))
+    mean = (total / count).astype(x.dtype)
+    xc = np.empty_like(x)
     xc3 = xc.reshape(n, -1, c)
-    var = (_channel_dot(xc3, xc3) / count).astype(x.dtype)
+
+    def centre(i: int) -> tuple[np.ndarray]:
+        np.subtract(x3[i : i + step], mean, out=xc3[i : i + step])
+        return (_channel_dot(xc3[i : i + step], xc3[i : i + step]),)
+
+    (sq,) = _sum_parts(workers.map(centre, n, step))
+    var = (sq / count).astype(x.dtype)
     inv = (1.0 / np.sqrt(var.astype(np.float64) + eps)).astype(x.dtype)
-    y = xc * (gamma * inv)
-    y += beta
+    scale = gamma * inv
+    y = np.empty_like(x)
+    y3 = y.reshape(n, -1, c)
+
+    def affine(i: int) -> None:
+        out = np.multiply(xc3[i : i + step], scale, out=y3[i : i + step])
+        out += beta
+
+    workers.map(affine, n, step)
     return y, (xc, inv), mean, var
 
 
-def batchnorm_backward(dy: np.ndarray, saved: tuple, gamma: np.ndarray):
+def batchnorm_inference(x: np.ndarray, mean, inv, gamma, beta, workers: Workers = SERIAL):
+    """(x - mean) * inv * gamma + beta, chunk by chunk in place of one output array: the
+    portable evaluation-mode formula, operation for operation (so bitwise the same)."""
+    y = np.empty_like(x)
+    n = x.shape[0]
+    step = workers.chunk(n, x[0].nbytes)
+
+    def run(i: int) -> None:
+        out = np.subtract(x[i : i + step], mean, out=y[i : i + step])
+        out *= inv
+        out *= gamma
+        out += beta
+
+    workers.map(run, n, step)
+    return y
+
+
+def batchnorm_backward(dy: np.ndarray, saved: tuple, gamma, workers: Workers = SERIAL):
     """Gradients of batchnorm_forward: (dL/dx, dL/dgamma, dL/dbeta)."""
     xc, inv = saved
     n, c = dy.shape[0], dy.shape[-1]
-    dy3 = dy.reshape(n, -1, c)
+    dy3, xc3 = dy.reshape(n, -1, c), xc.reshape(n, -1, c)
     count = dy3.shape[0] * dy3.shape[1]
-    dbeta = _channel_sum(dy3).astype(dy.dtype)
-    dgamma = (_channel_dot(dy3, xc.reshape(n, -1, c)) * inv).astype(dy.dtype)
+    step = workers.chunk(n, dy3[0].nbytes)
+
+    def sums(i: int) -> tuple[np.ndarray, np.ndarray]:
+        d, xcc = dy3[i : i + step], xc3[i : i + step]
+        return _channel_sum(d), _channel_dot(d, xcc)
+
+    sum_dy, dot = _sum_parts(workers.map(sums, n, step))
+    dbeta = sum_dy.astype(dy.dtype)
+    dgamma = (dot * inv).astype(dy.dtype)
     a = gamma * inv
     # dx = a * (dy - dbeta / count - xhat * dgamma / count), with xhat = xc * inv
-    dx = xc * (-a * inv * dgamma / count)
-    dx += -a * dbeta / count
-    tmp = np.multiply(dy, a)
-    dx += tmp
+    k_xc = -a * inv * dgamma / count
+    k_0 = -a * dbeta / count
+    dx = np.empty_like(dy)
+    dx3 = dx.reshape(n, -1, c)
+
+    def grad(i: int) -> None:
+        out = np.multiply(xc3[i : i + step], k_xc, out=dx3[i : i + step])
+        out += k_0
+        out += np.multiply(dy3[i : i + step], a)
+
+    workers.map(grad, n, step)
     return dx, dgamma, dbeta
 
 
@@ -235,6 +395,19 @@ def adam_update(p, g, m, v, lr: float, b1: float, b2: float, eps: float, t: int)
     return p, m, v
 
 
+def make_kernels(workers: Workers = SERIAL) -> dict[str, Callable]:
+    """The kernels by name, the chunked ones bound to `workers`."""
+    return {
+        **KERNELS,
+        "conv2d_forward": functools.partial(conv2d_forward, workers=workers),
+        "conv2d_backward": functools.partial(conv2d_backward, workers=workers),
+        "batchnorm_forward": functools.partial(batchnorm_forward, workers=workers),
+        "batchnorm_backward": functools.partial(batchnorm_backward, workers=workers),
+        "batchnorm_inference": functools.partial(batchnorm_inference, workers=workers),
+        "dense_forward": functools.partial(dense_forward, workers=workers),
+    }
+
+
 KERNELS = {
     "pad_hw": pad_hw,
     "im2col": im2col,
@@ -245,4 +418,6 @@ KERNELS = {
     "adam_update": adam_update,
     "batchnorm_forward": batchnorm_forward,
     "batchnorm_backward": batchnorm_backward,
+    "batchnorm_inference": batchnorm_inference,
+    "dense_forward": dense_forward,
 }

@@ -54,7 +54,11 @@ class BatchNorm(Layer):
             self._xhat, self._inv = xhat, inv
         else:
             inv = 1.0 / xp.sqrt(self.buffers["running_var"] + self.eps)
-            xhat = (x - self.buffers["running_mean"]) * inv
+            mean = self.buffers["running_mean"]
+            fast = self.backend.kernel("batchnorm_inference") if self.backend is not None else None
+            if fast is not None:
+                return fast(x, mean, inv, self.params["gamma"], self.params["beta"])
+            xhat = (x - mean) * inv
         return xhat * self.params["gamma"] + self.params["beta"]
 
     def _update_running(self, mean: Array, var: Array, count: int) -> None:

@@ -33,6 +33,9 @@ class Dense(Layer):
     def forward(self, x: Array, training: bool = False) -> Array:
         if training:
             self._x = x
+        fast = self.backend.kernel("dense_forward") if self.backend is not None else None
+        if fast is not None:
+            return fast(x, self.params["kernel"], self.params["bias"])
         return x @ self.params["kernel"] + self.params["bias"]
 
     def backward(self, dy: Array) -> Array | None:
