@@ -124,6 +124,16 @@ def maxpool_backward(dy: Array, idx: Array, p: int, in_shape: tuple[int, ...]) -
     return dx
 
 
+def dense_forward(x: Array, kernel: Array, bias: Array) -> Array:
+    """A dense layer's output, x @ kernel + bias."""
+    return x @ kernel + bias
+
+
+def batchnorm_inference(x: Array, mean: Array, inv: Array, gamma: Array, beta: Array) -> Array:
+    """Evaluation-mode batch norm with fixed statistics: (x - mean) * inv * gamma + beta."""
+    return (x - mean) * inv * gamma + beta
+
+
 def dispatch(backend: Any, name: str, portable: Any) -> Any:
     """The backend's fast kernel `name` if it has one, else the portable function."""
     if backend is not None:

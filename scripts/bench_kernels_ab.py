@@ -1,16 +1,17 @@
 """A/B the NumPy fast kernels of an earlier commit against the working tree's.
 
     uv run python scripts/bench_kernels_ab.py --ref 0c671cf^ --models m14:64,m12:16 \
-        [--chunk-mb 2,4,8] [--threads 1,2] [--rounds 5] [--json out.json]
+        [--chunk-mb 2,4,8] [--threads 1,2] [--rounds 5] [--eval] [--json out.json]
 
 Loads `arraynet/backends/numpy_kernels.py` as it was at `--ref` (git show) next to the
 current module, builds the same layout on both, and times training steps (forward,
-backward, optimizer; real MNIST batches, no augmentation) round by round in turn, so
-both see the same machine state. Prints median images/s and the ratio to `--ref`; the
-current kernels run once per `--chunk-mb` value (their patch-matrix chunk size) and
-`--threads` value (their threads, with one BLAS thread, as the NumPy backend runs them;
-default: the backend's count). The reference kernels run as their revision ran them, on
-OpenBLAS's own threads (OPENBLAS_NUM_THREADS).
+backward, optimizer; real MNIST batches, no augmentation; with `--eval`, evaluation-mode
+forward passes instead) round by round in turn, so both see the same machine state.
+Prints median images/s and the ratio to `--ref`. The current kernels run once per
+`--chunk-mb` value (their patch-matrix chunk size) and `--threads` value (their threads,
+with one BLAS thread, as the NumPy backend runs them; default: the backend's count). The
+reference kernels run as their revision ran them, on OpenBLAS's own threads
+(OPENBLAS_NUM_THREADS).
 """
 
 from __future__ import annotations
@@ -60,12 +61,20 @@ def kernels_at(ref: str):
 
 
 def compare(
-    model: str, bs: int, ref_mod, chunks: list[int], threads: list[int], rounds: int, data
+    model: str,
+    bs: int,
+    ref_mod,
+    chunks: list[int],
+    threads: list[int],
+    rounds: int,
+    data,
+    evaluate: bool = False,
 ) -> dict:
-    """Median training images/s for the reference kernels and each current chunk size
-    and thread count."""
+    """Median training (or, with `evaluate`, evaluation) images/s for the reference
+    kernels and each current chunk size and thread count."""
     recipe = recipe_for(model)
-    n = bs * 50
+    batches = 4 if evaluate else 50
+    n = bs * batches
     # (kernels, chunk bytes, BLAS threads): the current kernels run as the NumPy backend runs
     # them, with one BLAS thread (their own threads share the cores)
     variants: dict[str, tuple] = {"ref": (ref_mod.KERNELS, None, BLAS_THREADS)}
@@ -92,11 +101,15 @@ def compare(
                 BLAS.limit(limits=blas_threads, user_api="blas")
                 b, net, opt = runs[name]
                 for s in range(12):  # 2 warm-up steps, 10 timed
-                    i = (pos % 50) * bs
+                    i = (pos % batches) * bs
                     pos += 1
                     t = time.perf_counter()
-                    net.loss_and_grads(x[i : i + bs], y[i : i + bs], recipe.loss)
-                    net.set_parameters(opt.step(net.parameters(), net.gradients(), recipe.lr, b))
+                    if evaluate:
+                        net.forward(x[i : i + bs], False)
+                    else:
+                        net.loss_and_grads(x[i : i + bs], y[i : i + bs], recipe.loss)
+                        params = opt.step(net.parameters(), net.gradients(), recipe.lr, b)
+                        net.set_parameters(params)
                     if s >= 2:
                         times[name].append(time.perf_counter() - t)
     finally:
@@ -106,7 +119,7 @@ def compare(
     return {
         "model": model,
         "batch_size": bs,
-        "train_img_per_s": rate,
+        ("eval_img_per_s" if evaluate else "train_img_per_s"): rate,
         "ratio_to_ref": {k: round(v / rate["ref"], 3) for k, v in rate.items()},
     }
 
@@ -118,6 +131,7 @@ def main() -> None:
     ap.add_argument("--chunk-mb", default=str(current.CHUNK_BYTES >> 20))
     ap.add_argument("--threads", default=None, help="worker threads of the current kernels")
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--eval", action="store_true", help="time evaluation, not training")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--json", default=None, help="also write the result here")
     args = ap.parse_args()
@@ -141,11 +155,11 @@ def main() -> None:
         sys.exit(f"bench_kernels_ab: error: {e}")
     rows = []
     for model, bs in pairs:
-        row = compare(model, bs, ref_mod, chunks, threads, args.rounds, data)
+        row = compare(model, bs, ref_mod, chunks, threads, args.rounds, data, args.eval)
         rows.append(row)
         cells = "  ".join(
             f"{k} {v:,.0f} ({row['ratio_to_ref'][k]:.2f}x)"
-            for k, v in row["train_img_per_s"].items()
+            for k, v in row["eval_img_per_s" if args.eval else "train_img_per_s"].items()
         )
         print(f"{model:>4} batch {bs:3d}: {cells}")
     out = {

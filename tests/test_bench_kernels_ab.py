@@ -26,9 +26,26 @@ def test_ab_prints_rates_and_ratios_for_each_chunk_size(tmp_path, data_dir):
 
 
 def test_ab_bad_input_is_one_line(data_dir):
-    bad = (["--ref", "no-such-revision"], ["--models", "m9"], ["--models", "m99:8"])
+    bad = (
+        ["--ref", "no-such-revision"],
+        ["--models", "m9"],
+        ["--models", "m99:8"],
+        ["--threads", "0"],
+    )
     for extra in bad:
         args = ["--ref", "HEAD", "--data-dir", str(data_dir), *extra]
         p = subprocess.run([*SCRIPT, *args], capture_output=True, text=True, cwd=REPO)
         assert p.returncode != 0 and "Traceback" not in p.stderr
         assert p.stderr.strip().count("\n") == 0 and "bench_kernels_ab: error" in p.stderr
+
+
+def test_ab_times_evaluation_with_thread_counts(tmp_path, data_dir):
+    out = tmp_path / "ab.json"
+    args = ["--ref", "HEAD", "--models", "m14:8", "--threads", "1,2", "--rounds", "1", "--eval"]
+    args += ["--data-dir", str(data_dir), "--json", str(out)]
+    p = subprocess.run([*SCRIPT, *args], capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert p.returncode == 0, p.stderr
+    (row,) = json.loads(out.read_text())["rows"]
+    rates = row["eval_img_per_s"]
+    assert set(rates) == {"ref", "current 4 MB 1 threads", "current 4 MB 2 threads"}
+    assert all(v > 0 for v in rates.values())

@@ -6,6 +6,7 @@ import math
 
 from array_api_compat import array_namespace
 
+from arraynet import ops
 from arraynet.layers.base import Array, BuildContext, Layer, Shape
 
 
@@ -52,14 +53,11 @@ class BatchNorm(Layer):
             xhat = xc * inv
             self._update_running(mean, var, math.prod(x.shape[:-1]))
             self._xhat, self._inv = xhat, inv
-        else:
-            inv = 1.0 / xp.sqrt(self.buffers["running_var"] + self.eps)
-            mean = self.buffers["running_mean"]
-            fast = self.backend.kernel("batchnorm_inference") if self.backend is not None else None
-            if fast is not None:
-                return fast(x, mean, inv, self.params["gamma"], self.params["beta"])
-            xhat = (x - mean) * inv
-        return xhat * self.params["gamma"] + self.params["beta"]
+            return xhat * self.params["gamma"] + self.params["beta"]
+        inv = 1.0 / xp.sqrt(self.buffers["running_var"] + self.eps)
+        mean = self.buffers["running_mean"]
+        infer = ops.dispatch(self.backend, "batchnorm_inference", ops.batchnorm_inference)
+        return infer(x, mean, inv, self.params["gamma"], self.params["beta"])
 
     def _update_running(self, mean: Array, var: Array, count: int) -> None:
         m = self.momentum

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from array_api_compat import array_namespace
 
+from arraynet import ops
 from arraynet.initializers import bias_init, initialize
 from arraynet.layers.base import Array, BuildContext, Layer, Shape
 
@@ -33,10 +34,8 @@ class Dense(Layer):
     def forward(self, x: Array, training: bool = False) -> Array:
         if training:
             self._x = x
-        fast = self.backend.kernel("dense_forward") if self.backend is not None else None
-        if fast is not None:
-            return fast(x, self.params["kernel"], self.params["bias"])
-        return x @ self.params["kernel"] + self.params["bias"]
+        forward = ops.dispatch(self.backend, "dense_forward", ops.dense_forward)
+        return forward(x, self.params["kernel"], self.params["bias"])
 
     def backward(self, dy: Array) -> Array | None:
         xp = array_namespace(dy)
