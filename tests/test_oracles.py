@@ -352,3 +352,21 @@ def test_a_failing_chunk_raises_in_the_caller_and_workers_go_on():
     with pytest.raises(ZeroDivisionError, match="chunk 3"):
         w.map(chunk, 8, 1)
     assert w.map(lambda i: i * i, 8, 1) == [i * i for i in range(8)]
+
+
+def test_backends_with_the_same_thread_count_share_their_threads():
+    import threading
+
+    get_backend("numpy", threads=3).kernel("dense_forward")
+    a, b = (get_backend("numpy", threads=3) for _ in range(2))
+    assert (
+        a.kernels["conv2d_forward"].keywords["workers"]
+        is b.kernels["conv2d_forward"].keywords["workers"]
+    )
+    before = threading.active_count()
+    x = np.ones((40, 8, 8, 2), np.float32)
+    for backend in (a, b, get_backend("numpy", threads=3)):
+        backend.kernel("conv2d_forward")(
+            x, np.ones((3, 3, 2, 4), np.float32), np.zeros(4, np.float32), (1, 1, 1, 1), 1
+        )
+    assert threading.active_count() <= before + 2

@@ -59,7 +59,7 @@ def make(device: str | None = None, fast: bool = True, threads: int | None = Non
     if not fast:
         return Backend(name="numpy", xp=xp_numpy, device="cpu", kernels={})
     _tune_malloc()
-    workers = numpy_kernels.Workers(default_threads() if threads is None else threads)
+    workers = numpy_kernels.shared_workers(default_threads() if threads is None else threads)
     # The kernels' own threads share the work; BLAS's would oversubscribe the cores.
     ThreadpoolController().limit(limits=1, user_api="blas")
     kernels = numpy_kernels.make_kernels(workers)

@@ -96,6 +96,13 @@ class Workers:
 SERIAL = Workers(1)
 
 
+@functools.cache
+def shared_workers(n: int) -> Workers:
+    """One `Workers(n)` for the whole process, shared by every NumPy backend with n
+    threads (so making many backends does not start many idle threads)."""
+    return Workers(n)
+
+
 def pad_hw(x: np.ndarray, top: int, bottom: int, left: int, right: int) -> np.ndarray:
     """Zero-pad the spatial axes of NHWC into one new buffer."""
     if not (top or bottom or left or right):
