@@ -357,7 +357,6 @@ def test_a_failing_chunk_raises_in_the_caller_and_workers_go_on():
 def test_backends_with_the_same_thread_count_share_their_threads():
     import threading
 
-    get_backend("numpy", threads=3).kernel("dense_forward")
     a, b = (get_backend("numpy", threads=3) for _ in range(2))
     assert (
         a.kernels["conv2d_forward"].keywords["workers"]
