@@ -35,7 +35,6 @@ class Workers:
             raise ValueError(f"worker threads must be at least 1, not {n}")
         self.n = n
         self._todo: list[queue.SimpleQueue] = []
-        self._done: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()  # one map at a time (the helpers are shared)
 
     def chunk(self, n_images: int, image_bytes: int) -> int:
@@ -67,13 +66,14 @@ class Workers:
             except BaseException as e:  # re-raised in the caller
                 errors.append(e)
 
+        done: queue.SimpleQueue = queue.SimpleQueue()  # this call's own (stale-proof)
         with self._lock:
             helpers = self._helpers(min(self.n, len(starts)) - 1)
             for q in helpers:
-                q.put(drain)
+                q.put((drain, done))
             drain()
             for _ in helpers:
-                self._done.get()
+                done.get()
         if errors:
             raise errors[0]
         return results
@@ -82,15 +82,17 @@ class Workers:
         """The first k helper threads' task queues, starting threads as needed."""
         while len(self._todo) < k:
             q: queue.SimpleQueue = queue.SimpleQueue()
-            threading.Thread(target=self._serve, args=(q,), daemon=True,
+            threading.Thread(target=Workers._serve, args=(q,), daemon=True,
                              name=f"arraynet-{len(self._todo) + 1}").start()  # fmt: skip
             self._todo.append(q)
         return self._todo[:k]
 
-    def _serve(self, todo: queue.SimpleQueue) -> None:
+    @staticmethod
+    def _serve(todo: queue.SimpleQueue) -> None:
         while True:
-            todo.get()()
-            self._done.put(None)
+            task, done = todo.get()
+            task()
+            done.put(None)
 
 
 SERIAL = Workers(1)
