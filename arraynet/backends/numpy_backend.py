@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import sys
 
@@ -29,6 +30,14 @@ def _tune_malloc() -> None:
 
 
 _TUNED = False
+
+
+@functools.cache
+def _blas_libraries() -> ThreadpoolController:
+    """The BLAS libraries loaded with NumPy (found once: the search walks every loaded
+    shared library)."""
+    return ThreadpoolController()
+
 
 THREAD_VARS = ("ARRAYNET_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
 
@@ -61,6 +70,6 @@ def make(device: str | None = None, fast: bool = True, threads: int | None = Non
     _tune_malloc()
     workers = numpy_kernels.shared_workers(default_threads() if threads is None else threads)
     # The kernels' own threads share the work; BLAS's would oversubscribe the cores.
-    ThreadpoolController().limit(limits=1, user_api="blas")
+    _blas_libraries().limit(limits=1, user_api="blas")
     kernels = numpy_kernels.make_kernels(workers)
     return Backend(name="numpy", xp=xp_numpy, device="cpu", kernels=kernels, threads=workers.n)
