@@ -369,3 +369,33 @@ def test_backends_with_the_same_thread_count_share_their_threads():
             x, np.ones((3, 3, 2, 4), np.float32), np.zeros(4, np.float32), (1, 1, 1, 1), 1
         )
     assert threading.active_count() <= before + 2
+
+
+@pytest.mark.parametrize(
+    "v2,v1,quota",
+    [
+        ("max 100000\n", None, None),
+        ("150000 100000\n", None, 2),
+        ("50000 100000\n", None, 1),
+        (None, ("-1", "100000"), None),
+        (None, ("300000", "100000"), 3),
+        (None, None, None),
+    ],
+)
+def test_container_cpu_quota_caps_the_default(tmp_path, monkeypatch, v2, v1, quota):
+    from arraynet.backends import numpy_backend as nb
+
+    v2_file, v1_dir = tmp_path / "cpu.max", tmp_path / "cpu"
+    if v2 is not None:
+        v2_file.write_text(v2)
+    if v1 is not None:
+        v1_dir.mkdir()
+        (v1_dir / "cpu.cfs_quota_us").write_text(v1[0])
+        (v1_dir / "cpu.cfs_period_us").write_text(v1[1])
+    monkeypatch.setattr(nb, "CGROUP_V2_CPU_MAX", str(v2_file))
+    monkeypatch.setattr(nb, "CGROUP_V1_CPU", str(v1_dir))
+    monkeypatch.setattr(nb.os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    for var in nb.THREAD_VARS:
+        monkeypatch.delenv(var, raising=False)
+    assert nb.cpu_quota() == quota
+    assert nb.default_threads() == (quota or 64)

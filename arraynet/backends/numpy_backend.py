@@ -42,20 +42,52 @@ def _blas_libraries() -> ThreadpoolController:
 THREAD_VARS = ("ARRAYNET_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
 
 
+CGROUP_V2_CPU_MAX = "/sys/fs/cgroup/cpu.max"
+CGROUP_V1_CPU = "/sys/fs/cgroup/cpu"
+
+
+def cpu_quota() -> int | None:
+    """CPUs a container's CPU quota allows (cgroup v2 `cpu.max`, or v1 CFS quota and
+    period), rounded up; None when there is no quota or no cgroup to read."""
+    try:
+        with open(CGROUP_V2_CPU_MAX) as f:
+            quota, period = f.read().split()[:2]
+    except (OSError, ValueError):
+        try:
+            with open(f"{CGROUP_V1_CPU}/cpu.cfs_quota_us") as f:
+                quota = f.read().strip()
+            with open(f"{CGROUP_V1_CPU}/cpu.cfs_period_us") as f:
+                period = f.read().strip()
+        except OSError:
+            return None
+    try:
+        q, p = int(quota), int(period)
+    except ValueError:  # 'max': no quota
+        return None
+    return -(-q // p) if q > 0 and p > 0 else None
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on, capped by a container's CPU quota."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cpus = os.cpu_count() or 1
+    quota = cpu_quota()
+    return max(1, min(cpus, quota)) if quota else cpus
+
+
 def default_threads() -> int:
-    """Threads for the convolution kernels: the first of ARRAYNET_THREADS,
-    OPENBLAS_NUM_THREADS and OMP_NUM_THREADS that is set, else the CPUs this process may
-    use. (So `OPENBLAS_NUM_THREADS=1` keeps a run on one core, as it always did.)"""
+    """Threads for the fast kernels: the first of ARRAYNET_THREADS, OPENBLAS_NUM_THREADS
+    and OMP_NUM_THREADS that is set, else `usable_cpus()`. (So `OPENBLAS_NUM_THREADS=1`
+    keeps a run on one core, as it always did.)"""
     for var in THREAD_VARS:
         text = os.environ.get(var, "").strip()
         if text:
             if not text.isdigit() or int(text) < 1:
                 raise ValueError(f"{var} must be a whole number of threads >= 1, not {text!r}")
             return int(text)
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
+    return usable_cpus()
 
 
 def make(device: str | None = None, fast: bool = True, threads: int | None = None) -> Backend:
