@@ -9,7 +9,7 @@ backward, optimizer; real MNIST batches, no augmentation; with `--eval`, evaluat
 forward passes instead) round by round in turn, so both see the same machine state.
 Prints median images/s and the ratio to `--ref`. The current kernels run once per
 `--chunk-mb` value (their patch-matrix chunk size) and `--threads` value (their threads,
-with one BLAS thread, as the NumPy backend runs them; default: the backend's count). The
+default: the backend's count; BLAS threads as the NumPy backend sets them). The
 reference kernels run as their revision ran them, on OpenBLAS's own threads
 (OPENBLAS_NUM_THREADS).
 """
@@ -75,14 +75,15 @@ def compare(
     recipe = recipe_for(model)
     batches = 4 if evaluate else 50
     n = bs * batches
-    # (kernels, chunk bytes, BLAS threads): the current kernels run as the NumPy backend runs
-    # them, with one BLAS thread (their own threads share the cores)
-    variants: dict[str, tuple] = {"ref": (ref_mod.KERNELS, None, BLAS_THREADS)}
+    # (kernels, chunk bytes, their Workers or None): the current kernels run as the NumPy
+    # backend runs them, BLAS on t threads until the kernels' own threads take the cores
+    variants: dict[str, tuple] = {"ref": (ref_mod.KERNELS, None, None)}
     for t in threads:
-        kernels = current.make_kernels(current.Workers(t))
+        workers = current.Workers(t)
+        kernels = current.make_kernels(workers)
         for mb in chunks:
             name = f"current {mb} MB" + (f" {t} threads" if len(threads) > 1 else "")
-            variants[name] = (kernels, mb << 20, 1)
+            variants[name] = (kernels, mb << 20, workers)
     x = to_float(data.train_images[:n], get_backend("numpy"))
     y = one_hot(data.train_labels[:n]).astype(x.dtype)
     runs = {}
@@ -95,9 +96,13 @@ def compare(
     pos = 0
     try:
         for _ in range(rounds):
-            for name, (_, chunk, blas_threads) in variants.items():
+            for name, (_, chunk, workers) in variants.items():
                 if chunk:
                     current.CHUNK_BYTES = chunk
+                if workers is None:
+                    blas_threads = BLAS_THREADS
+                else:
+                    blas_threads = 1 if workers.parallel else workers.n
                 BLAS.limit(limits=blas_threads, user_api="blas")
                 b, net, opt = runs[name]
                 for s in range(12):  # 2 warm-up steps, 10 timed

@@ -318,15 +318,37 @@ def test_thread_count_comes_from_the_environment(monkeypatch):
         nk.Workers(0)
 
 
-def test_numpy_backend_keeps_blas_to_one_thread():
-    """The kernels' threads share the cores; BLAS's own would oversubscribe them."""
+def _blas_threads() -> set[int]:
     from threadpoolctl import ThreadpoolController
 
-    ctl = ThreadpoolController()
-    ctl.limit(limits=2, user_api="blas")
-    get_backend("numpy", threads=2)
-    blas = [d for d in ThreadpoolController().info() if d["user_api"] == "blas"]
-    assert blas and all(d["num_threads"] == 1 for d in blas)
+    return {d["num_threads"] for d in ThreadpoolController().info() if d["user_api"] == "blas"}
+
+
+def test_blas_keeps_its_threads_until_the_kernels_share_chunks():
+    """A dense network's products run on BLAS's threads; once a kernel shares chunks
+    among its own threads, BLAS runs on one (its threads would oversubscribe the cores),
+    and large dense products are split among the kernel threads instead."""
+    g = np.random.default_rng(2)
+    x, w, b = g.random((600, 300)), g.random((300, 200)), g.random(200)
+    nk.set_blas_threads(2)
+    workers = nk.Workers(2)
+    y = nk.dense_forward(x, w, b, workers)
+    assert not workers.parallel and _blas_threads() == {2}
+    workers.map(lambda i: i, 4, 1)
+    assert workers.parallel and _blas_threads() == {1}
+    np.testing.assert_allclose(nk.dense_forward(x, w, b, workers), y, rtol=1e-12)
+    get_backend("numpy", threads=1)
+    assert _blas_threads() == {1}
+
+
+def test_a_backend_made_after_the_threads_took_the_cores_keeps_blas_at_one():
+    b = get_backend("numpy", threads=3)
+    x = np.ones((40, 8, 8, 2), np.float32)
+    b.kernel("conv2d_forward")(
+        x, np.ones((3, 3, 2, 4), np.float32), np.zeros(4, np.float32), (1, 1, 1, 1), 1
+    )
+    get_backend("numpy", threads=3)
+    assert _blas_threads() == {1}
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
@@ -336,7 +358,9 @@ def test_dense_kernel_matches_portable(threads, monkeypatch):
     monkeypatch.setattr(nk, "CHUNK_BYTES", 1 << 12)
     g = np.random.default_rng(5)
     x, w, b = g.standard_normal((37, 20)), g.standard_normal((20, 7)), g.standard_normal(7)
-    y = nk.dense_forward(x, w, b, nk.Workers(threads))
+    workers = nk.Workers(threads)
+    workers.map(lambda i: i, 2, 1)  # the threads have taken the cores: products are split
+    y = nk.dense_forward(x, w, b, workers)
     assert y.shape == (37, 7) and y.dtype == np.float64
     np.testing.assert_allclose(y, x @ w + b, atol=1e-12)
 

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import ctypes
-import functools
 import os
 import sys
 
 import array_api_compat.numpy as xp_numpy
-from threadpoolctl import ThreadpoolController
 
 from arraynet.backends import numpy_kernels
 from arraynet.backends.base import Backend
@@ -30,13 +28,6 @@ def _tune_malloc() -> None:
 
 
 _TUNED = False
-
-
-@functools.cache
-def _blas_libraries() -> ThreadpoolController:
-    """The BLAS libraries loaded with NumPy (found once: the search walks every loaded
-    shared library)."""
-    return ThreadpoolController()
 
 
 THREAD_VARS = ("ARRAYNET_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
@@ -94,14 +85,14 @@ def make(device: str | None = None, fast: bool = True, threads: int | None = Non
     """The NumPy backend; `fast=False` runs only the portable Array-API code.
 
     The fast kernels share their work among `threads` threads (default:
-    `default_threads()`), and BLAS is set to one thread for the whole process."""
+    `default_threads()`); BLAS uses as many until they first do (`Workers`), then one."""
     if device not in (None, "cpu"):
         raise ValueError(f"numpy backend has only the 'cpu' device, not {device!r}")
     if not fast:
         return Backend(name="numpy", xp=xp_numpy, device="cpu", kernels={})
     _tune_malloc()
     workers = numpy_kernels.shared_workers(default_threads() if threads is None else threads)
-    # The kernels' own threads share the work; BLAS's would oversubscribe the cores.
-    _blas_libraries().limit(limits=1, user_api="blas")
+    # BLAS gets the same threads until the kernels' own threads take the cores
+    numpy_kernels.set_blas_threads(1 if workers.parallel else workers.n)
     kernels = numpy_kernels.make_kernels(workers)
     return Backend(name="numpy", xp=xp_numpy, device="cpu", kernels=kernels, threads=workers.n)

@@ -16,24 +16,40 @@ from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
+from threadpoolctl import ThreadpoolController
 
 from arraynet import ops
 
 CHUNK_BYTES = 4 << 20  # patch matrices are built this many bytes at a time (about L2)
 
 
+@functools.cache
+def _blas_libraries() -> ThreadpoolController:
+    """The BLAS libraries loaded with NumPy (found once: the search walks every loaded
+    shared library)."""
+    return ThreadpoolController()
+
+
+def set_blas_threads(n: int) -> None:
+    """Let every BLAS call of the process use n threads."""
+    _blas_libraries().limit(limits=n, user_api="blas")
+
+
 class Workers:
     """Threads that share a kernel's chunks; `Workers(1)` runs them in the caller.
 
     The caller works too, with n - 1 helper threads that wait on queues between kernels.
-    Each BLAS call should then run on one thread (the NumPy backend sets that): BLAS's own
-    threads would compete with these for the cores, and they spin while they wait.
+    The first time chunks run in parallel, BLAS is set to one thread for the process
+    (`parallel` turns True): BLAS's own threads would compete with these for the cores,
+    and they spin while they wait. Until then (a model without convolutions), BLAS keeps
+    its own threads, which suit the small products of a dense network better.
     """
 
     def __init__(self, n: int = 1) -> None:
         if n < 1:
             raise ValueError(f"worker threads must be at least 1, not {n}")
         self.n = n
+        self.parallel = False
         self._todo: list[queue.SimpleQueue] = []
         self._lock = threading.Lock()  # one map at a time (the helpers are shared)
 
@@ -68,6 +84,9 @@ class Workers:
 
         done: queue.SimpleQueue = queue.SimpleQueue()  # this call's own (stale-proof)
         with self._lock:
+            if not self.parallel:
+                set_blas_threads(1)
+                self.parallel = True
             helpers = self._helpers(min(self.n, len(starts)) - 1)
             for q in helpers:
                 q.put((drain, done))
@@ -215,10 +234,12 @@ DENSE_SPLIT_MACS = 8 << 20  # a dense product is shared out only if each thread 
 
 
 def dense_forward(x: np.ndarray, kernel, bias, workers: Workers = SERIAL) -> np.ndarray:
-    """x @ kernel + bias; a large product (a big evaluation batch) is split by rows among
-    the threads, since BLAS runs on one thread (`Workers`). Mirrors `Dense.forward`."""
+    """x @ kernel + bias. Once BLAS runs on one thread (`Workers.parallel`), a large
+    product (a big evaluation batch) is split by rows among the threads. Mirrors
+    `Dense.forward`."""
     n = x.shape[0]
-    if workers.n == 1 or n * x.shape[1] * kernel.shape[1] < DENSE_SPLIT_MACS * workers.n:
+    small = n * x.shape[1] * kernel.shape[1] < DENSE_SPLIT_MACS * workers.n
+    if workers.n == 1 or not workers.parallel or small:
         return x @ kernel + bias
     y = np.empty((n, kernel.shape[1]), dtype=np.result_type(x, kernel, bias))
     step = workers.chunk(n, (x.shape[1] + kernel.shape[1]) * x.itemsize)
