@@ -501,6 +501,10 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
+    except SystemExit as e:  # typer turns Ctrl-C inside a command into exit status 130
+        if e.code == 130:
+            err.print("interrupted")
+        raise
     except Exception as e:
         if os.environ.get("ARRAYNET_DEBUG"):
             raise

@@ -229,3 +229,19 @@ def test_plot_writes_pngs(tmp_path, data_dir):
     assert names == {"curves.png", "confusion.png", "misclassified.png", "augmented.png"}
     for n in names:
         assert (out / n).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_ctrl_c_during_training_says_interrupted(tmp_path, data_dir):
+    import signal
+
+    env = {**os.environ, "ARRAYNET_DATA": str(data_dir)}
+    p = subprocess.Popen(
+        [sys.executable, "-m", "arraynet.cli", "train", "--model", "m4", "--epochs", "500",
+         "--out", str(tmp_path / "run")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
+    )  # fmt: skip
+    p.stdout.readline()  # the header: the command is running
+    p.send_signal(signal.SIGINT)
+    _, stderr = p.communicate(timeout=120)
+    assert p.returncode == 130
+    assert stderr.strip().splitlines()[-1] == "interrupted" and "Traceback" not in stderr
