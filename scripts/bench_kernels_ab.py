@@ -29,8 +29,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from threadpoolctl import ThreadpoolController  # noqa: E402
-
 from arraynet.backends import get_backend  # noqa: E402
 from arraynet.backends import numpy_kernels as current  # noqa: E402
 from arraynet.backends.numpy_backend import default_threads  # noqa: E402
@@ -42,10 +40,9 @@ from arraynet.recipes import recipe_for  # noqa: E402
 from arraynet.zoo import build_layout  # noqa: E402
 
 KERNELS_PATH = "arraynet/backends/numpy_kernels.py"
-BLAS = ThreadpoolController()
 # OpenBLAS's threads as the process started (OPENBLAS_NUM_THREADS): the reference kernels
-# run with them; the current kernels' worker threads set BLAS to one thread each.
-BLAS_THREADS = max([d["num_threads"] for d in BLAS.info() if d["user_api"] == "blas"] or [1])
+# run with them; the current ones with those their Workers want, as the backend sets them.
+BLAS_THREADS = current.blas_threads()
 
 
 def kernels_at(ref: str):
@@ -75,8 +72,7 @@ def compare(
     recipe = recipe_for(model)
     batches = 4 if evaluate else 50
     n = bs * batches
-    # (kernels, chunk bytes, their Workers or None): the current kernels run as the NumPy
-    # backend runs them, BLAS on t threads until the kernels' own threads take the cores
+    # (kernels, chunk bytes, their Workers or None for the reference)
     variants: dict[str, tuple] = {"ref": (ref_mod.KERNELS, None, None)}
     for t in threads:
         workers = current.Workers(t)
@@ -99,11 +95,7 @@ def compare(
             for name, (_, chunk, workers) in variants.items():
                 if chunk:
                     current.CHUNK_BYTES = chunk
-                if workers is None:
-                    blas_threads = BLAS_THREADS
-                else:
-                    blas_threads = 1 if workers.parallel else workers.n
-                BLAS.limit(limits=blas_threads, user_api="blas")
+                current.set_blas_threads(BLAS_THREADS if workers is None else workers.blas_threads)
                 b, net, opt = runs[name]
                 for s in range(12):  # 2 warm-up steps, 10 timed
                     i = (pos % batches) * bs
@@ -119,7 +111,7 @@ def compare(
                         times[name].append(time.perf_counter() - t)
     finally:
         current.CHUNK_BYTES = saved_chunk
-        BLAS.limit(limits=BLAS_THREADS, user_api="blas")
+        current.set_blas_threads(BLAS_THREADS)
     rate = {k: round(bs / statistics.median(v), 1) for k, v in times.items()}
     return {
         "model": model,

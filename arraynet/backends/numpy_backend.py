@@ -92,7 +92,6 @@ def make(device: str | None = None, fast: bool = True, threads: int | None = Non
         return Backend(name="numpy", xp=xp_numpy, device="cpu", kernels={})
     _tune_malloc()
     workers = numpy_kernels.shared_workers(default_threads() if threads is None else threads)
-    # BLAS gets the same threads until the kernels' own threads take the cores
-    numpy_kernels.set_blas_threads(1 if workers.parallel else workers.n)
+    numpy_kernels.set_blas_threads(workers.blas_threads)
     kernels = numpy_kernels.make_kernels(workers)
     return Backend(name="numpy", xp=xp_numpy, device="cpu", kernels=kernels, threads=workers.n)

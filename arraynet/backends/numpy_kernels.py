@@ -35,6 +35,12 @@ def set_blas_threads(n: int) -> None:
     _blas_libraries().limit(limits=n, user_api="blas")
 
 
+def blas_threads() -> int:
+    """The threads BLAS calls use now (the most of any loaded BLAS library)."""
+    info = _blas_libraries().info()
+    return max([d["num_threads"] for d in info if d["user_api"] == "blas"] or [1])
+
+
 class Workers:
     """Threads that share a kernel's chunks; `Workers(1)` runs them in the caller.
 
@@ -52,6 +58,12 @@ class Workers:
         self.parallel = False
         self._todo: list[queue.SimpleQueue] = []
         self._lock = threading.Lock()  # one map at a time (the helpers are shared)
+
+    @property
+    def blas_threads(self) -> int:
+        """The BLAS threads to run beside these: n until chunks have run in parallel,
+        then 1."""
+        return 1 if self.parallel else self.n
 
     def chunk(self, n_images: int, image_bytes: int) -> int:
         """Images per chunk: a chunk's largest matrix stays near CHUNK_BYTES, and the
@@ -85,8 +97,8 @@ class Workers:
         done: queue.SimpleQueue = queue.SimpleQueue()  # this call's own (stale-proof)
         with self._lock:
             if not self.parallel:
-                set_blas_threads(1)
                 self.parallel = True
+                set_blas_threads(self.blas_threads)
             helpers = self._helpers(min(self.n, len(starts)) - 1)
             for q in helpers:
                 q.put((drain, done))
@@ -122,6 +134,16 @@ def shared_workers(n: int) -> Workers:
     """One `Workers(n)` for the whole process, shared by every NumPy backend with n
     threads (so making many backends does not start many idle threads)."""
     return Workers(n)
+
+
+def _sum_parts(parts: list[tuple]) -> tuple:
+    """Element-wise sum of the chunks' tuples of partial sums (fresh arrays, summed in
+    place), in chunk order."""
+    total = list(parts[0])
+    for part in parts[1:]:
+        for t, p in zip(total, part, strict=True):
+            t += p
+    return tuple(total)
 
 
 def pad_hw(x: np.ndarray, top: int, bottom: int, left: int, right: int) -> np.ndarray:
@@ -222,11 +244,7 @@ def conv2d_backward(xpad, dy, kernel, pad, stride, need_dx: bool, workers: Worke
             dx[i : i + m] = dxpad[:, pad[0] : pad[0] + h, pad[2] : pad[2] + w, :]
         return cols.T @ dyc, dyc.sum(axis=0)
 
-    parts = workers.map(run, n, step)
-    dw, db = parts[0]
-    for dwc, dbc in parts[1:]:
-        dw += dwc
-        db += dbc
+    dw, db = _sum_parts(workers.map(run, n, step))
     return dw.reshape(kh, kw, c, f), db, dx
 
 
@@ -239,7 +257,7 @@ def dense_forward(x: np.ndarray, kernel, bias, workers: Workers = SERIAL) -> np.
     `Dense.forward`."""
     n = x.shape[0]
     small = n * x.shape[1] * kernel.shape[1] < DENSE_SPLIT_MACS * workers.n
-    if workers.n == 1 or not workers.parallel or small:
+    if not workers.parallel or small:  # (one thread is never parallel)
         return x @ kernel + bias
     y = np.empty((n, kernel.shape[1]), dtype=np.result_type(x, kernel, bias))
     step = workers.chunk(n, (x.shape[1] + kernel.shape[1]) * x.itemsize)
@@ -312,15 +330,6 @@ def _channel_sum(x3: np.ndarray) -> np.ndarray:
 def _channel_dot(a3: np.ndarray, b3: np.ndarray) -> np.ndarray:
     """Per-channel sum of a * b over (N, K, C), without the product array."""
     return np.einsum("nkc,nkc->nc", a3, b3).sum(axis=0, dtype=np.float64)
-
-
-def _sum_parts(parts: list[tuple]) -> tuple:
-    """Element-wise sum of the chunks' tuples of partial sums, in chunk order."""
-    total = [np.array(p, copy=True) for p in parts[0]]
-    for part in parts[1:]:
-        for t, p in zip(total, part, strict=True):
-            t += p
-    return tuple(total)
 
 
 def batchnorm_forward(x: np.ndarray, gamma, beta, eps: float, workers: Workers = SERIAL):
