@@ -1,7 +1,8 @@
 """A/B the NumPy fast kernels of an earlier commit against the working tree's.
 
     uv run python scripts/bench_kernels_ab.py --ref 0c671cf^ --models m14:64,m12:16 \
-        [--chunk-mb 2,4,8] [--threads 1,2] [--rounds 5] [--eval] [--json out.json]
+        [--chunk-mb 2,4,8] [--threads 1,2] [--ref-threads 2] [--rounds 5] [--eval] \
+        [--json out.json]
 
 Loads `arraynet/backends/numpy_kernels.py` as it was at `--ref` (git show) next to the
 current module, builds the same layout on both, and times training steps (forward,
@@ -10,8 +11,9 @@ forward passes instead) round by round in turn, so both see the same machine sta
 Prints median images/s and the ratio to `--ref`. The current kernels run once per
 `--chunk-mb` value (their patch-matrix chunk size) and `--threads` value (their threads,
 default: the backend's count; BLAS threads as the NumPy backend sets them). The
-reference kernels run as their revision ran them, on OpenBLAS's own threads
-(OPENBLAS_NUM_THREADS).
+reference kernels run as their revision ran them by default, on OpenBLAS's own threads
+(OPENBLAS_NUM_THREADS); with `--ref-threads N` (a revision with threaded kernels,
+b80b8f7 or later) they run on N worker threads, as the backend would run them.
 """
 
 from __future__ import annotations
@@ -57,6 +59,14 @@ def kernels_at(ref: str):
     return module
 
 
+def blas_for(workers) -> int:
+    """The BLAS threads beside a revision's Workers (its own rule where it has one)."""
+    rule = getattr(type(workers), "blas_threads", None)
+    if isinstance(rule, property):
+        return workers.blas_threads
+    return 1 if workers.n > 1 else BLAS_THREADS
+
+
 def compare(
     model: str,
     bs: int,
@@ -66,6 +76,7 @@ def compare(
     rounds: int,
     data,
     evaluate: bool = False,
+    ref_threads: int | None = None,
 ) -> dict:
     """Median training (or, with `evaluate`, evaluation) images/s for the reference
     kernels and each current chunk size and thread count."""
@@ -74,6 +85,9 @@ def compare(
     n = bs * batches
     # (kernels, chunk bytes, their Workers or None for the reference)
     variants: dict[str, tuple] = {"ref": (ref_mod.KERNELS, None, None)}
+    if ref_threads is not None:
+        ref_workers = ref_mod.Workers(ref_threads)
+        variants["ref"] = (ref_mod.make_kernels(ref_workers), None, ref_workers)
     for t in threads:
         workers = current.Workers(t)
         kernels = current.make_kernels(workers)
@@ -95,7 +109,7 @@ def compare(
             for name, (_, chunk, workers) in variants.items():
                 if chunk:
                     current.CHUNK_BYTES = chunk
-                current.set_blas_threads(BLAS_THREADS if workers is None else workers.blas_threads)
+                current.set_blas_threads(BLAS_THREADS if workers is None else blas_for(workers))
                 b, net, opt = runs[name]
                 for s in range(12):  # 2 warm-up steps, 10 timed
                     i = (pos % batches) * bs
@@ -127,6 +141,12 @@ def main() -> None:
     ap.add_argument("--models", default="m14:64", help="model:batch pairs, comma-separated")
     ap.add_argument("--chunk-mb", default=str(current.CHUNK_BYTES >> 20))
     ap.add_argument("--threads", default=None, help="worker threads of the current kernels")
+    ap.add_argument(
+        "--ref-threads",
+        type=int,
+        default=None,
+        help="worker threads of the reference kernels (threaded revisions)",
+    )
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--eval", action="store_true", help="time evaluation, not training")
     ap.add_argument("--data-dir", default=None)
@@ -136,14 +156,16 @@ def main() -> None:
         pairs = [(m, int(b)) for m, b in (p.split(":") for p in args.models.split(","))]
         chunks = [int(c) for c in args.chunk_mb.split(",")]
         threads = [int(t) for t in args.threads.split(",")] if args.threads else [default_threads()]
-        if min(threads) < 1:
+        if min(threads) < 1 or (args.ref_threads is not None and args.ref_threads < 1):
             raise ValueError
     except ValueError:
         sys.exit(
             "bench_kernels_ab: error: --models is model:batch,..., --chunk-mb 2,4,... "
-            "and --threads 1,2,... (at least 1)"
+            "and --threads 1,2,... (at least 1), --ref-threads N (at least 1)"
         )
     ref_mod = kernels_at(args.ref)
+    if args.ref_threads is not None and not hasattr(ref_mod, "make_kernels"):
+        sys.exit(f"bench_kernels_ab: error: the kernels at {args.ref!r} have no threads")
     try:
         for model, _ in pairs:
             recipe_for(model)
@@ -152,7 +174,9 @@ def main() -> None:
         sys.exit(f"bench_kernels_ab: error: {e}")
     rows = []
     for model, bs in pairs:
-        row = compare(model, bs, ref_mod, chunks, threads, args.rounds, data, args.eval)
+        row = compare(
+            model, bs, ref_mod, chunks, threads, args.rounds, data, args.eval, args.ref_threads
+        )
         rows.append(row)
         cells = "  ".join(
             f"{k} {v:,.0f} ({row['ratio_to_ref'][k]:.2f}x)"
@@ -163,7 +187,8 @@ def main() -> None:
         "command": "python scripts/bench_kernels_ab.py " + " ".join(sys.argv[1:]),
         "ref": args.ref,
         "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
-        "ref_blas_threads": BLAS_THREADS,
+        "ref_blas_threads": BLAS_THREADS if args.ref_threads is None else None,
+        "ref_threads": args.ref_threads,
         "threads": threads,
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "versions": versions(),

@@ -125,13 +125,18 @@ def test_pad_kernel(shape, pads):
         (4, 2, 1, (9, 7, 3)),
         (3, 1, "valid", (6, 6, 2)),
         (5, 2, "same", (8, 8, 3)),
+        (3, 1, "valid", (12, 11, 2)),
+        (2, 3, "valid", (8, 9, 2)),  # kernel narrower than the stride: rows no tap reaches
+        (1, 2, 0, (7, 6, 3)),
     ],
 )
 @pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("phase_ratio", [0.0, 1e9])  # dL/dx by col2im_add, by phases
 def test_chunked_conv_kernels_match_portable(
-    k, stride, padding, shape, chunk_bytes, threads, monkeypatch
+    k, stride, padding, shape, chunk_bytes, threads, phase_ratio, monkeypatch
 ):
     monkeypatch.setattr(nk, "CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(nk, "PHASE_MAC_RATIO", phase_ratio)
     g = np.random.default_rng(8)
     x = g.standard_normal((5, *shape))
     fast, slow = (

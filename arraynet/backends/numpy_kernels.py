@@ -18,8 +18,6 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 from threadpoolctl import ThreadpoolController
 
-from arraynet import ops
-
 CHUNK_BYTES = 4 << 20  # patch matrices are built this many bytes at a time (about L2)
 
 
@@ -206,38 +204,92 @@ def col2im_add(dxpad: np.ndarray, dcols: np.ndarray, kh: int, kw: int, stride: i
             dxpad[:, i : i + hi : stride, j : j + wi : stride, :] += d6[:, :, :, i, j, :]
 
 
+class _Phase:
+    """One axis of one stride phase of a convolution's input gradient: the input rows
+    r = first + stride * a (a < count) all see the kernel taps `taps` (reversed, so the
+    phase is a stride-1 correlation), over the output-gradient rows lo .. lo + count +
+    len(taps) - 2 (those outside the output are zeros)."""
+
+    def __init__(self, p: int, k: int, stride: int, pad: int, n_in: int) -> None:
+        self.taps = list(range(p, k, stride))[::-1]
+        a_lo = max(0, -(-(pad - p) // stride))  # first a with stride * a + p >= pad
+        a_hi = -(-(pad + n_in - p) // stride)  # a with stride * a + p < pad + n_in
+        self.count = max(0, a_hi - a_lo)
+        self.first = stride * a_lo + p - pad
+        self.lo = a_lo - len(self.taps) + 1
+
+    def window(self, n_out: int) -> tuple[slice, int, int]:
+        """Rows of the output gradient to take, and the zeros to add before and after."""
+        hi = self.lo + self.count + len(self.taps) - 1
+        return slice(max(self.lo, 0), min(hi, n_out)), max(-self.lo, 0), max(hi - n_out, 0)
+
+
+def _input_grad_plan(kernel: np.ndarray, pad, stride: int, in_hw) -> list:
+    """(row phase, column phase, kernel matrix) for each stride phase with taps and
+    rows: the input gradient of a stride-s convolution is s * s stride-1 correlations of
+    the output gradient, each with the sub-kernel of the taps that reach that phase (so
+    no zeros are multiplied, unlike correlating a dilated output gradient)."""
+    kh, kw, c, _ = kernel.shape
+    plan = []
+    for p in range(stride):
+        rows = _Phase(p, kh, stride, pad[0], in_hw[0])
+        for q in range(stride):
+            cols = _Phase(q, kw, stride, pad[2], in_hw[1])
+            if rows.taps and cols.taps and rows.count and cols.count:
+                sub = kernel[rows.taps][:, cols.taps].transpose(0, 1, 3, 2)
+                plan.append((rows, cols, np.ascontiguousarray(sub).reshape(-1, c)))
+    return plan
+
+
+def _input_grad_chunk(dy: np.ndarray, dx: np.ndarray, plan: list, stride: int) -> None:
+    """Write the input gradient of a chunk of images (dx, zeroed first if some phase
+    gets no taps) phase by phase."""
+    ho, wo = dy.shape[1], dy.shape[2]
+    for rows, cols, kmat in plan:
+        (r, top, bottom), (s, left, right) = rows.window(ho), cols.window(wo)
+        patches = im2col(pad_hw(dy[:, r, s], top, bottom, left, right),
+                         len(rows.taps), len(cols.taps), 1)  # fmt: skip
+        out = (patches @ kmat).reshape(dy.shape[0], rows.count, cols.count, -1)
+        r_end = rows.first + stride * (rows.count - 1) + 1
+        c_end = cols.first + stride * (cols.count - 1) + 1
+        dx[:, rows.first : r_end : stride, cols.first : c_end : stride] = out
+
+
 def conv2d_backward(xpad, dy, kernel, pad, stride, need_dx: bool, workers: Workers = SERIAL):
     """Gradients of conv2d_forward, chunked like it: (dL/dkernel, dL/dbias, dL/dx or None).
 
-    Stride 1 with an output as large as the input: dL/dx is a correlation of the padded
-    output gradient with the flipped kernel. Otherwise (strides, 'valid' borders) the
-    patch-matrix gradient dy @ kernel^T is added back onto the input (`col2im_add`), which
-    skips the zeros that a dilated or widely padded output gradient would multiply.
+    dL/dx comes phase by phase (`_input_grad_plan`), one stride-1 correlation of the
+    output gradient per stride phase of the input, written straight into dx. Where those
+    correlations would mostly multiply the zeros around a small output gradient (a 'valid'
+    convolution of a small image), the patch-matrix gradient dy @ kernel^T is added back
+    onto the input instead (`col2im_add`).
     """
     kh, kw, c, f = kernel.shape
     n, ho, wo, _ = dy.shape
     hp, wp = xpad.shape[1], xpad.shape[2]
     h, w = hp - pad[0] - pad[1], wp - pad[2] - pad[3]
     dy2 = dy.reshape(n, ho * wo, f)
-    dx = wflip = wmat_t = None
-    correlate = stride == 1 and (ho, wo) == (h, w)
+    dx = plan = wmat_t = None
+    dx_bytes = 0
     if need_dx:
-        dx = np.empty((n, h, w, c), dtype=dy.dtype)
-        if correlate:
-            wflip = ops.flipped_kernel(kernel)
+        plan = _input_grad_plan(kernel, pad, stride, (h, w))
+        phase_macs = sum(r.count * q.count * k.shape[0] for r, q, k in plan)
+        if phase_macs <= PHASE_MAC_RATIO * ho * wo * kh * kw * f:
+            covered = sum(r.count * q.count for r, q, _ in plan) == h * w
+            dx = (np.empty if covered else np.zeros)((n, h, w, c), dtype=dy.dtype)
+            dx_bytes = max([r.count * q.count * k.shape[0] for r, q, k in plan] or [0])
         else:
-            wmat_t = kernel.reshape(-1, f).T
-    dx_bytes = h * w * kh * kw * f if correlate else hp * wp * c
+            plan, wmat_t = None, kernel.reshape(-1, f).T
+            dx = np.empty((n, h, w, c), dtype=dy.dtype)
+            dx_bytes = hp * wp * c + ho * wo * kh * kw * c
     step = workers.chunk(n, max(ho * wo * kh * kw * c, dx_bytes) * dy.itemsize)
 
     def run(i: int) -> tuple[np.ndarray, np.ndarray]:
         cols = im2col(xpad[i : i + step], kh, kw, stride)
         m = cols.shape[0] // (ho * wo)
         dyc = dy2[i : i + m].reshape(-1, f)
-        if need_dx and correlate:
-            dyd, pads = ops.input_grad_operand(dy[i : i + m], kh, 1, pad, (h, w))
-            dcols = im2col(pad_hw(dyd, *pads), kh, kw, 1)
-            np.matmul(dcols, wflip, out=dx.reshape(-1, c)[i * h * w : (i + m) * h * w])
+        if plan is not None:
+            _input_grad_chunk(dy[i : i + m], dx[i : i + m], plan, stride)
         elif need_dx:
             dxpad = np.zeros((m, hp, wp, c), dtype=dy.dtype)
             col2im_add(dxpad, dyc @ wmat_t, kh, kw, stride)
@@ -247,6 +299,10 @@ def conv2d_backward(xpad, dy, kernel, pad, stride, need_dx: bool, workers: Worke
     dw, db = _sum_parts(workers.map(run, n, step))
     return dw.reshape(kh, kw, c, f), db, dx
 
+
+# The phase correlations are used unless they multiply this many times the
+# multiply-adds of dy @ kernel^T (the zeros around a small output gradient).
+PHASE_MAC_RATIO = 1.5
 
 DENSE_SPLIT_MACS = 8 << 20  # a dense product is shared out only if each thread gets this
 
