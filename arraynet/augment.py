@@ -47,11 +47,10 @@ def _maps_on_device(inv_maps: Any, xp: Any, x: Array, dtype: Any) -> Array:
     """Host maps (NumPy, lists) or arrays of any namespace, as `dtype` on x's device."""
     if isinstance(inv_maps, list | tuple):
         return xp.asarray(inv_maps, dtype=dtype, device=x.device)
-    try:
-        m = xp.asarray(inv_maps, device=x.device)
+    try:  # converted as they are copied (float64 host maps never reach the device)
+        return xp.asarray(inv_maps, dtype=dtype, device=x.device)
     except (TypeError, ValueError, RuntimeError):
-        m = xp.asarray(inv_maps.tolist(), device=x.device)
-    return m if m.dtype == dtype else xp.astype(m, dtype)
+        return xp.asarray(inv_maps.tolist(), dtype=dtype, device=x.device)
 
 
 def affine_resample(x: Array, inv_maps: Any, displacement: Any = None) -> Array:

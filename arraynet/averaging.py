@@ -47,7 +47,7 @@ def recalibrate_batchnorm(model: Sequential, x: Array, batch_size: int = 500) ->
             # momentum k/(k+1) at batch k makes the running value the plain mean so far
             for layer in norms:
                 layer.momentum = n_batches / (n_batches + 1)
-            h = x[i : i + batch_size]
+            h = x[i : min(i + batch_size, x.shape[0]), ...]
             for layer in model.layers[: last + 1]:
                 h = layer.forward(h, isinstance(layer, BatchNorm))
             n_batches += 1

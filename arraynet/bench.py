@@ -58,7 +58,7 @@ def run_bench(
         if i + batch_size > n_pool:
             i = 0
         pos[0] = i + batch_size
-        return xs[i : i + batch_size], ys[i : i + batch_size]
+        return xs[i : i + batch_size, ...], ys[i : i + batch_size, ...]
 
     def train_step(aug: bool = False) -> None:
         x, y = batch()
@@ -82,7 +82,7 @@ def run_bench(
     if augment:
         rate = _median_rate(lambda: train_step(True), batch_size, steps, warmup, backend)
         result["train_aug_img_per_s"] = round(rate, 1)
-    xe = xs[:eval_batch_size]
+    xe = xs[:eval_batch_size, ...]
     eval_steps = max(3, min(20, steps // 5))
     rate = _median_rate(lambda: net.forward(xe, False), xe.shape[0], eval_steps, 2, backend)
     result["eval_img_per_s"] = round(rate, 1)

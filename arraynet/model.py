@@ -38,6 +38,9 @@ class Sequential:
         self.output_shape = shape
         if self.layers:
             self.layers[0].need_input_grad = False
+        # Dropout masks come from a host generator on every backend, so a seed gives the
+        # same masks on NumPy, CuPy and torch (what the parity tests compare); on a GPU
+        # each mask is one host-to-device copy a step.
         self.set_rng(backend.rng(seed + 1, host=True))
         return self
 
@@ -109,7 +112,8 @@ class Sequential:
         """Outputs in eval mode, computed in batches."""
         xp = array_namespace(x)
         parts = [
-            self.forward(x[i : i + batch_size], False) for i in range(0, x.shape[0], batch_size)
+            self.forward(x[i : min(i + batch_size, x.shape[0]), ...], False)
+            for i in range(0, x.shape[0], batch_size)
         ]
         return xp.concat(parts, axis=0)
 

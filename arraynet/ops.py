@@ -50,39 +50,23 @@ def im2col(xpad: Array, kh: int, kw: int, stride: int) -> Array:
     return xp.reshape(cols, (n * ho * wo, kh * kw * c))
 
 
-def dilate_hw(x: Array, stride: int) -> Array:
-    """Insert stride-1 zeros between the spatial elements of an NHWC array."""
-    if stride == 1:
-        return x
-    xp = array_namespace(x)
-    n, h, w, c = x.shape
-    z = xp.zeros_like(x)
-    x = xp.stack([x] + [z] * (stride - 1), axis=2)  # (n, h, s, w, c)
-    x = xp.reshape(x, (n, h * stride, w, c))[:, : (h - 1) * stride + 1, :, :]
-    hh = x.shape[1]
-    z = xp.zeros_like(x)
-    x = xp.stack([x] + [z] * (stride - 1), axis=3)  # (n, hh, w, s, c)
-    return xp.reshape(x, (n, hh, w * stride, c))[:, :, : (w - 1) * stride + 1, :]
-
-
 def input_grad_operand(
-    dy: Array, k: int, stride: int, pad: tuple[int, int, int, int], in_hw: tuple[int, int]
+    dy: Array, k: int, pad: tuple[int, int, int, int], in_hw: tuple[int, int]
 ) -> tuple[Array, tuple[int, int, int, int]]:
-    """The (dilated, cropped) output gradient and the padding that make dL/dx of a
-    convolution a stride-1 correlation with `flipped_kernel`, yielding exactly in_hw."""
+    """The (cropped) output gradient of a stride-1 convolution and the padding that make
+    dL/dx a stride-1 correlation with `flipped_kernel`, yielding exactly in_hw."""
     h, w = in_hw
     pt, _, pl, _ = pad
-    dyd = dilate_hw(dy, stride)
     top, left = k - 1 - pt, k - 1 - pl
     if top < 0 or left < 0:
-        dyd = dyd[:, max(-top, 0) :, max(-left, 0) :, :]
+        dy = dy[:, max(-top, 0) :, max(-left, 0) :, :]
         top, left = max(top, 0), max(left, 0)
-    bottom = h + k - 1 - top - dyd.shape[1]
-    right = w + k - 1 - left - dyd.shape[2]
+    bottom = h + k - 1 - top - dy.shape[1]
+    right = w + k - 1 - left - dy.shape[2]
     if bottom < 0 or right < 0:
-        dyd = dyd[:, : dyd.shape[1] + min(bottom, 0), : dyd.shape[2] + min(right, 0), :]
+        dy = dy[:, : dy.shape[1] + min(bottom, 0), : dy.shape[2] + min(right, 0), :]
         bottom, right = max(bottom, 0), max(right, 0)
-    return dyd, (top, bottom, left, right)
+    return dy, (top, bottom, left, right)
 
 
 def flipped_kernel(kernel: Array) -> Array:
@@ -91,6 +75,42 @@ def flipped_kernel(kernel: Array) -> Array:
     kh, kw, c, f = kernel.shape
     wflip = xp.flip(kernel, axis=(0, 1))
     return xp.reshape(xp.permute_dims(wflip, (0, 1, 3, 2)), (kh * kw * f, c))
+
+
+def strided_input_grad(
+    dy: Array, kernel: Array, stride: int, pad: tuple[int, int, int, int], in_hw: tuple[int, int]
+) -> Array:
+    """dL/dx of a strided convolution without the zeros of a dilated output gradient.
+
+    Input position r = stride * a + p (padded coordinates) is reached only by the kernel
+    rows p, p + stride, ...: each of the stride * stride phases (p, q) is a stride-1
+    correlation of dy with that sub-kernel. The phases are computed over the padded
+    grid, interleaved by stacking, and cropped to the input.
+    """
+    xp = array_namespace(dy)
+    kh, kw, c, f = kernel.shape
+    n, ho, wo, _ = dy.shape
+    h, w = in_hw
+    rows_a = -(-(h + pad[0] + pad[1]) // stride)  # phase rows covering the padded grid
+    cols_a = -(-(w + pad[2] + pad[3]) // stride)
+    phase_rows = []
+    for p in range(stride):
+        taps_i = list(range(p, kh, stride))[::-1]
+        phases = []
+        for q in range(stride):
+            taps_j = list(range(q, kw, stride))[::-1]
+            if not taps_i or not taps_j:
+                phases.append(xp.zeros((n, rows_a, cols_a, c), dtype=dy.dtype, device=dy.device))
+                continue
+            ti, tj = len(taps_i), len(taps_j)
+            sub = xp.stack([xp.stack([kernel[i, j, ...] for j in taps_j]) for i in taps_i])
+            kmat = xp.reshape(xp.permute_dims(sub, (0, 1, 3, 2)), (ti * tj * f, c))
+            slab = pad_hw(dy, ti - 1, rows_a - ho, tj - 1, cols_a - wo)
+            phases.append(xp.reshape(im2col(slab, ti, tj, 1) @ kmat, (n, rows_a, cols_a, c)))
+        phase_rows.append(xp.stack(phases, axis=3))  # (n, rows_a, cols_a, stride, c)
+    grid = xp.stack(phase_rows, axis=2)  # (n, rows_a, stride, cols_a, stride, c)
+    grid = xp.reshape(grid, (n, rows_a * stride, cols_a * stride, c))
+    return grid[:, pad[0] : pad[0] + h, pad[2] : pad[2] + w, :]
 
 
 def maxpool_forward(x: Array, p: int, with_index: bool = True) -> tuple[Array, Array | None]:

@@ -196,7 +196,7 @@ def predict_probs(model: Any, x: Any, tta: bool = False, batch_size: int = 500) 
     for dx, dy in TTA_SHIFTS:
         parts = []
         for i in range(0, x.shape[0], batch_size):
-            xb = x[i : i + batch_size]
+            xb = x[i : min(i + batch_size, x.shape[0]), ...]
             maps = affine_matrix([1.0] * xb.shape[0], [0.0] * xb.shape[0],
                                  [dx] * xb.shape[0], [dy] * xb.shape[0])  # fmt: skip
             parts.append(model.forward(affine_resample(xb, maps), False))

@@ -50,15 +50,16 @@ def evaluate(model: Sequential, data: Dataset, batch_size: int = 500) -> dict:
     loss_sum = 0.0
     n = len(data)
     for i in range(0, n, batch_size):
-        out = model.forward(data.x[i : i + batch_size], False)
+        j = min(i + batch_size, n)  # (the standard leaves slices past the end undefined)
+        out = model.forward(data.x[i:j, ...], False)
         pred = b.to_host(xp.argmax(out, axis=1))
-        correct += int((pred == data.labels[i : i + batch_size]).sum())
+        correct += int((pred == data.labels[i:j]).sum())
         if model.fused_softmax:
-            yb = data.y[i : i + batch_size]
+            yb = data.y[i:j, ...]
             p = xp.clip(out, 1e-7, 1.0)
             loss_sum += float(b.to_host(-xp.sum(yb * xp.log(p))))
         else:
-            d = out - data.y[i : i + batch_size]
+            d = out - data.y[i:j, ...]
             loss_sum += float(b.to_host(xp.sum(d * d))) / out.shape[1]
     return {
         "error_rate": (n - correct) / n if n else 0.0,

@@ -19,6 +19,8 @@ CASES = [
     ("conv-valid-3x3", lambda: Conv2D(4, 3, padding="valid"), (6, 5, 3)),
     ("conv-stride2-same", lambda: Conv2D(2, 3, stride=2, padding="same"), (7, 8, 2)),
     ("conv-stride2-pad1", lambda: Conv2D(2, 4, stride=2, padding=1), (9, 7, 1)),
+    ("conv-stride3-k2", lambda: Conv2D(2, 2, stride=3, padding="valid"), (8, 7, 2)),
+    ("conv-stride2-5x5", lambda: Conv2D(2, 5, stride=2, padding="same"), (8, 9, 2)),
     ("conv-seed-init", lambda: Conv2D(2, 5, init="he_normal_input"), (6, 6, 1)),
     ("maxpool-2", lambda: MaxPool2D(2), (6, 4, 3)),
     ("maxpool-2-odd", lambda: MaxPool2D(2), (7, 5, 2)),

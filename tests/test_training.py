@@ -259,3 +259,29 @@ def test_evaluate_reports_mse_for_models_without_softmax():
     res = evaluate(m, Dataset(x, y, labels), batch_size=3)
     ref = float(mse(m.forward(x, False), y)[0])
     assert res["loss"] == pytest.approx(ref, rel=1e-5) and res["loss"] > 0
+
+
+def test_training_evaluation_and_averaging_run_on_array_api_strict(tmp_path, data_dir):
+    """The batch loops outside the training step (validation, test, weight averaging's
+    batch-norm pass, test-time augmentation, bench) index only as the standard allows:
+    no slice runs past the end of an axis, and every multi-axis array gets its `...`."""
+    from arraynet.bench import run_bench
+    from arraynet.data import load_mnist
+    from arraynet.run import make_dataset, predict_probs
+    from arraynet.training import Trainer, evaluate
+
+    b = get_backend("array-api-strict")
+    mnist = load_mnist(str(data_dir), quiet=True)
+    train = make_dataset(mnist.train_images[:96], mnist.train_labels[:96], b)
+    val = make_dataset(mnist.train_images[96:160], mnist.train_labels[96:160], b)
+    recipe = recipe_for("m14").with_overrides(epochs=1, batch_size=32, ema=0.0, swa_from=1)
+    model = build_layout("m14").build(b, seed=3)
+    summary = Trainer(model, recipe, train, val, seed=3, out_dir=tmp_path / "run").fit(1)
+    assert summary["epochs_run"] == 1
+    ev = evaluate(model, val, batch_size=50)  # a last batch shorter than the others
+    assert ev["total"] == 64 and 0.0 <= ev["error_rate"] <= 1.0
+    probs = b.to_host(predict_probs(model, val.x[:5, ...], tta=True, batch_size=2))
+    assert probs.shape == (5, 10) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    bench = run_bench("m9", b, batch_size=4, steps=2, warmup=1, eval_batch_size=8,
+                      data_dir=str(data_dir), augment=False)  # fmt: skip
+    assert bench["train_img_per_s"] > 0 and bench["eval_img_per_s"] > 0

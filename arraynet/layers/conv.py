@@ -107,9 +107,11 @@ class Conv2D(Layer):
         self.grads["bias"] = xp.sum(dy2, axis=0)
         if not self.need_input_grad:
             return None
-        # dL/dx is a correlation of the (dilated) output gradient with the kernel turned
-        # 180 degrees and its in/out axes swapped.
-        dyd, pads = ops.input_grad_operand(dy, k, s, self.pad, (h, w))
+        if s > 1:
+            return ops.strided_input_grad(dy, self.params["kernel"], s, self.pad, (h, w))
+        # dL/dx is a correlation of the output gradient with the kernel turned 180 degrees
+        # and its in/out axes swapped.
+        dyd, pads = ops.input_grad_operand(dy, k, self.pad, (h, w))
         dcols = self._patches(dyd, pads, 1)
         return xp.reshape(dcols @ ops.flipped_kernel(self.params["kernel"]), (n, h, w, c))
 
