@@ -42,20 +42,28 @@ from arraynet.recipes import recipe_for  # noqa: E402
 from arraynet.zoo import build_layout  # noqa: E402
 
 KERNELS_PATH = "arraynet/backends/numpy_kernels.py"
+OPS_PATH = "arraynet/ops.py"
 # OpenBLAS's threads as the process started (OPENBLAS_NUM_THREADS): the reference kernels
 # run with them; the current ones with those their Workers want, as the backend sets them.
 BLAS_THREADS = current.blas_threads()
 
 
-def kernels_at(ref: str):
-    """The numpy_kernels module as it was at git revision `ref`."""
-    src = subprocess.run(
-        ["git", "show", f"{ref}:{KERNELS_PATH}"], cwd=REPO, capture_output=True, text=True
-    )
+def module_at(ref: str, path: str, name: str) -> types.ModuleType:
+    """The module in file `path` as it was at git revision `ref`."""
+    src = subprocess.run(["git", "show", f"{ref}:{path}"], cwd=REPO, capture_output=True, text=True)
     if src.returncode != 0:
-        sys.exit(f"bench_kernels_ab: error: no {KERNELS_PATH} at {ref!r}")
-    module = types.ModuleType("kernels_at_ref")
-    exec(compile(src.stdout, f"{ref}:{KERNELS_PATH}", "exec"), module.__dict__)
+        sys.exit(f"bench_kernels_ab: error: no {path} at {ref!r}")
+    module = types.ModuleType(name)
+    exec(compile(src.stdout, f"{ref}:{path}", "exec"), module.__dict__)
+    return module
+
+
+def kernels_at(ref: str) -> types.ModuleType:
+    """The numpy_kernels module as it was at git revision `ref`, with the portable helpers
+    (`arraynet.ops`) of that revision where it uses them."""
+    module = module_at(ref, KERNELS_PATH, "kernels_at_ref")
+    if "ops" in module.__dict__:
+        module.ops = module_at(ref, OPS_PATH, "ops_at_ref")
     return module
 
 

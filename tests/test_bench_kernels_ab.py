@@ -31,6 +31,8 @@ def test_ab_bad_input_is_one_line(data_dir):
         ["--models", "m9"],
         ["--models", "m99:8"],
         ["--threads", "0"],
+        ["--ref-threads", "0"],
+        ["--ref", "9c2c7b4", "--ref-threads", "2"],  # kernels from before the threads
     )
     for extra in bad:
         args = ["--ref", "HEAD", "--data-dir", str(data_dir), *extra]
@@ -49,3 +51,18 @@ def test_ab_times_evaluation_with_thread_counts(tmp_path, data_dir):
     rates = row["eval_img_per_s"]
     assert set(rates) == {"ref", "current 4 MB 1 threads", "current 4 MB 2 threads"}
     assert all(v > 0 for v in rates.values())
+
+
+def test_ab_runs_a_threaded_reference_on_its_own_threads(tmp_path, data_dir):
+    """--ref-threads: the reference kernels (and that revision's portable helpers) run on
+    worker threads too, so the ratio compares like with like."""
+    out = tmp_path / "ab.json"
+    args = ["--ref", "e3f0ddb", "--ref-threads", "2", "--models", "m14:4", "--rounds", "1"]
+    args += ["--threads", "2", "--data-dir", str(data_dir), "--json", str(out)]
+    p = subprocess.run([*SCRIPT, *args], capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert p.returncode == 0, p.stderr
+    rec = json.loads(out.read_text())
+    assert rec["ref_threads"] == 2 and rec["ref_blas_threads"] is None
+    (row,) = rec["rows"]
+    assert set(row["train_img_per_s"]) == {"ref", "current 4 MB"}
+    assert all(v > 0 for v in row["train_img_per_s"].values())

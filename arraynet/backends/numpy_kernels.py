@@ -249,10 +249,13 @@ def _input_grad_chunk(dy: np.ndarray, dx: np.ndarray, plan: list, stride: int) -
         (r, top, bottom), (s, left, right) = rows.window(ho), cols.window(wo)
         patches = im2col(pad_hw(dy[:, r, s], top, bottom, left, right),
                          len(rows.taps), len(cols.taps), 1)  # fmt: skip
-        out = (patches @ kmat).reshape(dy.shape[0], rows.count, cols.count, -1)
         r_end = rows.first + stride * (rows.count - 1) + 1
         c_end = cols.first + stride * (cols.count - 1) + 1
-        dx[:, rows.first : r_end : stride, cols.first : c_end : stride] = out
+        target = dx[:, rows.first : r_end : stride, cols.first : c_end : stride]
+        if target.flags.c_contiguous:  # stride 1: the product lands in dx itself
+            np.matmul(patches, kmat, out=target.reshape(patches.shape[0], -1))
+        else:
+            target[...] = (patches @ kmat).reshape(target.shape)
 
 
 def conv2d_backward(xpad, dy, kernel, pad, stride, need_dx: bool, workers: Workers = SERIAL):
