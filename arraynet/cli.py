@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -34,8 +37,19 @@ def _out(json_mode: bool) -> Console:
     return err if json_mode else Console()
 
 
+def _finite(obj: Any) -> Any:
+    """obj with NaN and infinities as null (strict JSON has no such numbers)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def _emit_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.write(json.dumps(_finite(obj), allow_nan=False) + "\n")
     sys.stdout.flush()
 
 
@@ -163,6 +177,7 @@ def train(
         raise CliError("--swa-from wants an epoch number (0: off)")
     if monitor == "val_loss" and val_split <= 0:
         raise CliError("--monitor val_loss needs --val-split N")
+    recipe.validate()
     b = _backend(backend, device, threads)
     con = _out(json_mode)
     con.print(f"[bold]{model}[/] on {b.describe()}, recipe: {recipe.to_dict()}")
@@ -174,6 +189,7 @@ def train(
         TimeRemainingColumn(),
         console=err,
         transient=True,
+        disable=not err.is_terminal,  # (a log file gets the epoch lines, not bar redraws)
     )
     task: dict[str, Any] = {}
 
@@ -294,9 +310,11 @@ def zoo(json_mode: JsonOpt = False) -> None:
         shipped = models_dir / f"{name}.json"
         err_shipped = None
         if shipped.is_file():
-            try:
-                err_shipped = json.loads(shipped.read_text()).get("error_rate")
-            except (OSError, json.JSONDecodeError):
+            try:  # an unreadable record shows as '-' rather than stopping the table
+                err_shipped = json.loads(shipped.read_text(encoding="utf-8")).get("error_rate")
+            except (OSError, ValueError, AttributeError):
+                err_shipped = None
+            if not isinstance(err_shipped, int | float) or isinstance(err_shipped, bool):
                 err_shipped = None
         r = RECIPES[name]
         rows.append({
@@ -379,6 +397,12 @@ def parity(
     for i, n in enumerate(names):
         if "@" in n:
             names[i], devices[n.split("@")[0]] = n.split("@", 1)
+    if len(set(names)) < len(names):
+        raise CliError("--backends names a backend twice; compare one device of each backend")
+    if batch_size < 1:
+        raise CliError(f"--batch-size wants at least 1, not {batch_size}")
+    if dtype not in ("float32", "float64"):
+        raise CliError(f"--dtype wants float32 or float64, not {dtype!r}")
     res = run_parity(model, names, batch_size=batch_size, seed=seed, tol=tol, dtype=dtype,
                      data_dir=data_dir, devices=devices)  # fmt: skip
     con = _out(json_mode)
@@ -418,6 +442,10 @@ def bench(
     """Median training and evaluation throughput (images/s) on real MNIST batches."""
     from arraynet.bench import run_bench
 
+    for flag, value in (("--batch-size", batch_size), ("--steps", steps),
+                        ("--eval-batch-size", eval_batch_size)):  # fmt: skip
+        if value < 1:
+            raise CliError(f"{flag} wants at least 1, not {value}")
     b = _backend(backend, device, threads)
     res = run_bench(model, b, batch_size=batch_size, steps=steps, eval_batch_size=eval_batch_size,
                     data_dir=data_dir, augment=not no_augment)  # fmt: skip
@@ -509,6 +537,28 @@ def main() -> None:
         if os.environ.get("ARRAYNET_DEBUG"):
             raise
         _fail(e, prefix=f"{type(e).__name__}: ")
+
+
+@contextlib.contextmanager
+def script_errors(prog: str) -> Iterator[None]:
+    """For the scripts: a known kind of error (bad input, a missing or corrupt file, a
+    backend that is not there) becomes one line on stderr and exit status 1."""
+    from arraynet.backends import BackendUnavailable
+    from arraynet.data import DataError
+    from arraynet.io import WeightsError
+
+    try:
+        yield
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{prog}: interrupted\n")
+        sys.exit(130)
+    except KeyError as e:
+        sys.stderr.write(f"{prog}: error: missing entry {e}\n")
+        sys.exit(1)
+    except (BackendUnavailable, DataError, WeightsError, ValueError, OSError) as e:
+        text = str(e).strip().splitlines()
+        sys.stderr.write(f"{prog}: error: {text[0] if text else type(e).__name__}\n")
+        sys.exit(1)
 
 
 def _fail(e: BaseException, prefix: str = "") -> None:

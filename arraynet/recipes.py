@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
+
+MONITORS = ("train_loss", "val_loss")
+FLAGS = (
+    "epochs", "batch_size", "lr", "schedule", "optimizer", "aug_p", "monitor", "label_smoothing",
+    "ema", "warmup", "swa_from", "distill", "min_delta", "patience", "elastic",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -34,6 +41,66 @@ class Recipe:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def validate(self) -> Recipe:
+        """The recipe itself, or a ValueError naming the first setting out of range."""
+        from arraynet.losses import LOSSES
+        from arraynet.optimizers import OPTIMIZERS
+        from arraynet.schedules import NAMES
+
+        def bad(name: str, want: str, value: Any) -> ValueError:
+            flag = name.split()[0]
+            if flag in FLAGS:  # settings with a command-line flag are named by it
+                name = f"--{flag.replace('_', '-')}" + name[len(flag) :]
+            return ValueError(f"{name} wants {want}, not {value!r}")
+
+        def number(name: str, value: Any, lo: float, hi: float, lo_open=False, hi_open=False):
+            ok = isinstance(value, int | float) and math.isfinite(value)
+            ok = ok and (value > lo if lo_open else value >= lo)
+            ok = ok and (value < hi if hi_open else value <= hi)
+            if not ok:
+                left, right = "(" if lo_open else "[", ")" if hi_open else "]"
+                raise bad(name, f"a number in {left}{lo:g}, {hi:g}{right}", value)
+
+        def count(name: str, value: Any, lo: int) -> None:
+            if not isinstance(value, int) or isinstance(value, bool) or value < lo:
+                raise bad(name, f"a whole number >= {lo}", value)
+
+        for name, value, names in (
+            ("loss", self.loss, LOSSES), ("optimizer", self.optimizer, OPTIMIZERS),
+            ("schedule", self.schedule, NAMES), ("monitor", self.monitor, MONITORS),
+        ):  # fmt: skip
+            if value not in names:
+                raise bad(name, f"one of {', '.join(names)}", value)
+        count("epochs", self.epochs, 1)
+        count("batch_size", self.batch_size, 1)
+        count("warmup", self.warmup, 0)
+        count("swa_from", self.swa_from, 0)
+        number("lr", self.lr, 0.0, math.inf, hi_open=True)
+        number("aug_p", self.aug_p, 0.0, 1.0)
+        number("label_smoothing", self.label_smoothing, 0.0, 1.0, hi_open=True)
+        number("ema", self.ema, 0.0, 1.0, hi_open=True)
+        number("distill", self.distill, 0.0, 1.0)
+        if self.early_stopping is not None:
+            if not isinstance(self.early_stopping, list | tuple) or len(self.early_stopping) != 2:
+                raise bad("early_stopping", "[min_delta, patience]", self.early_stopping)
+            number("min_delta", self.early_stopping[0], 0.0, 1.0)
+            count("patience", self.early_stopping[1], 1)
+        aug = self.augment
+        zoom = aug.get("zoom", [1.0, 1.0])
+        if not isinstance(zoom, list | tuple) or len(zoom) != 2:
+            raise bad("zoom", "[low, high]", zoom)
+        number("zoom low", zoom[0], 0.0, math.inf, lo_open=True, hi_open=True)
+        number("zoom high", zoom[1], zoom[0], math.inf, hi_open=True)
+        number("rotation", aug.get("rotation", 0.0), 0.0, 180.0)
+        number("shift", aug.get("shift", 0.0), 0.0, 1.0)
+        elastic = aug.get("elastic")
+        if elastic is not None:
+            if not isinstance(elastic, list | tuple) or len(elastic) != 2:
+                raise bad("elastic", "[alpha, sigma]", elastic)
+            number("elastic alpha", elastic[0], 0.0, 1e6)
+            number("elastic sigma", elastic[1], 0.0, 1e3, lo_open=True)
+        return self
 
     @classmethod
     def from_dict(cls, d: dict) -> Recipe:

@@ -85,10 +85,12 @@ def train_model(
 
     Returns the summary: error_rate, correct, total (test set), epochs_run, and more.
     """
-    recipe = recipe or recipe_for(name)
+    recipe = (recipe or recipe_for(name)).validate()
     out = Path(out_dir)
     if resume and not (out / "state.json").is_file():
         raise FileNotFoundError(f"{out}: nothing to resume (no state.json)")
+    if not resume:
+        _check_new_run_folder(out)
     mnist = load_mnist(data_dir, quiet=quiet_data)
     (trx, try_), val = split_train(mnist, val_split, train_limit)
     train = make_dataset(trx, try_, backend)
@@ -96,6 +98,10 @@ def train_model(
     model = build_layout(name).build(backend, seed=seed)
     meta = {"model": name, "val_split": val_split, "train_limit": train_limit}
     saved = _saved_meta(out) if resume else {}
+    for key, flag in (("model", "--model"), ("val_split", "--val-split"),
+                      ("train_limit", "--train-limit")):  # fmt: skip
+        if key in saved and saved[key] != meta[key]:
+            raise ValueError(f"{out}: the run was begun with {flag} {saved[key]}, not {meta[key]}")
     if init is not None:
         meta["init"] = _start_from(model, Path(init))
         if saved.get("init") and saved["init"]["sha256"] != meta["init"]["sha256"]:
@@ -140,6 +146,27 @@ def train_model(
     }
     trainer.save_final(out / "model.safetensors", result)
     return result
+
+
+RUN_FILES = ("state.json", "checkpoint.safetensors", "model.safetensors")
+
+
+def _check_new_run_folder(out: Path) -> None:
+    """A fresh run's folder must not hold another run (or weights), and must be writable:
+    both are checked before any training, so nothing is lost and no epoch is wasted."""
+    found = [f for f in RUN_FILES if (out / f).exists()]
+    if found:
+        raise ValueError(
+            f"{out} already holds {found[0]}: continue that run with --resume, "
+            "or pick another --out"
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".arraynet-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ValueError(f"{out}: cannot write the run there ({e.strerror or e})") from None
 
 
 def _saved_meta(out: Path) -> dict:

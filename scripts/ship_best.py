@@ -30,6 +30,7 @@ from train_zoo import git_commit, write_table  # noqa: E402
 
 from arraynet import __version__  # noqa: E402
 from arraynet.backends import get_backend  # noqa: E402
+from arraynet.cli import script_errors  # noqa: E402
 from arraynet.io import WeightsError, atomic_write_bytes, atomic_write_json  # noqa: E402
 from arraynet.io.weights import load_arrays  # noqa: E402
 from arraynet.run import evaluate_weights  # noqa: E402
@@ -177,4 +178,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with script_errors("ship_best"):
+        main()

@@ -24,6 +24,7 @@ sys.path.insert(0, str(REPO))
 
 from arraynet import __version__  # noqa: E402
 from arraynet.backends import get_backend  # noqa: E402
+from arraynet.cli import script_errors  # noqa: E402
 from arraynet.io import WeightsError, atomic_write_bytes, atomic_write_json  # noqa: E402
 from arraynet.recipes import SEED_EPOCHS, SEED_ERROR, Recipe, recipe_for  # noqa: E402
 from arraynet.run import train_model  # noqa: E402
@@ -322,4 +323,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with script_errors("train_zoo"):
+        main()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -37,8 +38,8 @@ def last_json(p: subprocess.CompletedProcess) -> dict:
 
 def one_line_error(p: subprocess.CompletedProcess, text: str) -> None:
     assert p.returncode != 0
-    lines = [ln for ln in p.stderr.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1, p.stderr
+    lines = p.stderr.splitlines()
+    assert len(lines) == 1, p.stderr  # exactly one line: no blank line left by a progress bar
     assert "Traceback" not in p.stderr
     assert text in lines[0], lines[0]
 
@@ -161,6 +162,24 @@ def test_bench_json(data_dir):
             "no such weights",
         ),
         (["bench", "--model", "m9", "--steps", "1", "--threads", "0"], "--threads wants"),
+        (["bench", "--model", "m9", "--steps", "0"], "--steps wants at least 1"),
+        (["bench", "--model", "m9", "--batch-size", "-4"], "--batch-size wants at least 1"),
+        (["parity", "--backends", "numpy@cpu,numpy"], "names a backend twice"),
+        (["parity", "--batch-size", "0"], "--batch-size wants at least 1"),
+        (["parity", "--dtype", "float16"], "--dtype wants float32 or float64"),
+        (["train", "--model", "m4", "--epochs", "0"], "--epochs wants a whole number >= 1"),
+        (["train", "--model", "m4", "--batch-size", "0"], "--batch-size wants a whole number"),
+        (["train", "--model", "m4", "--lr", "nan"], "--lr wants a number in [0, inf)"),
+        (["train", "--model", "m4", "--aug-p", "2"], "--aug-p wants a number in [0, 1]"),
+        (["train", "--model", "m4", "--label-smoothing", "1"], "--label-smoothing wants"),
+        (["train", "--model", "m4", "--ema", "nan"], "--ema wants"),
+        (["train", "--model", "m4", "--warmup", "-3"], "--warmup wants"),
+        (["train", "--model", "m4", "--min-delta", "nan"], "--min-delta wants"),
+        (["train", "--model", "m4", "--elastic", "nan,4"], "--elastic alpha wants"),
+        (["train", "--model", "m4", "--monitor", "bogus"], "--monitor wants one of"),
+        (["train", "--model", "m4", "--schedule", "bogus"], "--schedule wants one of"),
+        # raised while the progress bar is up: still one line (no bar on a pipe)
+        (["train", "--model", "m4", "--val-split", "70000"], "--val-split must be between"),
     ],
 )
 def test_bad_input_is_one_line(args, text, data_dir):
@@ -245,3 +264,99 @@ def test_ctrl_c_during_training_says_interrupted(tmp_path, data_dir):
     _, stderr = p.communicate(timeout=120)
     assert p.returncode == 130
     assert stderr.strip().splitlines()[-1] == "interrupted" and "Traceback" not in stderr
+
+
+def test_a_run_folder_is_never_overwritten_or_mixed(tmp_path, data_dir):
+    """A fresh run refuses a folder that holds a run or weights (nothing is touched), a
+    resume refuses other data or another model, and an unwritable folder is refused before
+    any training."""
+    out = tmp_path / "run"
+    run("train", "--model", "m4", "--epochs", "1", "--train-limit", "64", "--out", str(out),
+        data_dir=data_dir, check=True)  # fmt: skip
+    before = {f.name: f.read_bytes() for f in out.iterdir()}
+    for args in (["--model", "m5"], ["--model", "m4"]):
+        p = run("train", *args, "--epochs", "1", "--train-limit", "64", "--out", str(out),
+                data_dir=data_dir)  # fmt: skip
+        one_line_error(p, "already holds state.json: continue that run with --resume")
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "model.safetensors").write_bytes(b"a user's file")
+    p = run("train", "--epochs", "1", "--train-limit", "64", "--out", str(user), data_dir=data_dir)
+    one_line_error(p, "already holds model.safetensors")
+    assert (user / "model.safetensors").read_bytes() == b"a user's file"
+    for args, text in (
+        (["--model", "m4", "--train-limit", "32"], "begun with --train-limit 64, not 32"),
+        (["--model", "m4", "--train-limit", "64", "--val-split", "16"], "--val-split 0, not 16"),
+        (["--model", "m3", "--train-limit", "64"], "begun with --model m4, not m3"),
+    ):
+        p = run("train", *args, "--epochs", "2", "--out", str(out), "--resume", data_dir=data_dir)
+        one_line_error(p, text)
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == before
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    p = run("train", "--epochs", "1", "--out", str(blocker / "run"), data_dir=data_dir)
+    one_line_error(p, "cannot write the run there")
+    assert re.search(r"^epoch +1 ", p.stdout, re.M) is None  # refused before training
+
+
+def test_weights_of_other_dtypes(tmp_path, data_dir):
+    """Integer tensors are refused; float16 weights load as float32."""
+    from arraynet.backends import get_backend
+    from arraynet.io import WeightsError, load_arrays, load_model, save_arrays
+
+    src = REPO / "models" / "m4.safetensors"
+    arrays, meta = load_arrays(src)
+    save_arrays(tmp_path / "int.safetensors", {k: v.astype(np.int32) for k, v in arrays.items()},
+                meta)  # fmt: skip
+    with pytest.raises(WeightsError, match="is int32, not floating point"):
+        load_model(tmp_path / "int.safetensors", get_backend("numpy"))
+    one_line_error(run("evaluate", str(tmp_path / "int.safetensors"), data_dir=data_dir),
+                   "not floating point")  # fmt: skip
+    save_arrays(tmp_path / "half.safetensors",
+                {k: v.astype(np.float16) for k, v in arrays.items()}, meta)  # fmt: skip
+    for name in ("numpy", "array-api-strict"):
+        model, _ = load_model(tmp_path / "half.safetensors", get_backend(name))
+        assert all(str(v.dtype).endswith("float32") for v in model.parameters().values())
+
+
+def test_json_output_has_no_nan():
+    from arraynet.cli import _finite
+
+    obj = {"a": float("nan"), "b": [1.0, float("inf"), {"c": -float("inf")}], "d": 2}
+    assert json.loads(json.dumps(_finite(obj), allow_nan=False)) == {
+        "a": None, "b": [1.0, None, {"c": None}], "d": 2,
+    }  # fmt: skip
+
+
+def test_zoo_table_survives_unreadable_records(tmp_path):
+    (tmp_path / "m4.json").write_text("[1, 2]")
+    (tmp_path / "m5.json").write_bytes(b"\xff\xfe")
+    (tmp_path / "m6.json").write_text('{"error_rate": "abc"}')
+    (tmp_path / "m7.json").write_text('{"error_rate": 0.0194}')
+    env = {**os.environ, "ARRAYNET_MODELS": str(tmp_path)}
+    p = subprocess.run([sys.executable, "-m", "arraynet.cli", "zoo", "--json"],
+                       capture_output=True, text=True, env=env, cwd=REPO, timeout=600)  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    shipped = {r["model"]: r["shipped_error"] for r in last_json(p)["models"]}
+    assert shipped["m4"] is shipped["m5"] is shipped["m6"] is None
+    assert shipped["m7"] == 0.0194
+
+
+def test_digit_images_with_transparency_or_float_pixels(tmp_path, data_dir):
+    """Dark ink on a transparent background, and a float (mode F) picture, read as the
+    same digit as the plain greyscale picture."""
+    from PIL import Image
+
+    from arraynet.data import load_mnist
+    from arraynet.io.images import load_digit
+
+    d = load_mnist(data_dir, quiet=True).test_images[0]
+    Image.fromarray(d).save(tmp_path / "plain.png")
+    rgba = np.zeros((*d.shape, 4), dtype=np.uint8)
+    rgba[..., 3] = d  # black ink, opaque where the digit is, transparent elsewhere
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "transparent.png")
+    Image.fromarray(d.astype(np.float32) / 255.0, "F").save(tmp_path / "float.tiff")
+    ref = load_digit(tmp_path / "plain.png")
+    assert ref.max() > 0.9
+    for name in ("transparent.png", "float.tiff"):
+        np.testing.assert_allclose(load_digit(tmp_path / name), ref, atol=0.02)

