@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from train_zoo import git_commit, write_table  # noqa: E402
+from train_zoo import git_commit, table_text  # noqa: E402
 
 from arraynet import __version__  # noqa: E402
 from arraynet.backends import get_backend  # noqa: E402
@@ -166,10 +166,10 @@ def main() -> None:
         "history": meta.get("history", []),
     }
     models = Path(args.models_dir)
-    models.mkdir(parents=True, exist_ok=True)
+    table = table_text(models, {"best.json": record})  # every record readable first
     atomic_write_bytes(models / "best.safetensors", weights.read_bytes())
     atomic_write_json(models / "best.json", record)
-    write_table(models)
+    atomic_write_bytes(models / "README.md", table.encode())
     how = f", retrained in {args.retrain}" if args.retrain else ""
     print(
         f"best: {best['run']} ({best['layout']}, val error {100 * best['val_error']:.2f}%)"

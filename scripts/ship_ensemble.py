@@ -18,12 +18,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from train_zoo import git_commit, write_table  # noqa: E402
+from train_zoo import git_commit, table_text  # noqa: E402
 
 from arraynet import __version__  # noqa: E402
 from arraynet.backends import get_backend  # noqa: E402
 from arraynet.cli import script_errors  # noqa: E402
-from arraynet.io import WeightsError, atomic_write_json  # noqa: E402
+from arraynet.io import WeightsError, atomic_write_bytes, atomic_write_json  # noqa: E402
 from arraynet.run import evaluate_weights  # noqa: E402
 
 
@@ -63,9 +63,9 @@ def main() -> None:
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     models = Path(args.models_dir)
-    models.mkdir(parents=True, exist_ok=True)
+    table = table_text(models, {"ensemble.json": record})  # every record readable first
     atomic_write_json(models / "ensemble.json", record)
-    write_table(models)
+    atomic_write_bytes(models / "README.md", table.encode())
     print(f"ensemble of {len(args.weights)}: test error {100 * res['error_rate']:.2f}%")
 
 

@@ -166,11 +166,22 @@ def seed_cell(r: dict) -> str:
 
 def write_table(models: Path) -> None:
     """models/README.md from every models/<name>.json."""
-    rows = []
-    for name in LAYOUTS:
-        p = models / f"{name}.json"
-        if p.is_file():
-            rows.append(json.loads(p.read_text()))
+    atomic_write_bytes(models / "README.md", table_text(models).encode())
+
+
+def read_record(models: Path, file: str, pending: dict | None = None) -> dict | None:
+    """models/<file> as JSON (None if absent), or the record about to be written there."""
+    if pending and file in pending:
+        return pending[file]
+    p = models / file
+    return json.loads(p.read_text()) if p.is_file() else None
+
+
+def table_text(models: Path, pending: dict[str, dict] | None = None) -> str:
+    """The text of models/README.md, with `pending` ({file name: record}) standing in for
+    records not written yet: a shipping script renders the table first, so an unreadable
+    record stops it before it writes anything."""
+    rows = [r for name in LAYOUTS if (r := read_record(models, f"{name}.json", pending))]
     lines = [
         "# Shipped weights",
         "",
@@ -217,18 +228,16 @@ def write_table(models: Path) -> None:
             "after 42 epochs); they were trained with `arraynet train` on 2 cores to themselves",
             "(the command is in their JSON and in `benchmarks/`).",
         ]
-    lines += best_section(models)
-    lines += ensemble_section(models)
+    lines += best_section(read_record(models, "best.json", pending))
+    lines += ensemble_section(read_record(models, "ensemble.json", pending))
     lines.append("")
-    atomic_write_bytes(models / "README.md", "\n".join(lines).encode())
+    return "\n".join(lines)
 
 
-def best_section(models: Path) -> list[str]:
+def best_section(r: dict | None) -> list[str]:
     """The best single model (models/best.json, written by scripts/ship_best.py), if any."""
-    p = models / "best.json"
-    if not p.is_file():
+    if r is None:
         return []
-    r = json.loads(p.read_text())
     sel = r["selection"]
     chosen = next((c for c in sel["candidates"] if c["run"] == sel["chosen"]), None)
     after = (
@@ -261,12 +270,10 @@ def best_section(models: Path) -> list[str]:
     ]
 
 
-def ensemble_section(models: Path) -> list[str]:
+def ensemble_section(r: dict | None) -> list[str]:
     """The ensemble row (models/ensemble.json, written by scripts/ship_ensemble.py), if any."""
-    p = models / "ensemble.json"
-    if not p.is_file():
+    if r is None:
         return []
-    r = json.loads(p.read_text())
     names = ", ".join(Path(m["weights"]).stem for m in r["members"])
     best_member = min(m["error_rate"] for m in r["members"])
     return [

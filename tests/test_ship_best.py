@@ -103,6 +103,15 @@ def test_ship_ensemble_records_a_row_that_evaluate_reproduces(tmp_path, data_dir
     assert "| ensemble | m3, m5 |" in (models / "README.md").read_text()
     one = subprocess.run([*script, members[0]], capture_output=True, text=True, timeout=600)
     assert one.returncode == 1 and "at least two" in one.stderr
+    # an unreadable record in the models folder stops it before it writes anything
+    (models / "ensemble.json").unlink()
+    table = (models / "README.md").read_text()
+    (models / "best.json").write_text("{not json")
+    bad = subprocess.run([*script, *args], capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 1 and bad.stderr.startswith("ship_ensemble: error:"), bad.stderr
+    assert len(bad.stderr.splitlines()) == 1 and "Traceback" not in bad.stderr
+    assert not (models / "ensemble.json").exists()
+    assert (models / "README.md").read_text() == table
 
 
 def test_ship_best_scores_an_averaging_run_by_its_averaged_weights(tmp_path, data_dir):
