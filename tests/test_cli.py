@@ -44,7 +44,7 @@ def one_line_error(p: subprocess.CompletedProcess, text: str) -> None:
     assert text in lines[0], lines[0]
 
 
-@pytest.mark.parametrize("models", ["m12", "m8"])
+@pytest.mark.parametrize("models", ["m12", "m8", "m14"])  # m14: strided convs, batch norm
 def test_parity_numpy_vs_strict(models, data_dir):
     p = run("parity", "--model", models, "--backends", "numpy,array-api-strict", "--json",
             data_dir=data_dir, check=True)  # fmt: skip
@@ -53,7 +53,7 @@ def test_parity_numpy_vs_strict(models, data_dir):
 
 
 @pytest.mark.skipif(not HAVE_TORCH, reason="torch is an optional extra")
-@pytest.mark.parametrize("models", ["m12", "m8", "m1"])
+@pytest.mark.parametrize("models", ["m12", "m8", "m1", "m14"])
 def test_parity_numpy_vs_torch(models, data_dir):
     p = run("parity", "--model", models, "--backends", "numpy,torch", "--json",
             data_dir=data_dir, check=True)  # fmt: skip
