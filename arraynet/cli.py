@@ -393,18 +393,14 @@ def parity(
     names = [n.strip() for n in backends_.split(",") if n.strip()]
     if len(names) < 2:
         raise CliError("--backends needs at least two names, e.g. numpy,array-api-strict")
-    devices = {}
-    for i, n in enumerate(names):
-        if "@" in n:
-            names[i], devices[n.split("@")[0]] = n.split("@", 1)
     if len(set(names)) < len(names):
-        raise CliError("--backends names a backend twice; compare one device of each backend")
+        raise CliError(f"--backends lists a backend twice: {backends_}")
     if batch_size < 1:
         raise CliError(f"--batch-size wants at least 1, not {batch_size}")
     if dtype not in ("float32", "float64"):
         raise CliError(f"--dtype wants float32 or float64, not {dtype!r}")
     res = run_parity(model, names, batch_size=batch_size, seed=seed, tol=tol, dtype=dtype,
-                     data_dir=data_dir, devices=devices)  # fmt: skip
+                     data_dir=data_dir)  # fmt: skip
     con = _out(json_mode)
     t = Table(
         "backend", "tensor", "max |diff|", "ok", title=f"parity {model} vs {res['backends'][0]}"

@@ -39,9 +39,11 @@ def run_parity(
 ) -> dict:
     """Compare logits, loss and every parameter gradient with the first backend.
 
-    Parameters are drawn once on the host and dropout masks come from identically seeded
-    host generators, so every backend computes the same function. A difference passes when
-    |a - b| <= tol * max(1, max|a|) for each compared array.
+    A backend is a name, or 'name@device' (so one library can be compared with itself on
+    another device, e.g. 'torch@cpu,torch@cuda:0'); `devices` gives a device to plain
+    names. Parameters are drawn once on the host and dropout masks come from identically
+    seeded host generators, so every backend computes the same function. A difference
+    passes when |a - b| <= tol * max(1, max|a|) for each compared array.
     """
     from arraynet.recipes import recipe_for
 
@@ -51,9 +53,12 @@ def run_parity(
     ref_state: dict[str, Any] | None = None
     results: dict[str, dict[str, Any]] = {}
     names: list[str] = []
-    for name in backends:
-        b = get_backend(name, devices.get(name))
-        names.append(b.name if b.name not in names else name)
+    if len(set(backends)) < len(backends):
+        raise ValueError(f"a backend is listed twice in {', '.join(backends)}")
+    for entry in backends:
+        name, _, device = entry.partition("@")
+        b = get_backend(name, device or devices.get(name))
+        names.append(entry)
         m = build_layout(model).build(b, seed=seed, dtype=dtype)
         if ref_state is None:
             ref_state = {k: b.to_host(v).copy() for k, v in m.state_dict().items()}
