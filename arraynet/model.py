@@ -68,6 +68,8 @@ class Sequential:
     def logits(self, x: Array, training: bool | None = None) -> Array:
         """Output before a final softmax (the whole output when there is none)."""
         training = self.training if training is None else training
+        if self.dtype is not None and x.dtype != self.dtype:  # e.g. float32 images, float64 model
+            x = array_namespace(x).astype(x, self.dtype)
         layers = self.layers[:-1] if self.fused_softmax else self.layers
         for layer in layers:
             x = layer.forward(x, training)

@@ -86,14 +86,22 @@ class Recipe:
                 raise bad("early_stopping", "[min_delta, patience]", self.early_stopping)
             number("min_delta", self.early_stopping[0], 0.0, 1.0)
             count("patience", self.early_stopping[1], 1)
+        if self.swa_from > self.epochs:
+            raise bad("swa_from", f"an epoch up to --epochs ({self.epochs})", self.swa_from)
+        if self.swa_from and (self.ema or self.early_stopping):
+            raise ValueError("--swa-from averages the weights itself: turn off --ema and early "
+                             "stopping (--patience 0)")  # fmt: skip
         aug = self.augment
-        zoom = aug.get("zoom", [1.0, 1.0])
+        missing = [k for k in ("zoom", "rotation", "shift") if k not in aug]
+        if missing:
+            raise bad("augment", "zoom, rotation and shift", aug)
+        zoom = aug["zoom"]
         if not isinstance(zoom, list | tuple) or len(zoom) != 2:
             raise bad("zoom", "[low, high]", zoom)
         number("zoom low", zoom[0], 0.0, math.inf, lo_open=True, hi_open=True)
         number("zoom high", zoom[1], zoom[0], math.inf, hi_open=True)
-        number("rotation", aug.get("rotation", 0.0), 0.0, 180.0)
-        number("shift", aug.get("shift", 0.0), 0.0, 1.0)
+        number("rotation", aug["rotation"], 0.0, 180.0)
+        number("shift", aug["shift"], 0.0, 1.0)
         elastic = aug.get("elastic")
         if elastic is not None:
             if not isinstance(elastic, list | tuple) or len(elastic) != 2:

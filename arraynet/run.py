@@ -155,6 +155,11 @@ def _check_new_run_folder(out: Path) -> None:
     """A fresh run's folder must not hold another run (or weights), and must be writable:
     both are checked before any training, so nothing is lost and no epoch is wasted."""
     found = [f for f in RUN_FILES if (out / f).exists()]
+    if found == ["checkpoint.safetensors"]:  # a save cut between its two files
+        raise ValueError(
+            f"{out} holds checkpoint.safetensors without state.json (an interrupted save): "
+            "remove it to start afresh, or pick another --out"
+        )
     if found:
         raise ValueError(
             f"{out} already holds {found[0]}: continue that run with --resume, "

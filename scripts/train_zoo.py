@@ -174,13 +174,28 @@ def read_record(models: Path, file: str, pending: dict | None = None) -> dict | 
     if pending and file in pending:
         return pending[file]
     p = models / file
-    return json.loads(p.read_text()) if p.is_file() else None
+    if not p.is_file():
+        return None
+    try:
+        record = json.loads(p.read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{p}: unreadable record ({e})") from None
+    if not isinstance(record, dict) or "model" not in record:
+        raise ValueError(f"{p}: not a model record (no 'model' entry)")
+    return record
 
 
 def table_text(models: Path, pending: dict[str, dict] | None = None) -> str:
     """The text of models/README.md, with `pending` ({file name: record}) standing in for
     records not written yet: a shipping script renders the table first, so an unreadable
     record stops it before it writes anything."""
+    try:
+        return _table_text(models, pending)
+    except (KeyError, TypeError) as e:  # a record without the expected fields
+        raise ValueError(f"{models}: a record cannot be tabled ({type(e).__name__}: {e})") from None
+
+
+def _table_text(models: Path, pending: dict[str, dict] | None) -> str:
     rows = [r for name in LAYOUTS if (r := read_record(models, f"{name}.json", pending))]
     lines = [
         "# Shipped weights",
@@ -195,13 +210,20 @@ def table_text(models: Path, pending: dict[str, dict] | None = None) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        ok = "" if r["error_rate"] <= r["seed_error"] else " (above seed)"
-        lines.append(
-            f"| {r['model']} | {100 * r['error_rate']:.2f} %{ok} | {100 * r['seed_error']:.2f} % | "
-            f"{r['epochs_run']} ({r['epoch_cap']} / {r['seed_epochs']}) | {r['best_epoch']} | "
-            f"{r['recipe']['optimizer']} {r['recipe']['lr']:g} | {seed_cell(r)} | "
-            f"{r['train_seconds'] / 60:.0f} min | {r['backend']} ({r['device']}) |"
-        )
+        try:
+            ok = "" if r["error_rate"] <= r["seed_error"] else " (above seed)"
+            lines.append(
+                f"| {r['model']} | {100 * r['error_rate']:.2f} %{ok} | "
+                f"{100 * r['seed_error']:.2f} % | "
+                f"{r['epochs_run']} ({r['epoch_cap']} / {r['seed_epochs']}) | {r['best_epoch']} | "
+                f"{r['recipe']['optimizer']} {r['recipe']['lr']:g} | {seed_cell(r)} | "
+                f"{r['train_seconds'] / 60:.0f} min | {r['backend']} ({r['device']}) |"
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(
+                f"{models / (r['model'] + '.json')}: a record cannot be tabled "
+                f"({type(e).__name__}: {e})"
+            ) from None
     lines += [
         "",
         "`adam` is textbook Adam; `adam-seed` keeps the bias correction at step 1, as the",

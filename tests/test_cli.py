@@ -358,6 +358,10 @@ def test_digit_images_with_transparency_or_float_pixels(tmp_path, data_dir):
     Image.fromarray(d.astype(np.float32) / 255.0, "F").save(tmp_path / "float.tiff")
     ref = load_digit(tmp_path / "plain.png")
     assert ref.max() > 0.9
+    half = rgba.copy()
+    half[..., 3] = d // 2  # ink at most half opaque
+    Image.fromarray(half, "RGBA").save(tmp_path / "faint.png")
+    assert load_digit(tmp_path / "faint.png").max() > 0.4  # found, as faint as it is drawn
     for name in ("transparent.png", "float.tiff"):
         np.testing.assert_allclose(load_digit(tmp_path / name), ref, atol=0.02)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -75,3 +76,17 @@ def test_scripts_bad_input_is_one_line(script, args, text, tmp_path, data_dir):
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and text in lines[0], p.stderr
     assert not (tmp_path / "runs" / "m4" / "model.safetensors").exists()
+
+
+def test_table_names_an_unreadable_record(tmp_path):
+    models = tmp_path / "models"
+    shutil.copytree(REPO / "models", models)
+    script = [sys.executable, str(REPO / "scripts" / "train_zoo.py"), "--table-only"]
+    p = subprocess.run([*script, "--models-dir", str(models)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert (models / "README.md").read_text() == (REPO / "models" / "README.md").read_text()
+    for bad in ("{}", "{bad", '{"model": "m7", "error_rate": "x"}'):
+        (models / "m7.json").write_text(bad)
+        p = subprocess.run([*script, "--models-dir", str(models)], capture_output=True, text=True)
+        assert p.returncode == 1 and len(p.stderr.splitlines()) == 1, p.stderr
+        assert f"{models / 'm7.json'}: " in p.stderr and "Traceback" not in p.stderr

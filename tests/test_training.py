@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -285,3 +286,33 @@ def test_training_evaluation_and_averaging_run_on_array_api_strict(tmp_path, dat
     bench = run_bench("m9", b, batch_size=4, steps=2, warmup=1, eval_batch_size=8,
                       data_dir=str(data_dir), augment=False)  # fmt: skip
     assert bench["train_img_per_s"] > 0 and bench["eval_img_per_s"] > 0
+
+
+def test_recipe_validation_catches_what_training_would_trip_on(tmp_path, data_dir):
+    """Settings that used to crash or silently do nothing are refused up front, and a run
+    folder cut between its two checkpoint files gets a clear way out."""
+    base = recipe_for("m4")
+    for kw, text in (
+        ({"augment": {}}, "augment wants zoom, rotation and shift"),
+        ({"swa_from": 5, "epochs": 2}, "--swa-from wants an epoch up to --epochs (2)"),
+        ({"swa_from": 1, "ema": 0.99}, "turn off --ema and early stopping"),
+    ):
+        with pytest.raises(ValueError, match=re.escape(text)):
+            base.with_overrides(**kw).validate()
+    out = tmp_path / "cut"
+    out.mkdir()
+    (out / "checkpoint.safetensors").write_bytes(b"x")
+    with pytest.raises(ValueError, match="interrupted save"):
+        train_model("m4", get_backend("numpy"), out_dir=out, data_dir=str(data_dir),
+                    train_limit=64, epochs=1, quiet_data=True)  # fmt: skip
+
+
+@pytest.mark.parametrize("backend", ["numpy", "array-api-strict", "torch"])
+def test_a_float64_model_takes_float32_images(backend):
+    """The model casts its input to its own dtype (float64 weights, float32 test images)."""
+    if backend == "torch":
+        pytest.importorskip("torch")
+    b = get_backend(backend)
+    m = build_layout("m9").build(b, seed=0, dtype="float64")
+    x = b.from_host(np.random.default_rng(0).random((3, 28, 28, 1), dtype=np.float32))
+    assert str(m.forward(x, False).dtype).endswith("float64")

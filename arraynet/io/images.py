@@ -23,8 +23,9 @@ def _grey(im) -> np.ndarray:
     if "A" in im.getbands() or "transparency" in im.info:
         la = np.asarray(im.convert("LA"), dtype=np.float32) / 255.0
         lum, alpha = la[..., 0], la[..., 1]
-        ink = lum[alpha > 0.5]
-        bg = 1.0 if ink.size and float(ink.mean()) < 0.5 else 0.0
+        weight = float(alpha.sum())  # the opaque pixels' mean shade, weighted by opacity
+        ink = float((lum * alpha).sum()) / weight if weight > 0 else 1.0
+        bg = 1.0 if ink < 0.5 else 0.0
         return lum * alpha + bg * (1.0 - alpha)
     return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
 
