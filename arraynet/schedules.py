@@ -40,7 +40,9 @@ def keras(lr0: float, epoch: int) -> float:
 
 
 def cosine(lr0: float, epoch: int, epochs: int, warmup: int = 0, floor: float = 0.0) -> float:
-    """Linear warm-up over `warmup` epochs, then cosine decay to lr0*floor at `epochs`."""
+    """Warm-up: epoch e < `warmup` runs at lr0*(e+1)/warmup; then cosine decay from lr0 to
+    lr0*floor at `epochs`. The rate is set per epoch, so warmup=1 is one epoch at the peak
+    rate before the decay starts (no ramp); warmup=k ramps over k epochs."""
     if epoch < warmup:
         return lr0 * (epoch + 1) / warmup
     span = max(epochs - warmup, 1)

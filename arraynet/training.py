@@ -298,8 +298,11 @@ class Trainer:
                 f"{self.out_dir}: the checkpoint was trained with seed {state['seed']}, not "
                 f"{self.seed}; resume with --seed {state['seed']}"
             )
-        saved = {k: v for k, v in (state.get("recipe") or {}).items() if k != "epochs"}
-        wanted = {k: v for k, v in self.recipe.to_dict().items() if k != "epochs"}
+        # --epochs may change on resume (a longer run), except under cosine decay, whose
+        # rates are laid out over the whole run
+        free = () if self.recipe.schedule == "cosine" else ("epochs",)
+        saved = {k: v for k, v in (state.get("recipe") or {}).items() if k not in free}
+        wanted = {k: v for k, v in self.recipe.to_dict().items() if k not in free}
         diff = sorted(k for k in saved.keys() & wanted.keys() if saved[k] != wanted[k])
         if diff:
             k = diff[0]

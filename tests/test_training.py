@@ -145,6 +145,23 @@ def test_resume_with_another_recipe_is_refused(tmp_path, data_dir):
         )  # fmt: skip
 
 
+def test_resume_may_lengthen_a_run_but_not_a_cosine_schedule(tmp_path, data_dir):
+    """--epochs may grow on resume, except under cosine decay, whose rates are laid out
+    over the whole run (a longer run would silently get other rates)."""
+    b = get_backend("numpy")
+    for schedule, ok in (("const", True), ("cosine", False)):
+        r = recipe_for("m4").with_overrides(epochs=2, batch_size=32, schedule=schedule)
+        kw = dict(seed=1, data_dir=str(data_dir), train_limit=64, quiet_data=True,
+                  out_dir=tmp_path / schedule)  # fmt: skip
+        train_model("m4", b, recipe=r, epochs=1, **kw)
+        longer = r.with_overrides(epochs=3)
+        if ok:
+            assert train_model("m4", b, recipe=longer, resume=True, **kw)["epochs_run"] == 3
+        else:
+            with pytest.raises(WeightsError, match="epochs=2, not 3"):
+                train_model("m4", b, recipe=longer, resume=True, **kw)
+
+
 def test_checkpoint_files_and_history(tmp_path, data_dir):
     res = _small_run(tmp_path, data_dir, "m8", 2)
     run = tmp_path / "run"
