@@ -7,6 +7,7 @@ from typing import Any
 
 from array_api_compat import array_namespace
 
+from arraynet import ops
 from arraynet.layers.activations import log_softmax, softmax
 
 Array = Any
@@ -24,7 +25,7 @@ def cross_entropy(prob: Array, target: Array, eps: float = 1e-7) -> tuple[Array,
     """Categorical cross-entropy of probabilities (mean over the batch)."""
     xp = array_namespace(prob)
     n = prob.shape[0]
-    p = xp.clip(prob, eps, 1.0)
+    p = ops.clip(prob, eps, 1.0)
     loss = -xp.sum(target * xp.log(p)) / n
     return loss, -(target / p) / n
 

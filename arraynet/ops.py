@@ -13,6 +13,15 @@ from array_api_compat import array_namespace
 Array = Any
 
 
+def clip(x: Array, low: float, high: float) -> Array:
+    """min(max(x, low), high), element-wise. (array-api-compat's CuPy clip goes through
+    boolean masks, each of which makes the host wait for the GPU.)"""
+    xp = array_namespace(x)
+    lo = xp.asarray(low, dtype=x.dtype, device=x.device)
+    hi = xp.asarray(high, dtype=x.dtype, device=x.device)
+    return xp.minimum(xp.maximum(x, lo), hi)
+
+
 def pad_hw(x: Array, top: int, bottom: int, left: int, right: int) -> Array:
     """Zero-pad the two spatial axes of an NHWC array."""
     if not (top or bottom or left or right):

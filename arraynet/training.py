@@ -14,7 +14,7 @@ from typing import Any
 
 from array_api_compat import array_namespace
 
-from arraynet import __version__
+from arraynet import __version__, ops
 from arraynet.augment import maybe_augment
 from arraynet.averaging import WeightAverage, recalibrate_batchnorm
 from arraynet.backends import Backend, HostRNG
@@ -56,7 +56,7 @@ def evaluate(model: Sequential, data: Dataset, batch_size: int = 500) -> dict:
         correct += int((pred == data.labels[i:j]).sum())
         if model.fused_softmax:
             yb = data.y[i:j, ...]
-            p = xp.clip(out, 1e-7, 1.0)
+            p = ops.clip(out, 1e-7, 1.0)
             loss_sum += float(b.to_host(-xp.sum(yb * xp.log(p))))
         else:
             d = out - data.y[i:j, ...]

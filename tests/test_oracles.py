@@ -428,3 +428,13 @@ def test_container_cpu_quota_caps_the_default(tmp_path, monkeypatch, v2, v1, quo
         monkeypatch.delenv(var, raising=False)
     assert nb.cpu_quota() == quota
     assert nb.default_threads() == (quota or 64)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_clip_matches_numpy(backend):
+    """ops.clip (max then min, no boolean masks) equals np.clip, NaN included."""
+    b = get_backend(backend)
+    x = np.array([-3.0, -2.0, 0.5, 5.0, 7.0, np.nan], dtype=np.float32)
+    got = b.to_host(ops.clip(b.from_host(x), -2, 5))
+    np.testing.assert_array_equal(got, np.clip(x, -2, 5))
+    assert got.dtype == np.float32
