@@ -64,10 +64,13 @@ def make(device: str | None = None) -> Backend:
     """The CuPy backend on `device` ('cuda', 'cuda:N', or an integer string)."""
     hint = "run `uv sync --extra cuda12` (CUDA 12) or `uv sync --extra cuda13` (CUDA 13)"
     try:
-        import array_api_compat.cupy as xpc
         import cupy
     except ImportError as e:
         raise BackendUnavailable(f"backend 'cupy' is not installed: {hint}") from e
+    try:
+        import array_api_compat.cupy as xpc
+    except ImportError as e:  # cupy is there; arraynet's own dependency is not
+        raise BackendUnavailable(f"backend 'cupy' needs array-api-compat ({e})") from e
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as e:
