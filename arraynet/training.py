@@ -132,7 +132,7 @@ class Trainer:
         xp = b.xp
         lr = learning_rate(r.schedule, r.lr, epoch, r.epochs, r.warmup)
         n = len(self.train_data)
-        order = self.shuffle.permutation(n)
+        order = b.from_host(self.shuffle.permutation(n))  # one copy to the device an epoch
         nb = math.ceil(n / r.batch_size)
         if self.on_epoch_start:
             self.on_epoch_start(epoch, n)
@@ -140,8 +140,7 @@ class Trainer:
         aug = r.augment
         t0 = time.perf_counter()
         for i in range(nb):
-            idx = order[i * r.batch_size : (i + 1) * r.batch_size]
-            idx_dev = b.from_host(idx)
+            idx_dev = order[i * r.batch_size : min((i + 1) * r.batch_size, n)]
             xb = xp.take(self.train_data.x, idx_dev, axis=0)
             yb = xp.take(self.train_data.y, idx_dev, axis=0)
             if r.aug_p > 0:
@@ -151,12 +150,12 @@ class Trainer:
                     elastic=aug.get("elastic"),
                 )  # fmt: skip
             loss, _ = model.loss_and_grads(xb, yb, r.loss, r.label_smoothing)
-            total = total + loss * idx.shape[0]
+            total = total + loss * idx_dev.shape[0]
             model.set_parameters(self.opt.step(model.parameters(), model.gradients(), lr, b))
             if self.ema is not None:
                 self._update_ema()
             if self.on_batch:
-                self.on_batch(i + 1, int(idx.shape[0]))
+                self.on_batch(i + 1, int(idx_dev.shape[0]))
         train_loss = float(b.to_host(total)) / n
         b.synchronize()
         secs = time.perf_counter() - t0
