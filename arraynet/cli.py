@@ -393,8 +393,6 @@ def parity(
     names = [n.strip() for n in backends_.split(",") if n.strip()]
     if len(names) < 2:
         raise CliError("--backends needs at least two names, e.g. numpy,array-api-strict")
-    if len(set(names)) < len(names):
-        raise CliError(f"--backends lists a backend twice: {backends_}")
     if batch_size < 1:
         raise CliError(f"--batch-size wants at least 1, not {batch_size}")
     if dtype not in ("float32", "float64"):
@@ -549,18 +547,15 @@ def script_errors(prog: str) -> Iterator[None]:
         sys.stderr.write(f"{prog}: interrupted\n")
         sys.exit(130)
     except KeyError as e:
-        sys.stderr.write(f"{prog}: error: missing entry {e}\n")
-        sys.exit(1)
+        _fail(e, prefix="missing entry ", prog=prog)
     except (BackendUnavailable, DataError, WeightsError, ValueError, OSError) as e:
-        text = str(e).strip().splitlines()
-        sys.stderr.write(f"{prog}: error: {text[0] if text else type(e).__name__}\n")
-        sys.exit(1)
+        _fail(e, prog=prog)
 
 
-def _fail(e: BaseException, prefix: str = "") -> None:
+def _fail(e: BaseException, prefix: str = "", prog: str = "arraynet") -> None:
     text = str(e).strip().splitlines()
     msg = text[0] if text else type(e).__name__
-    sys.stderr.write(f"arraynet: error: {prefix}{msg}\n")
+    sys.stderr.write(f"{prog}: error: {prefix}{msg}\n")
     sys.exit(1)
 
 

@@ -75,13 +75,12 @@ def run_parity(
     x_host, y_host, source = _batch(batch_size, seed, data_dir)
     ref_state: dict[str, Any] | None = None
     results: dict[str, dict[str, Any]] = {}
-    names: list[str] = []
-    if len(set(backends)) < len(backends):
-        raise ValueError(f"a backend is listed twice in {', '.join(backends)}")
-    for entry in backends:
+    names = list(backends)
+    if len(set(names)) < len(names):
+        raise ValueError(f"--backends lists a backend twice: {','.join(names)}")
+    for entry in names:
         name, _, device = entry.partition("@")
         b = get_backend(name, device or devices.get(name))
-        names.append(entry)
         m = build_layout(model).build(b, seed=seed, dtype=dtype)
         if ref_state is None:
             ref_state = {k: b.to_host(v).copy() for k, v in m.state_dict().items()}
@@ -92,7 +91,7 @@ def run_parity(
         value, out = m.loss_and_grads(x, y, loss)
         res = {"logits": b.to_host(out), "loss": b.to_host(value)[None]}
         res.update({f"grad {k}": b.to_host(g) for k, g in m.gradients().items()})
-        results[names[-1]] = res
+        results[entry] = res
     first = names[0]
     ref_all = results[first]
     grad_peak = max([_peak(v) for k, v in ref_all.items() if k.startswith("grad ")] or [0.0])
@@ -102,8 +101,7 @@ def run_parity(
     for other in names[1:]:
         for key, ref in ref_all.items():
             got = results[other][key]
-            floor = grad_peak if key.startswith("grad ") else 0.0
-            diff, passed = compare(ref, got, tol, floor)
+            diff, passed = compare(ref, got, tol, grad_peak if key.startswith("grad ") else 0.0)
             ok &= passed
             worst = max(worst, diff)
             rows.append({"backend": other, "tensor": key, "max_abs_diff": diff, "ok": passed})

@@ -69,10 +69,8 @@ def kernels_at(ref: str) -> types.ModuleType:
 
 def blas_for(workers) -> int:
     """The BLAS threads beside a revision's Workers (its own rule where it has one)."""
-    rule = getattr(type(workers), "blas_threads", None)
-    if isinstance(rule, property):
-        return workers.blas_threads
-    return 1 if workers.n > 1 else BLAS_THREADS
+    rule = getattr(workers, "blas_threads", None)
+    return rule if rule is not None else (1 if workers.n > 1 else BLAS_THREADS)
 
 
 def compare(

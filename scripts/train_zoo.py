@@ -12,10 +12,12 @@ models/<name>.json are written and models/README.md is regenerated.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -169,6 +171,15 @@ def write_table(models: Path) -> None:
     atomic_write_bytes(models / "README.md", table_text(models).encode())
 
 
+@contextlib.contextmanager
+def tabling(path: Path) -> Iterator[None]:
+    """A record without the fields its row needs is a one-line error naming its file."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{path}: a record cannot be tabled ({type(e).__name__}: {e})") from None
+
+
 def read_record(models: Path, file: str, pending: dict | None = None) -> dict | None:
     """models/<file> as JSON (None if absent), or the record about to be written there."""
     if pending and file in pending:
@@ -189,13 +200,6 @@ def table_text(models: Path, pending: dict[str, dict] | None = None) -> str:
     """The text of models/README.md, with `pending` ({file name: record}) standing in for
     records not written yet: a shipping script renders the table first, so an unreadable
     record stops it before it writes anything."""
-    try:
-        return _table_text(models, pending)
-    except (KeyError, TypeError) as e:  # a record without the expected fields
-        raise ValueError(f"{models}: a record cannot be tabled ({type(e).__name__}: {e})") from None
-
-
-def _table_text(models: Path, pending: dict[str, dict] | None) -> str:
     rows = [r for name in LAYOUTS if (r := read_record(models, f"{name}.json", pending))]
     lines = [
         "# Shipped weights",
@@ -210,7 +214,7 @@ def _table_text(models: Path, pending: dict[str, dict] | None) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        try:
+        with tabling(models / f"{r['model']}.json"):
             ok = "" if r["error_rate"] <= r["seed_error"] else " (above seed)"
             lines.append(
                 f"| {r['model']} | {100 * r['error_rate']:.2f} %{ok} | "
@@ -219,11 +223,6 @@ def _table_text(models: Path, pending: dict[str, dict] | None) -> str:
                 f"{r['recipe']['optimizer']} {r['recipe']['lr']:g} | {seed_cell(r)} | "
                 f"{r['train_seconds'] / 60:.0f} min | {r['backend']} ({r['device']}) |"
             )
-        except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(
-                f"{models / (r['model'] + '.json')}: a record cannot be tabled "
-                f"({type(e).__name__}: {e})"
-            ) from None
     lines += [
         "",
         "`adam` is textbook Adam; `adam-seed` keeps the bias correction at step 1, as the",
@@ -250,8 +249,10 @@ def _table_text(models: Path, pending: dict[str, dict] | None) -> str:
             "after 42 epochs); they were trained with `arraynet train` on 2 cores to themselves",
             "(the command is in their JSON and in `benchmarks/`).",
         ]
-    lines += best_section(read_record(models, "best.json", pending))
-    lines += ensemble_section(read_record(models, "ensemble.json", pending))
+    for file, section in (("best.json", best_section), ("ensemble.json", ensemble_section)):
+        record = read_record(models, file, pending)
+        with tabling(models / file):
+            lines += section(record)
     lines.append("")
     return "\n".join(lines)
 

@@ -276,11 +276,11 @@ def conv2d_backward(xpad, dy, kernel, pad, stride, need_dx: bool, workers: Worke
     dx_bytes = 0
     if need_dx:
         plan = _input_grad_plan(kernel, pad, stride, (h, w))
-        phase_macs = sum(r.count * q.count * k.shape[0] for r, q, k in plan)
-        if phase_macs <= PHASE_MAC_RATIO * ho * wo * kh * kw * f:
+        sizes = [r.count * q.count * k.shape[0] for r, q, k in plan]  # patch matrices / c
+        if sum(sizes) <= PHASE_MAC_RATIO * ho * wo * kh * kw * f:
             covered = sum(r.count * q.count for r, q, _ in plan) == h * w
             dx = (np.empty if covered else np.zeros)((n, h, w, c), dtype=dy.dtype)
-            dx_bytes = max([r.count * q.count * k.shape[0] for r, q, k in plan] or [0])
+            dx_bytes = max(sizes or [0])
         else:
             plan, wmat_t = None, kernel.reshape(-1, f).T
             dx = np.empty((n, h, w, c), dtype=dy.dtype)
