@@ -67,6 +67,16 @@ def test_early_stopping_keeps_going_while_improving():
     assert not any(es.update(e, 1.0 / (e + 1), None) for e in range(20))
 
 
+def test_m13_stops_like_keras_patience_20():
+    """The seed's notebook (Keras EarlyStopping, patience 20) stopped at epoch 85 with its
+    best at 65: m13's window must stop 20 epochs after the best, not 19."""
+    delta, patience = recipe_for("m13").early_stopping
+    es = EarlyStopping(delta, patience)
+    losses = [1.0 / e for e in range(1, 66)] + [0.5] * 30  # best at epoch 65, then worse
+    stop = next(e for e, v in enumerate(losses, 1) if es.update(e, v, None))
+    assert stop == 85 and es.best()[0] == 65
+
+
 def test_recipes_follow_the_spec():
     r12 = recipe_for("m12")
     assert (r12.optimizer, r12.lr, r12.schedule, r12.batch_size, r12.aug_p) == (
