@@ -297,16 +297,15 @@ def zoo(json_mode: JsonOpt = False) -> None:
     """The zoo: layouts, parameter counts, the seed's error (for arraynet's own entries the
     target) and the shipped weights' error."""
     from arraynet.backends import get_backend
-    from arraynet.recipes import RECIPES, SEED_ERROR
-    from arraynet.zoo import LAYOUTS, build_layout
+    from arraynet.zoo import ZOO
 
     b = get_backend("numpy")
     models_dir = Path(
         os.environ.get("ARRAYNET_MODELS", Path(__file__).resolve().parents[1] / "models")
     )
     rows = []
-    for name in LAYOUTS:
-        m = build_layout(name).build(b, seed=0)
+    for name, entry in ZOO.items():
+        m = entry.layout().build(b, seed=0)
         shipped = models_dir / f"{name}.json"
         err_shipped = None
         if shipped.is_file():
@@ -316,13 +315,13 @@ def zoo(json_mode: JsonOpt = False) -> None:
                 err_shipped = None
             if not isinstance(err_shipped, int | float) or isinstance(err_shipped, bool):
                 err_shipped = None
-        r = RECIPES[name]
+        r = entry.recipe
         rows.append({
             "model": name,
             "parameters": m.num_parameters(),
             "layers": " ".join(_short(layer) for layer in m.layers),
             "recipe": f"{r.optimizer} {r.lr:g} {r.schedule} bs{r.batch_size} aug{r.aug_p:g}",
-            "seed_error": SEED_ERROR.get(name),
+            "seed_error": entry.seed_error,
             "shipped_error": err_shipped,
         })  # fmt: skip
     if json_mode:

@@ -28,9 +28,9 @@ from arraynet import __version__  # noqa: E402
 from arraynet.backends import get_backend  # noqa: E402
 from arraynet.cli import script_errors  # noqa: E402
 from arraynet.io import WeightsError, atomic_write_bytes, atomic_write_json  # noqa: E402
-from arraynet.recipes import SEED_EPOCHS, SEED_ERROR, Recipe, recipe_for  # noqa: E402
+from arraynet.recipes import Recipe, recipe_for  # noqa: E402
 from arraynet.run import train_model  # noqa: E402
-from arraynet.zoo import LAYOUTS  # noqa: E402
+from arraynet.zoo import LAYOUTS, ZOO  # noqa: E402
 
 MODELS = REPO / "models"
 
@@ -111,12 +111,12 @@ def ship(name: str, res: dict, recipe: Recipe, args: argparse.Namespace, selecti
         "error_rate": res["error_rate"],
         "correct": res["correct"],
         "total": res["total"],
-        "seed_error": SEED_ERROR[name],
+        "seed_error": ZOO[name].seed_error,
         "epochs_run": res["epochs_run"],
         "best_epoch": res["best_epoch"],
         "stopped_early": res["stopped_early"],
         "epoch_cap": recipe.epochs,
-        "seed_epochs": SEED_EPOCHS[name],
+        "seed_epochs": ZOO[name].seed_epochs,
         "train_seconds": res["train_seconds"],
         "recipe": recipe.to_dict(),
         "monitor": recipe.monitor,
@@ -135,7 +135,7 @@ def ship(name: str, res: dict, recipe: Recipe, args: argparse.Namespace, selecti
     models.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(models / f"{name}.safetensors", (out / "model.safetensors").read_bytes())
     atomic_write_json(models / f"{name}.json", meta)
-    err, seed_err = 100 * res["error_rate"], 100 * SEED_ERROR[name]
+    err, seed_err = 100 * res["error_rate"], 100 * ZOO[name].seed_error
     print(f"[{name}] test error {err:.2f}% (seed {seed_err:.2f}%)", flush=True)
     return meta
 
