@@ -10,9 +10,9 @@ from typing import Any
 from arraynet import __version__
 from arraynet.augment import augment_batch
 from arraynet.backends import Backend
-from arraynet.data import load_mnist, one_hot, to_float
 from arraynet.optimizers import make_optimizer
 from arraynet.recipes import recipe_for
+from arraynet.step import train_step
 from arraynet.zoo import build_layout
 
 
@@ -40,15 +40,20 @@ def run_bench(
     seed: int = 0,
     data_dir: str | None = None,
     augment: bool = True,
+    data: str | None = None,
 ) -> dict:
-    """Median images/s of training (augmentation off, then on) and of evaluation."""
+    """Median images/s of training (augmentation off, then on) and of evaluation, on
+    batches of MNIST (or of the dataset `data`)."""
+    from arraynet.run import fit_data, load_data, make_dataset
+
     recipe = recipe_for(model)
-    mnist = load_mnist(data_dir, quiet=True)
-    n_pool = max(batch_size * (steps + warmup), eval_batch_size)
-    n_pool = min(n_pool, mnist.train_images.shape[0])
-    xs = to_float(mnist.train_images[:n_pool], backend)
-    ys = backend.from_host(one_hot(mnist.train_labels[:n_pool]), dtype=backend.dtype("float32"))
+    ds = load_data(data, data_dir, quiet=True)
     net = build_layout(model).build(backend, seed=seed)
+    classes = fit_data(net, ds)
+    n_pool = max(batch_size * (steps + warmup), eval_batch_size)
+    n_pool = min(n_pool, ds.x_train.shape[0])
+    pool = make_dataset(ds.x_train[:n_pool], ds.y_train[:n_pool], backend, classes)
+    xs, ys = pool.x, pool.y
     opt = make_optimizer(recipe.optimizer)
     rng = net.rng
     pos = [0]
@@ -60,12 +65,11 @@ def run_bench(
         pos[0] = i + batch_size
         return xs[i : i + batch_size, ...], ys[i : i + batch_size, ...]
 
-    def train_step(aug: bool = False) -> None:
+    def one_step(aug: bool = False) -> None:
         x, y = batch()
         if aug:
             x = augment_batch(x, rng)
-        net.loss_and_grads(x, y, recipe.loss)
-        net.set_parameters(opt.step(net.parameters(), net.gradients(), recipe.lr, backend))
+        train_step(net, opt, x, y, lr=recipe.lr, loss=recipe.loss)
 
     result: dict[str, Any] = {
         "model": model,
@@ -76,11 +80,9 @@ def run_bench(
         "steps": steps,
         "parameters": net.num_parameters(),
     }
-    result["train_img_per_s"] = round(
-        _median_rate(train_step, batch_size, steps, warmup, backend), 1
-    )
+    result["train_img_per_s"] = round(_median_rate(one_step, batch_size, steps, warmup, backend), 1)
     if augment:
-        rate = _median_rate(lambda: train_step(True), batch_size, steps, warmup, backend)
+        rate = _median_rate(lambda: one_step(True), batch_size, steps, warmup, backend)
         result["train_aug_img_per_s"] = round(rate, 1)
     xe = xs[:eval_batch_size, ...]
     eval_steps = max(3, min(20, steps // 5))

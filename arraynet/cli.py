@@ -135,18 +135,13 @@ def train(
     json_mode: JsonOpt = False,
 ) -> None:
     """Train a zoo model with its seed recipe (any flag overrides one setting)."""
-    from arraynet.recipes import Recipe, recipe_for
+    from arraynet.callbacks import AT_CHANCE, format_row
+    from arraynet.recipes import recipe_for
     from arraynet.run import train_model
+    from arraynet.runfolder import RunFolder
 
-    base = recipe_for(model)
-    if resume:
-        state_path = out / "state.json"
-        if not state_path.is_file():
-            raise CliError(f"{out}: nothing to resume (no state.json)")
-        try:
-            base = Recipe.from_dict(json.loads(state_path.read_text())["recipe"])
-        except (OSError, KeyError, TypeError, json.JSONDecodeError) as e:
-            raise CliError(f"{state_path}: unreadable run state ({e})") from None
+    # a resume continues the run's own recipe (flags still override single settings)
+    base = RunFolder(out).saved_recipe() if resume else recipe_for(model)
     es = base.early_stopping
     if patience is not None or min_delta is not None:
         es = None if patience == 0 else [
@@ -168,16 +163,10 @@ def train(
         recipe = replace(recipe, augment={**recipe.augment, "elastic": _elastic(elastic)})
     if init is not None and not init.is_file():
         raise CliError(f"--init {init}: no such weights file")
-    if not 0.0 <= recipe.distill <= 1.0:
-        raise CliError("--distill wants a weight between 0 and 1")
     for t in teacher or []:
         if not t.is_file():
             raise CliError(f"--teacher {t}: no such weights file")
-    if recipe.swa_from < 0:
-        raise CliError("--swa-from wants an epoch number (0: off)")
-    if monitor == "val_loss" and val_split <= 0:
-        raise CliError("--monitor val_loss needs --val-split N")
-    recipe.validate()
+    recipe.validate(validation=val_split > 0)
     b = _backend(backend, device, threads)
     con = _out(json_mode)
     con.print(f"[bold]{model}[/] on {b.describe()}, recipe: {recipe.to_dict()}")
@@ -206,18 +195,9 @@ def train(
 
     def on_epoch(row: dict) -> None:
         progress.remove_task(task["id"])
-        parts = [f"epoch {row['epoch']:>3}", f"lr {row['lr']:.2e}", f"loss {row['train_loss']:.4f}"]
-        if "val_loss" in row:
-            parts += [f"val_loss {row['val_loss']:.4f}", f"val_err {100 * row['val_error']:.2f}%"]
-        parts += [f"{row['seconds']:.1f}s", f"{row['img_per_s']:,.0f} img/s"]
-        if row.get("early_stop"):
-            parts.append("early stop")
-        con.print("  ".join(parts))
+        con.print(format_row(row))
         if row.get("at_chance"):
-            con.print(
-                "warning: the training loss is no better than chance; the network may have "
-                "died (every ReLU off); another --seed usually trains"
-            )
+            con.print(AT_CHANCE)
 
     with progress:
         result = train_model(

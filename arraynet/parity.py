@@ -10,19 +10,24 @@ from arraynet.backends import HostRNG, get_backend
 from arraynet.zoo import build_layout
 
 
-def _batch(batch_size: int, seed: int, data_dir: str | None) -> tuple[Any, Any, str]:
-    """A real MNIST batch (host arrays) when the files are at hand, else a random one."""
+def _batch(
+    batch_size: int, seed: int, data_dir: str | None, input_shape: tuple, classes: int
+) -> tuple[Any, Any, str]:
+    """A real MNIST batch (host arrays) when the files are at hand and the model takes
+    MNIST, else a random one of the model's input shape and classes."""
     from arraynet.data import DataError, load_mnist, one_hot
 
     try:
+        if tuple(input_shape) != (28, 28, 1) or classes != 10:
+            raise DataError("not an MNIST model")
         m = load_mnist(data_dir, download=False, verify=False, quiet=True)
         x = m.train_images[:batch_size].astype("float32")[..., None] / 255.0
         return x, one_hot(m.train_labels[:batch_size]), "mnist"
     except DataError:
         g = get_backend("numpy").rng(seed)
-        x = g.host_uniform((batch_size, 28, 28, 1), 0.0, 1.0).astype("float32")
-        labels = g.permutation(batch_size * 10)[:batch_size] % 10
-        return x, one_hot(labels), "random"
+        x = g.host_uniform((batch_size, *input_shape), 0.0, 1.0).astype("float32")
+        labels = g.permutation(batch_size * classes)[:batch_size] % classes
+        return x, one_hot(labels, classes), "random"
 
 
 REL_TOL = 1e-2  # a compared array may differ by at most 1 % of its largest entry ...
@@ -72,7 +77,10 @@ def run_parity(
 
     loss = loss or recipe_for(model).loss
     devices = devices or {}
-    x_host, y_host, source = _batch(batch_size, seed, data_dir)
+    shape_of = build_layout(model).build(get_backend("numpy"), seed=seed)
+    x_host, y_host, source = _batch(
+        batch_size, seed, data_dir, shape_of.input_shape, int(shape_of.output_shape[-1])
+    )
     ref_state: dict[str, Any] | None = None
     results: dict[str, dict[str, Any]] = {}
     names = list(backends)

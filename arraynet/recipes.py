@@ -42,8 +42,9 @@ class Recipe:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def validate(self) -> Recipe:
-        """The recipe itself, or a ValueError naming the first setting out of range."""
+    def validate(self, validation: bool | None = None) -> Recipe:
+        """The recipe itself, or a ValueError naming the first setting out of range.
+        `validation` tells whether the run has validation data (None: not known yet)."""
         from arraynet.losses import LOSSES
         from arraynet.optimizers import OPTIMIZERS
         from arraynet.schedules import NAMES
@@ -91,6 +92,8 @@ class Recipe:
         if self.swa_from and (self.ema or self.early_stopping):
             raise ValueError("--swa-from averages the weights itself: turn off --ema and early "
                              "stopping (--patience 0)")  # fmt: skip
+        if self.monitor == "val_loss" and validation is False:
+            raise ValueError("--monitor val_loss needs a validation split (--val-split N)")
         aug = self.augment
         missing = [k for k in ("zoom", "rotation", "shift") if k not in aug]
         if missing:

@@ -1,8 +1,8 @@
-"""High-level runs shared by the CLI and scripts: train a zoo model, evaluate weights."""
+"""High-level runs shared by the CLI and scripts: train a zoo model or a layout on a
+dataset, evaluate weights."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -10,7 +10,9 @@ from typing import Any
 
 from arraynet.augment import affine_matrix, affine_resample
 from arraynet.backends import Backend
-from arraynet.data import MNIST, load_mnist, one_hot, sha256_file, to_float
+from arraynet.callbacks import Callback, Hooks, ModelCheckpoint
+from arraynet.data import load_mnist, sha256_file
+from arraynet.data.arrays import check_inputs_fit, float_inputs, label_targets
 from arraynet.distill import (
     check_teacher,
     describe_teacher,
@@ -20,35 +22,63 @@ from arraynet.distill import (
 from arraynet.io import WeightsError, load_arrays, load_model
 from arraynet.model import Sequential
 from arraynet.recipes import Recipe, recipe_for
-from arraynet.training import Dataset, Trainer, evaluate
+from arraynet.runfolder import RUN_FILES, RunFolder
+from arraynet.training import Dataset, Training, evaluate, fit_loop
 from arraynet.zoo import build_layout
 
+__all__ = ["RUN_FILES", "evaluate_weights", "make_dataset", "train_model"]
 
-def make_dataset(images: Any, labels: Any, backend: Backend) -> Dataset:
-    """Host uint8 images and integer labels -> a Dataset on `backend`."""
+
+def make_dataset(images: Any, labels: Any, backend: Backend, num_classes: int = 10) -> Dataset:
+    """Host images (uint8, scaled to [0, 1], or float) and integer (or one-hot) labels
+    -> a Dataset on `backend`."""
+    x = float_inputs(images)
+    y, labels = label_targets(labels, num_classes)
     dtype = backend.dtype("float32")
-    return Dataset(
-        x=to_float(images, backend),
-        y=backend.from_host(one_hot(labels), dtype=dtype),
-        labels=labels.astype("int64"),
-    )
+    return Dataset(x=backend.from_host(x, dtype), y=backend.from_host(y, dtype), labels=labels)
 
 
-def split_train(
-    mnist: MNIST, val_split: int, train_limit: int | None
-) -> tuple[tuple, tuple | None]:
-    """The last `val_split` training images are held out; `train_limit` caps the rest."""
-    n = mnist.train_images.shape[0]
+def load_data(data: str | None, data_dir: str | None = None, quiet: bool = False) -> Any:
+    """MNIST (data None or 'mnist', found as `arraynet data` finds it) or any dataset
+    `arraynet.datasets.load` reads; an object with x_train, y_train, x_test, y_test."""
+    if data is None or data == "mnist":
+        m = load_mnist(data_dir, quiet=quiet)
+        return _Arrays("mnist", m.train_images, m.train_labels, m.test_images, m.test_labels)
+    from arraynet import datasets
+
+    return datasets.load(data, data_dir=data_dir)
+
+
+class _Arrays:
+    def __init__(self, name: str, xtr: Any, ytr: Any, xte: Any, yte: Any) -> None:
+        self.name = name
+        self.x_train, self.y_train, self.x_test, self.y_test = xtr, ytr, xte, yte
+
+
+def split_train(data: Any, val_split: int, train_limit: int | None) -> tuple[tuple, tuple | None]:
+    """The last `val_split` training samples are held out; `train_limit` caps the rest."""
+    n = data.x_train.shape[0]
     if not 0 <= val_split < n:
         raise ValueError(f"--val-split must be between 0 and {n - 1}")
     cut = n - val_split
-    tr = (mnist.train_images[:cut], mnist.train_labels[:cut])
+    tr = (data.x_train[:cut], data.y_train[:cut])
     if train_limit is not None:
         if train_limit <= 0:
             raise ValueError("--train-limit must be positive")
         tr = (tr[0][:train_limit], tr[1][:train_limit])
-    val = (mnist.train_images[cut:], mnist.train_labels[cut:]) if val_split else None
+    val = (data.x_train[cut:], data.y_train[cut:]) if val_split else None
     return tr, val
+
+
+def fit_data(model: Sequential, data: Any) -> int:
+    """The model's number of outputs, after checking that it fits the data's samples and
+    labels (one line naming both when it does not)."""
+    sample = float_inputs(data.x_test[:1], model.input_shape)
+    check_inputs_fit(sample.shape[1:], model.input_shape)
+    num_outputs = int(model.output_shape[-1])
+    for y in (data.y_train, data.y_test):
+        label_targets(y, num_outputs)
+    return num_outputs
 
 
 def _val_metrics(model: Sequential, val_ds: Dataset | None) -> dict:
@@ -57,6 +87,14 @@ def _val_metrics(model: Sequential, val_ds: Dataset | None) -> dict:
         return {}
     m = evaluate(model, val_ds)
     return {"val_error": m["error_rate"], "val_loss": m["loss"]}
+
+
+def _callbacks(given: dict[str, Callable] | list | None) -> list[Callback]:
+    if given is None:
+        return []
+    if isinstance(given, dict):
+        return [Hooks(given)]
+    return [c if isinstance(c, Callback) else Hooks(c) for c in given]
 
 
 def train_model(
@@ -71,37 +109,50 @@ def train_model(
     val_split: int = 0,
     train_limit: int | None = None,
     epochs: int | None = None,
-    callbacks: dict[str, Callable] | None = None,
+    callbacks: dict[str, Callable] | list | None = None,
     quiet_data: bool = False,
     init: str | Path | None = None,
     teachers: list[str | Path] | None = None,
+    layout: dict | None = None,
+    data: str | None = None,
 ) -> dict:
-    """Train zoo model `name`; writes checkpoints and `model.safetensors` into `out_dir`.
+    """Train zoo model `name` (or, with `layout`, that layout under the name `name`) on
+    MNIST (or the dataset `data`); writes checkpoints and `model.safetensors` into `out_dir`.
 
     With `init`, training starts from that weights file (it must fit the layout) instead
     of a fresh initialisation: a fine-tune, e.g. weight averaging after a finished run.
     With a recipe whose `distill` is above 0, the training targets mix in the averaged
     probabilities of `teachers` (weights files; a resumed run reuses its own).
+    `callbacks`: training-loop callbacks, or a dict of plain functions (`Hooks`).
 
     Returns the summary: error_rate, correct, total (test set), epochs_run, and more.
     """
-    recipe = (recipe or recipe_for(name)).validate()
-    out = Path(out_dir)
-    if resume and not (out / "state.json").is_file():
-        raise FileNotFoundError(f"{out}: nothing to resume (no state.json)")
-    if not resume:
-        _check_new_run_folder(out)
-    mnist = load_mnist(data_dir, quiet=quiet_data)
-    (trx, try_), val = split_train(mnist, val_split, train_limit)
-    train = make_dataset(trx, try_, backend)
-    val_ds = make_dataset(*val, backend) if val else None
-    model = build_layout(name).build(backend, seed=seed)
-    meta = {"model": name, "val_split": val_split, "train_limit": train_limit}
-    saved = _saved_meta(out) if resume else {}
-    for key, flag in (("model", "--model"), ("val_split", "--val-split"),
-                      ("train_limit", "--train-limit")):  # fmt: skip
-        if key in saved and saved[key] != meta[key]:
-            raise ValueError(f"{out}: the run was begun with {flag} {saved[key]}, not {meta[key]}")
+    folder = RunFolder(out_dir)
+    out = folder.path
+    if recipe is None:
+        recipe = recipe_for(name) if layout is None else Recipe()
+    recipe = recipe.validate(validation=val_split > 0)
+    if resume:
+        folder.check_resumable()
+    else:
+        folder.check_new()
+    ds = load_data(data, data_dir, quiet=quiet_data)
+    model = Sequential.from_config(layout) if layout is not None else build_layout(name)
+    model.build(backend, seed=seed)
+    num_classes = fit_data(model, ds)
+    (trx, try_), val = split_train(ds, val_split, train_limit)
+    train = make_dataset(trx, try_, backend, num_classes)
+    val_ds = make_dataset(*val, backend, num_classes) if val else None
+    meta: dict[str, Any] = {"model": name, "val_split": val_split, "train_limit": train_limit}
+    if data is not None:
+        meta["data"] = data
+    if layout is not None:
+        meta["layout"] = model.config()
+    flags = {"model": "--model", "val_split": "--val-split", "train_limit": "--train-limit",
+             "data": "--data", "layout": "layout (--model file)"}  # fmt: skip
+    saved = folder.saved_meta() if resume else {}
+    if resume:
+        folder.check_same(meta, flags)
     if init is not None:
         meta["init"] = _start_from(model, Path(init))
         if saved.get("init") and saved["init"]["sha256"] != meta["init"]["sha256"]:
@@ -116,17 +167,13 @@ def train_model(
         train.y = distillation_targets(train.y, probs, recipe.distill)
     elif teachers:
         raise ValueError("--teacher needs a recipe that distills (--distill WEIGHT)")
-    cb = callbacks or {}
-    trainer = Trainer(
-        model, recipe, train, val_ds, seed=seed, out_dir=out, meta=meta,
-        on_batch=cb.get("on_batch"), on_epoch=cb.get("on_epoch"),
-        on_epoch_start=cb.get("on_epoch_start"),
-    )  # fmt: skip
+    cbs = [*_callbacks(callbacks), ModelCheckpoint(folder)]
+    t = Training(model, recipe, train, val_ds, seed=seed, callbacks=cbs, meta=meta)
     if resume:
-        trainer.load_checkpoint()
+        folder.resume(t)
     t0 = time.perf_counter()
-    summary = trainer.fit(epochs)
-    test = make_dataset(mnist.test_images, mnist.test_labels, backend)
+    summary = fit_loop(t, epochs)
+    test = make_dataset(ds.x_test, ds.y_test, backend, num_classes)
     metrics = evaluate(model, test)
     result = {
         "model": name,
@@ -136,7 +183,7 @@ def train_model(
         "test_loss": metrics["loss"],
         **summary,
         **_val_metrics(model, val_ds),
-        "train_seconds": round(trainer.state.elapsed, 2),
+        "train_seconds": round(t.elapsed, 2),
         "wall_seconds_this_session": round(time.perf_counter() - t0, 2),
         "backend": backend.name,
         "device": backend.device_name(),
@@ -144,43 +191,10 @@ def train_model(
         "seed": seed,
         "out": str(out),
     }
-    trainer.save_final(out / "model.safetensors", result)
+    if data is not None:
+        result["data"] = data
+    folder.save_final(t, result)
     return result
-
-
-RUN_FILES = ("state.json", "checkpoint.safetensors", "model.safetensors")
-
-
-def _check_new_run_folder(out: Path) -> None:
-    """A fresh run's folder must not hold another run (or weights), and must be writable:
-    both are checked before any training, so nothing is lost and no epoch is wasted."""
-    found = [f for f in RUN_FILES if (out / f).exists()]
-    if found == ["checkpoint.safetensors"]:  # a save cut between its two files
-        raise ValueError(
-            f"{out} holds checkpoint.safetensors without state.json (an interrupted save): "
-            "remove it to start afresh, or pick another --out"
-        )
-    if found:
-        raise ValueError(
-            f"{out} already holds {found[0]}: continue that run with --resume, "
-            "or pick another --out"
-        )
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".arraynet-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise ValueError(f"{out}: cannot write the run there ({e.strerror or e})") from None
-
-
-def _saved_meta(out: Path) -> dict:
-    """The run facts a run folder's checkpoint keeps (its state's 'meta')."""
-    try:
-        state = json.loads((out / "state.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise WeightsError(f"{out}: cannot resume ({e})") from None
-    return state.get("meta") or {}
 
 
 def _teachers(given: list[str | Path] | None, val_split: int, saved: dict) -> list[dict]:
@@ -238,14 +252,23 @@ def predict_probs(model: Any, x: Any, tta: bool = False, batch_size: int = 500) 
 
 
 def evaluate_weights(
-    paths: list[str], backend: Backend, data_dir: str | None = None, tta: bool = False
+    paths: list[str],
+    backend: Backend,
+    data_dir: str | None = None,
+    tta: bool = False,
+    data: str | None = None,
 ) -> dict:
-    """Test error of one weights file, or of several averaged (an ensemble); `tta` also
-    averages each model over shifted copies of every image."""
+    """Test error of one weights file, or of several averaged (an ensemble), on MNIST's
+    test set (or that of the dataset `data`); `tta` also averages each model over shifted
+    copies of every image."""
     xp = backend.xp
-    mnist = load_mnist(data_dir, quiet=True)
-    test = make_dataset(mnist.test_images, mnist.test_labels, backend)
+    ds = load_data(data, data_dir, quiet=True)
     models = [load_model(p, backend)[0] for p in paths]
+    widths = sorted({fit_data(m, ds) for m in models})
+    if len(widths) > 1:
+        raise ValueError(f"the models have different numbers of outputs ({widths})")
+    num_classes = widths[0]
+    test = make_dataset(ds.x_test, ds.y_test, backend, num_classes)
     if len(models) == 1 and not tta:
         m = evaluate(models[0], test)
         return {k: m[k] for k in ("error_rate", "correct", "total")}

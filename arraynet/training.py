@@ -1,36 +1,36 @@
-"""The training loop: shuffling, mini-batches, schedules, augmentation, early stopping,
-per-epoch checkpoints and resume."""
+"""The training loop: a small loop over epochs and mini-batches; everything else (early
+stopping, weight averaging, checkpoints, progress, logs) is a callback.
+
+`Training` holds what the loop and its callbacks share (model, optimizer, data, random
+streams, the run's progress); `fit_loop` runs it. Each batch goes through
+`arraynet.step.train_step`, the one training step of the project.
+"""
 
 from __future__ import annotations
 
-import json
 import math
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import nullcontext
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from array_api_compat import array_namespace
 
-from arraynet import __version__, ops
+from arraynet import ops
 from arraynet.augment import maybe_augment
-from arraynet.averaging import WeightAverage, recalibrate_batchnorm
-from arraynet.backends import Backend, HostRNG
-from arraynet.early_stopping import EarlyStopping
-from arraynet.io import WeightsError, atomic_write_json, load_arrays, save_arrays, save_model
+from arraynet.backends import HostRNG
 from arraynet.model import Sequential
 from arraynet.optimizers import make_optimizer
 from arraynet.recipes import Recipe
 from arraynet.schedules import learning_rate
+from arraynet.step import GradHook, WeightEMA, train_step
 
 Array = Any
 
 
 @dataclass
 class Dataset:
-    """Images (N, 28, 28, 1) float32 and one-hot labels (N, 10) on a backend's device,
+    """Images (N, H, W, C) or vectors (N, D) and target rows (N, K) on a backend's device,
     plus the integer labels on the host for scoring."""
 
     x: Array
@@ -70,285 +70,120 @@ def evaluate(model: Sequential, data: Dataset, batch_size: int = 500) -> dict:
 
 
 @dataclass
-class RunState:
-    """What a checkpoint restores besides arrays."""
+class Training:
+    """One training run's shared state. The recipe is checked here (Recipe.validate), the
+    recipe's own callbacks (weight averaging, early stopping) come first, then `callbacks`
+    in the order given, then any with a higher `order` (checkpoints last)."""
 
-    epoch: int = 0  # epochs completed
-    history: list[dict] = field(default_factory=list)
-    stopped: bool = False
-    elapsed: float = 0.0  # training seconds over all sessions
+    model: Sequential
+    recipe: Recipe
+    train: Dataset
+    val: Dataset | None = None
+    seed: int = 0
+    callbacks: list = field(default_factory=list)
+    meta: dict = field(default_factory=dict)
+    grad_hook: GradHook | None = None
 
+    def __post_init__(self) -> None:
+        from arraynet.callbacks import recipe_callbacks
 
-class Trainer:
-    """Trains one model with one recipe; checkpoints into `out_dir` after every epoch."""
+        self.recipe.validate(validation=self.val is not None)
+        self.backend = self.model.backend
+        self.opt = make_optimizer(self.recipe.optimizer)
+        self.rng = self.model.rng
+        self.shuffle = HostRNG(self.backend, self.seed + 2)
+        self.ema = WeightEMA(self.recipe.ema, self.model.parameters()) if self.recipe.ema else None
+        cbs = recipe_callbacks(self.recipe) + list(self.callbacks)
+        self.callbacks = sorted(cbs, key=lambda c: getattr(c, "order", 0))
+        self.epoch = 0  # epochs completed
+        self.history: list[dict] = []
+        self.stopped = False
+        self.elapsed = 0.0  # training seconds over all sessions
+        self.best_epoch = 0
 
-    def __init__(
-        self,
-        model: Sequential,
-        recipe: Recipe,
-        train: Dataset,
-        val: Dataset | None = None,
-        *,
-        seed: int = 0,
-        out_dir: str | Path | None = None,
-        meta: dict | None = None,
-        on_batch: Callable[[int, int], None] | None = None,
-        on_epoch: Callable[[dict], None] | None = None,
-        on_epoch_start: Callable[[int, int], None] | None = None,
-    ) -> None:
-        self.model = model
-        self.recipe = recipe
-        self.train_data = train
-        self.val = val
-        self.seed = seed
-        self.out_dir = Path(out_dir) if out_dir else None
-        self.meta = dict(meta or {})
-        self.on_batch = on_batch
-        self.on_epoch = on_epoch
-        self.on_epoch_start = on_epoch_start
-        self.backend: Backend = model.backend
-        self.opt = make_optimizer(recipe.optimizer)
-        self.rng = model.rng
-        self.shuffle = HostRNG(self.backend, seed + 2)
-        self.state = RunState()
-        self.es = EarlyStopping(*recipe.early_stopping) if recipe.early_stopping else None
-        self.ema: dict[str, Array] | None = None
-        if recipe.ema:
-            xp = model.backend.xp
-            self.ema = {k: xp.asarray(v, copy=True) for k, v in model.parameters().items()}
-        self.swa: WeightAverage | None = None
-        if recipe.swa_from:
-            if recipe.ema or recipe.early_stopping:
-                raise ValueError(
-                    "swa_from averages the weights itself: turn off ema and early stopping"
-                )
-            self.swa = WeightAverage()
-        if recipe.monitor == "val_loss" and val is None:
-            raise ValueError("monitor 'val_loss' needs a validation split (--val-split N)")
+    def averaged(self) -> Any:
+        """A block in which the model holds its averaged weights (when EMA is on)."""
+        return self.ema.applied(self.model) if self.ema is not None else nullcontext()
 
-    # -- one epoch -------------------------------------------------------------------
-    def _epoch(self, epoch: int) -> dict:
-        r, b, model = self.recipe, self.backend, self.model
-        xp = b.xp
-        lr = learning_rate(r.schedule, r.lr, epoch, r.epochs, r.warmup)
-        n = len(self.train_data)
-        order = b.from_host(self.shuffle.permutation(n))  # one copy to the device an epoch
-        nb = math.ceil(n / r.batch_size)
-        if self.on_epoch_start:
-            self.on_epoch_start(epoch, n)
-        total = xp.zeros((), dtype=model.dtype, device=b.device)
-        aug = r.augment
-        t0 = time.perf_counter()
-        for i in range(nb):
-            idx_dev = order[i * r.batch_size : min((i + 1) * r.batch_size, n)]
-            xb = xp.take(self.train_data.x, idx_dev, axis=0)
-            yb = xp.take(self.train_data.y, idx_dev, axis=0)
-            if r.aug_p > 0:
-                xb = maybe_augment(
-                    xb, self.rng, r.aug_p,
-                    zoom=tuple(aug["zoom"]), rotation=aug["rotation"], shift=aug["shift"],
-                    elastic=aug.get("elastic"),
-                )  # fmt: skip
-            loss, _ = model.loss_and_grads(xb, yb, r.loss, r.label_smoothing)
-            total = total + loss * idx_dev.shape[0]
-            model.set_parameters(self.opt.step(model.parameters(), model.gradients(), lr, b))
-            if self.ema is not None:
-                self._update_ema()
-            if self.on_batch:
-                self.on_batch(i + 1, int(idx_dev.shape[0]))
-        train_loss = float(b.to_host(total)) / n
-        b.synchronize()
-        secs = time.perf_counter() - t0
-        row = {
-            "epoch": epoch + 1,
-            "lr": lr,
-            "train_loss": train_loss,
-            "seconds": round(secs, 3),
-            "img_per_s": round(n / secs, 1) if secs > 0 else None,
-        }
-        if r.loss == "cross_entropy" and train_loss >= 0.99 * math.log(self.train_data.y.shape[1]):
-            row["at_chance"] = True  # no better than uniform guessing: likely a dead network
-        if self.val is not None:
-            with self._averaged():
-                ev = evaluate(model, self.val)
-            row["val_loss"] = ev["loss"]
-            row["val_error"] = ev["error_rate"]
-        return row
-
-    # -- weight averaging --------------------------------------------------------------
-    def _update_ema(self) -> None:
-        """ema <- d * ema + (1 - d) * params, with d warming up as (1 + t) / (10 + t)."""
-        t = self.opt.t
-        d = min(self.recipe.ema, (1.0 + t) / (10.0 + t))
-        params = self.model.parameters()
-        self.ema = {k: d * e + (1.0 - d) * params[k] for k, e in self.ema.items()}
-
-    @contextmanager
-    def _averaged(self) -> Iterator[None]:
-        """Within the block the model holds the averaged weights (when EMA is on)."""
-        if self.ema is None:
-            yield
-            return
-        raw = self.model.parameters()
-        self.model.set_parameters(self.ema)
-        try:
-            yield
-        finally:
-            self.model.set_parameters(raw)
-
-    # -- the whole run -----------------------------------------------------------------
-    def fit(self, epochs: int | None = None) -> dict:
-        """Train until `epochs` (default the recipe's) or an early stop; returns the state."""
-        epochs = self.recipe.epochs if epochs is None else epochs
-        st = self.state
-        self.model.train()
-        while st.epoch < epochs and not st.stopped:
-            row = self._epoch(st.epoch)
-            st.epoch += 1
-            st.history.append(row)
-            st.elapsed += row["seconds"]
-            if self.swa is not None and st.epoch >= self.recipe.swa_from:
-                self.swa.add(self.model.parameters())
-                row["swa_count"] = self.swa.count
-            if self.es is not None:
-                monitored = row[self.recipe.monitor]
-                with self._averaged():
-                    snap = self._snapshot()
-                if self.es.update(st.epoch, monitored, snap):
-                    st.stopped = True
-                    row["early_stop"] = True
-            if self.on_epoch:
-                self.on_epoch(row)
-            self.save_checkpoint()
-        self.model.eval()
-        best_epoch = st.epoch
-        if self.ema is not None:
-            self.model.set_parameters(self.ema)
-        if self.swa is not None and self.swa.mean is not None:
-            self.model.set_parameters(self.swa.mean)
-            recalibrate_batchnorm(self.model, self.train_data.x)
-        if self.es is not None and self.es.values:
-            best_epoch, _, weights = self.es.best()
-            self._restore(weights)
-        return {"epochs_run": st.epoch, "best_epoch": best_epoch, "stopped_early": st.stopped}
-
-    def _snapshot(self) -> dict:
+    def snapshot(self) -> dict:
+        """The model's state as host arrays (copies)."""
         b = self.backend
         return {k: b.to_host(v).copy() for k, v in self.model.state_dict().items()}
 
-    def _restore(self, weights: dict) -> None:
+    def restore(self, weights: dict) -> None:
         b = self.backend
         self.model.load_state_dict({k: b.from_host(v) for k, v in weights.items()})
 
-    # -- checkpoints -------------------------------------------------------------------
-    def save_checkpoint(self) -> None:
-        """checkpoint.safetensors (model, optimizer, early-stopping window) + state.json."""
-        if self.out_dir is None:
-            return
-        b, st = self.backend, self.state
-        arrays = {f"model.{k}": b.to_host(v) for k, v in self.model.state_dict().items()}
-        arrays.update({f"opt.{k}": b.to_host(v) for k, v in self.opt.state_dict().items()})
-        if self.ema is not None:
-            arrays.update({f"ema.{k}": b.to_host(v) for k, v in self.ema.items()})
-        if self.swa is not None and self.swa.mean is not None:
-            arrays.update({f"swa.{k}": b.to_host(v) for k, v in self.swa.mean.items()})
-        if self.es is not None:
-            for j, w in enumerate(self.es.weights):
-                arrays.update({f"es{j}.{k}": v for k, v in w.items()})
-        state = {
-            "epoch": st.epoch,
-            "stopped": st.stopped,
-            "elapsed": st.elapsed,
-            "history": st.history,
-            "rng_state": self.rng.get_state(),
-            "shuffle_state": self.shuffle.get_state(),
-            "opt_t": self.opt.t,
-            "es_window": self.es.window() if self.es else None,
-            "swa_count": self.swa.count if self.swa else 0,
-            "recipe": self.recipe.to_dict(),
-            "seed": self.seed,
-            "meta": self.meta,
-            "arraynet_version": __version__,
-        }
-        # The checkpoint carries the whole state, so weights and state change in one atomic
-        # rename; state.json is a readable copy written after it.
-        meta = {"epoch": st.epoch, "state": state}
-        save_arrays(self.out_dir / "checkpoint.safetensors", arrays, meta)
-        atomic_write_json(self.out_dir / "state.json", state)
+    def each(self, hook: str, *args: Any) -> None:
+        for cb in self.callbacks:
+            getattr(cb, hook)(self, *args)
 
-    def load_checkpoint(self) -> None:
-        """Continue from `out_dir`'s checkpoint (raises WeightsError when unusable)."""
-        assert self.out_dir is not None
-        arrays, ck_meta = load_arrays(self.out_dir / "checkpoint.safetensors")
-        state = ck_meta.get("state")
-        if not isinstance(state, dict):  # older checkpoints: epoch-only metadata
-            path = self.out_dir / "state.json"
-            try:
-                state = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError) as e:
-                raise WeightsError(f"{path}: cannot resume ({e})") from None
-            if ck_meta.get("epoch", state.get("epoch")) != state.get("epoch"):
-                raise WeightsError(
-                    f"{self.out_dir}: checkpoint.safetensors (epoch {ck_meta['epoch']}) and "
-                    f"state.json (epoch {state.get('epoch')}) disagree; cannot resume"
-                )
-        if state.get("seed", self.seed) != self.seed:
-            raise WeightsError(
-                f"{self.out_dir}: the checkpoint was trained with seed {state['seed']}, not "
-                f"{self.seed}; resume with --seed {state['seed']}"
-            )
-        # --epochs may change on resume (a longer run), except under cosine decay, whose
-        # rates are laid out over the whole run
-        free = () if self.recipe.schedule == "cosine" else ("epochs",)
-        saved = {k: v for k, v in (state.get("recipe") or {}).items() if k not in free}
-        wanted = {k: v for k, v in self.recipe.to_dict().items() if k not in free}
-        diff = sorted(k for k in saved.keys() & wanted.keys() if saved[k] != wanted[k])
-        if diff:
-            k = diff[0]
-            raise WeightsError(
-                f"{self.out_dir}: the checkpoint was trained with {k}={saved[k]!r}, not "
-                f"{wanted[k]!r}; resume with the same recipe or start a new run folder"
-            )
-        b = self.backend
-        model_state = {k[6:]: b.from_host(v) for k, v in arrays.items() if k.startswith("model.")}
-        try:
-            self.model.load_state_dict(model_state)
-        except ValueError as e:
-            raise WeightsError(f"{self.out_dir}: checkpoint does not fit the model ({e})") from None
-        opt_state = {k[4:]: b.from_host(v) for k, v in arrays.items() if k.startswith("opt.")}
-        self.opt.load_state(opt_state, state["opt_t"])
-        if self.ema is not None:
-            self.ema = {k[4:]: b.from_host(v) for k, v in arrays.items() if k.startswith("ema.")}
-        if self.swa is not None and state.get("swa_count"):
-            mean = {k[4:]: b.from_host(v) for k, v in arrays.items() if k.startswith("swa.")}
-            self.swa = WeightAverage(mean, state["swa_count"])
-        self.rng.set_state(state["rng_state"])
-        self.shuffle.set_state(state["shuffle_state"])
-        if self.es is not None and state.get("es_window"):
-            w = state["es_window"]
-            self.es.values = list(w["values"])
-            self.es.epochs = list(w["epochs"])
-            self.es.weights = [
-                {k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith(f"es{j}.")}
-                for j in range(len(w["values"]))
-            ]
-        self.state = RunState(
-            epoch=state["epoch"],
-            history=state["history"],
-            stopped=state["stopped"],
-            elapsed=state.get("elapsed", 0.0),
-        )
 
-    def save_final(self, path: Path, metrics: dict) -> None:
-        """The final weights with layout, recipe, metrics and run facts."""
-        meta = {
-            **self.meta,
-            "recipe": self.recipe.to_dict(),
-            "metrics": metrics,
-            "history": self.state.history,
-            "backend": self.backend.name,
-            "device": self.backend.device_name(),
-            "arraynet_version": __version__,
-            "seed": self.seed,
-        }
-        save_model(path, self.model, meta)
+def run_epoch(t: Training) -> dict:
+    """One pass over the shuffled training set; returns the epoch's history row."""
+    r, b, model = t.recipe, t.backend, t.model
+    xp = b.xp
+    epoch = t.epoch
+    lr = learning_rate(r.schedule, r.lr, epoch, r.epochs, r.warmup)
+    n = len(t.train)
+    order = b.from_host(t.shuffle.permutation(n))  # one copy to the device an epoch
+    nb = math.ceil(n / r.batch_size)
+    start = getattr(t.opt, "start_epoch", None)  # (optimizers that count epochs, 1-based)
+    if start is not None:
+        start(epoch + 1)
+    t.each("on_epoch_begin", epoch, n)
+    total = xp.zeros((), dtype=model.dtype, device=b.device)
+    aug = r.augment
+    t0 = time.perf_counter()
+    for i in range(nb):
+        idx = order[i * r.batch_size : min((i + 1) * r.batch_size, n)]
+        xb = xp.take(t.train.x, idx, axis=0)
+        yb = xp.take(t.train.y, idx, axis=0)
+        if r.aug_p > 0:
+            xb = maybe_augment(
+                xb, t.rng, r.aug_p,
+                zoom=tuple(aug["zoom"]), rotation=aug["rotation"], shift=aug["shift"],
+                elastic=aug.get("elastic"),
+            )  # fmt: skip
+        loss = train_step(model, t.opt, xb, yb, lr=lr, loss=r.loss, smoothing=r.label_smoothing,
+                          grad_hook=t.grad_hook, ema=t.ema)  # fmt: skip
+        total = total + loss * idx.shape[0]
+        t.each("on_batch_end", i + 1, int(idx.shape[0]))
+    train_loss = float(b.to_host(total)) / n
+    b.synchronize()
+    secs = time.perf_counter() - t0
+    row = {
+        "epoch": epoch + 1,
+        "lr": lr,
+        "train_loss": train_loss,
+        "seconds": round(secs, 3),
+        "img_per_s": round(n / secs, 1) if secs > 0 else None,
+    }
+    if r.loss == "cross_entropy" and train_loss >= 0.99 * math.log(t.train.y.shape[1]):
+        row["at_chance"] = True  # no better than uniform guessing: likely a dead network
+    if t.val is not None:
+        with t.averaged():
+            ev = evaluate(model, t.val)
+        row["val_loss"] = ev["loss"]
+        row["val_error"] = ev["error_rate"]
+    return row
+
+
+def fit_loop(t: Training, epochs: int | None = None) -> dict:
+    """Train until `epochs` (default the recipe's) or a callback stops the run; the model
+    ends in eval mode with its final weights. Returns epochs_run, best_epoch, stopped_early."""
+    epochs = t.recipe.epochs if epochs is None else epochs
+    t.each("on_train_begin")
+    t.model.train()
+    while t.epoch < epochs and not t.stopped:
+        row = run_epoch(t)
+        t.epoch += 1
+        t.history.append(row)
+        t.elapsed += row["seconds"]
+        t.each("on_epoch_end", row)
+    t.model.eval()
+    t.best_epoch = t.epoch
+    if t.ema is not None:
+        t.model.set_parameters(t.ema.params)
+    t.each("on_train_end")
+    return {"epochs_run": t.epoch, "best_epoch": t.best_epoch, "stopped_early": t.stopped}

@@ -39,6 +39,7 @@ from arraynet.data import DataError, load_mnist, one_hot, to_float  # noqa: E402
 from arraynet.io import atomic_write_json  # noqa: E402
 from arraynet.optimizers import make_optimizer  # noqa: E402
 from arraynet.recipes import recipe_for  # noqa: E402
+from arraynet.step import train_step  # noqa: E402
 from arraynet.zoo import build_layout  # noqa: E402
 
 KERNELS_PATH = "arraynet/backends/numpy_kernels.py"
@@ -124,9 +125,8 @@ def compare(
                     if evaluate:
                         net.forward(x[i : i + bs], False)
                     else:
-                        net.loss_and_grads(x[i : i + bs], y[i : i + bs], recipe.loss)
-                        params = opt.step(net.parameters(), net.gradients(), recipe.lr, b)
-                        net.set_parameters(params)
+                        train_step(net, opt, x[i : i + bs], y[i : i + bs], lr=recipe.lr,
+                                   loss=recipe.loss)  # fmt: skip
                     if s >= 2:
                         times[name].append(time.perf_counter() - t)
     finally:

@@ -31,6 +31,7 @@ from arraynet.bench import versions  # noqa: E402
 from arraynet.data import load_mnist, one_hot  # noqa: E402
 from arraynet.optimizers import make_optimizer  # noqa: E402
 from arraynet.recipes import recipe_for  # noqa: E402
+from arraynet.step import train_step  # noqa: E402
 from arraynet.zoo import build_layout  # noqa: E402
 
 
@@ -62,8 +63,7 @@ def bench_pair(
     def a_step():
         i = pos["a"] % (n - bs)
         pos["a"] += bs
-        net.loss_and_grads(xs[i : i + bs], ys[i : i + bs], recipe.loss)
-        net.set_parameters(opt.step(net.parameters(), net.gradients(), recipe.lr, b))
+        train_step(net, opt, xs[i : i + bs], ys[i : i + bs], lr=recipe.lr, loss=recipe.loss)
 
     xe = xs[:500]
 

@@ -7,12 +7,13 @@ import pytest
 
 from arraynet.averaging import WeightAverage, recalibrate_batchnorm
 from arraynet.backends import get_backend
+from arraynet.callbacks import Callback
 from arraynet.io import WeightsError, load_arrays
 from arraynet.layers import Activation, BatchNorm, Dense, Dropout, Flatten
 from arraynet.model import Sequential
 from arraynet.recipes import recipe_for
 from arraynet.run import make_dataset, train_model
-from arraynet.training import Trainer
+from arraynet.training import Training, fit_loop
 
 
 def _bn_model(b):
@@ -63,16 +64,18 @@ def test_swa_run_ends_with_the_mean_of_epoch_ends(tmp_path, data_dir):
     ).build(b, seed=0)
     recipe = recipe_for("m14-swa").with_overrides(epochs=4, swa_from=2, aug_p=0.0, lr=0.01)
     ends = []
-    trainer = Trainer(model, recipe, train, seed=0)
-    trainer.on_epoch = lambda row: ends.append(
-        {k: b.to_host(v).copy() for k, v in model.parameters().items()}
-    )
-    trainer.fit()
+
+    class EpochEnds(Callback):
+        def on_epoch_end(self, t, row):
+            ends.append({k: b.to_host(v).copy() for k, v in model.parameters().items()})
+
+    trainer = Training(model, recipe, train, seed=0, callbacks=[EpochEnds()])
+    fit_loop(trainer)
     final = {k: b.to_host(v) for k, v in model.parameters().items()}
     for k in final:
         np.testing.assert_allclose(final[k], np.mean([e[k] for e in ends[1:]], axis=0), rtol=1e-5)
         assert not np.allclose(final[k], ends[-1][k])
-    assert [r.get("swa_count") for r in trainer.state.history] == [None, 1, 2, 3]
+    assert [r.get("swa_count") for r in trainer.history] == [None, 1, 2, 3]
     x = b.to_host(train.x).reshape(192, 784)
     h = x @ final["1.kernel"] + final["1.bias"]
     mean = np.mean([h[i : i + 500].mean(axis=0) for i in range(0, 192, 500)], axis=0)
@@ -82,8 +85,8 @@ def test_swa_run_ends_with_the_mean_of_epoch_ends(tmp_path, data_dir):
 def test_swa_refuses_to_stack_on_ema_or_early_stopping():
     b = get_backend("numpy")
     model = _bn_model(b)
-    with pytest.raises(ValueError, match="turn off ema"):
-        Trainer(model, recipe_for("m14-swa").with_overrides(ema=0.99), None)
+    with pytest.raises(ValueError, match="turn off --ema"):
+        Training(model, recipe_for("m14-swa").with_overrides(ema=0.99), None)
 
 
 def test_init_starts_from_the_given_weights(tmp_path, data_dir):

@@ -156,7 +156,12 @@ def test_bench_json(data_dir):
         (["plot", "/nonexistent-run"], "not a run folder"),
         (["train", "--model", "m4", "--elastic", "34"], "--elastic wants 'ALPHA,SIGMA'"),
         (["train", "--model", "m14-swa", "--init", "no/such.safetensors"], "no such weights"),
-        (["train", "--model", "m14-distill", "--distill", "1.5"], "between 0 and 1"),
+        (
+            ["train", "--model", "m14-distill", "--distill", "1.5"],
+            "--distill wants a number in [0, 1]",
+        ),
+        (["train", "--model", "m4", "--swa-from", "-1"], "--swa-from wants a whole number >= 0"),
+        (["train", "--model", "m8", "--monitor", "val_loss"], "needs a validation split"),
         (
             ["train", "--model", "m14-distill", "--teacher", "no/such.safetensors"],
             "no such weights",

@@ -294,9 +294,10 @@ def test_training_evaluation_and_averaging_run_on_array_api_strict(tmp_path, dat
     batch-norm pass, test-time augmentation, bench) index only as the standard allows:
     no slice runs past the end of an axis, and every multi-axis array gets its `...`."""
     from arraynet.bench import run_bench
+    from arraynet.callbacks import ModelCheckpoint
     from arraynet.data import load_mnist
     from arraynet.run import make_dataset, predict_probs
-    from arraynet.training import Trainer, evaluate
+    from arraynet.training import Training, evaluate, fit_loop
 
     b = get_backend("array-api-strict")
     mnist = load_mnist(str(data_dir), quiet=True)
@@ -304,7 +305,9 @@ def test_training_evaluation_and_averaging_run_on_array_api_strict(tmp_path, dat
     val = make_dataset(mnist.train_images[96:160], mnist.train_labels[96:160], b)
     recipe = recipe_for("m14").with_overrides(epochs=1, batch_size=32, ema=0.0, swa_from=1)
     model = build_layout("m14").build(b, seed=3)
-    summary = Trainer(model, recipe, train, val, seed=3, out_dir=tmp_path / "run").fit(1)
+    run = Training(model, recipe, train, val, seed=3, callbacks=[ModelCheckpoint(tmp_path / "run")])
+    summary = fit_loop(run, 1)
+    assert (tmp_path / "run" / "checkpoint.safetensors").is_file()
     assert summary["epochs_run"] == 1
     ev = evaluate(model, val, batch_size=50)  # a last batch shorter than the others
     assert ev["total"] == 64 and 0.0 <= ev["error_rate"] <= 1.0

@@ -1,0 +1,277 @@
+"""Callbacks of the training loop (`arraynet.training.fit_loop`), Keras-style.
+
+A callback overrides any of `on_train_begin(t)`, `on_epoch_begin(t, epoch, n)`,
+`on_batch_end(t, batch, size)`, `on_epoch_end(t, row)` and `on_train_end(t)`; `t` is the
+run's `Training` (model, optimizer, history, `stopped` ...). One that keeps state across
+epochs saves it in the run's checkpoint through `checkpoint_arrays`, `checkpoint_state`
+and `restore`, so a resumed run continues exactly.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+from arraynet.averaging import WeightAverage, recalibrate_batchnorm
+from arraynet.early_stopping import EarlyStopping as Window
+from arraynet.io import atomic_write_bytes
+
+Training = Any  # arraynet.training.Training (not imported: it imports this module)
+
+
+class Callback:
+    """Base class: every hook does nothing. `order` sorts callbacks (lower first)."""
+
+    order = 0
+
+    def on_train_begin(self, t: Training) -> None: ...
+    def on_epoch_begin(self, t: Training, epoch: int, n: int) -> None: ...
+    def on_batch_end(self, t: Training, batch: int, size: int) -> None: ...
+    def on_epoch_end(self, t: Training, row: dict) -> None: ...
+    def on_train_end(self, t: Training) -> None: ...
+
+    def checkpoint_arrays(self, t: Training) -> dict:
+        """Host arrays to keep in the checkpoint (names unique across callbacks)."""
+        return {}
+
+    def checkpoint_state(self, t: Training) -> dict:
+        """JSON-able state to keep in the checkpoint."""
+        return {}
+
+    def restore(self, t: Training, arrays: dict, state: dict) -> None:
+        """Continue from what `checkpoint_arrays` and `checkpoint_state` saved."""
+
+
+class EarlyStopping(Callback):
+    """The seed's sliding-window early stopping: keep the last `patience` epochs' values of
+    `monitor` ('train_loss' or 'val_loss') and weights; stop when the oldest is within a
+    relative `min_delta` of the best; the best kept weights are restored at the end."""
+
+    def __init__(
+        self, patience: int = 15, min_delta: float = 0.005, monitor: str = "train_loss"
+    ) -> None:
+        self.monitor = monitor
+        self.window = Window(min_delta, patience)
+
+    def on_epoch_end(self, t: Training, row: dict) -> None:
+        if self.monitor not in row:
+            raise ValueError(f"early stopping monitors {self.monitor!r}, which the run lacks "
+                             "(val_loss needs validation data)")  # fmt: skip
+        with t.averaged():
+            snap = t.snapshot()
+        if self.window.update(t.epoch, row[self.monitor], snap):
+            t.stopped = True
+            row["early_stop"] = True
+
+    def on_train_end(self, t: Training) -> None:
+        if self.window.values:
+            t.best_epoch, _, weights = self.window.best()
+            t.restore(weights)
+
+    def checkpoint_arrays(self, t: Training) -> dict:
+        return {f"es{j}.{k}": v for j, w in enumerate(self.window.weights) for k, v in w.items()}
+
+    def checkpoint_state(self, t: Training) -> dict:
+        return {"es_window": self.window.window()}
+
+    def restore(self, t: Training, arrays: dict, state: dict) -> None:
+        w = state.get("es_window")
+        if not w:
+            return
+        self.window.values = list(w["values"])
+        self.window.epochs = list(w["epochs"])
+        self.window.weights = [
+            {k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith(f"es{j}.")}
+            for j in range(len(w["values"]))
+        ]
+
+
+class SWA(Callback):
+    """Stochastic weight averaging: the weights at the end of every epoch from `start` on
+    (1-based) are averaged; the run ends with the average and batch-norm statistics
+    recomputed for it on the training images."""
+
+    def __init__(self, start: int = 1) -> None:
+        self.start = int(start)
+        self.avg = WeightAverage()
+
+    def on_epoch_end(self, t: Training, row: dict) -> None:
+        if t.epoch >= self.start:
+            self.avg.add(t.model.parameters())
+            row["swa_count"] = self.avg.count
+
+    def on_train_end(self, t: Training) -> None:
+        if self.avg.mean is not None:
+            t.model.set_parameters(self.avg.mean)
+            recalibrate_batchnorm(t.model, t.train.x)
+
+    def checkpoint_arrays(self, t: Training) -> dict:
+        b = t.backend
+        return {f"swa.{k}": b.to_host(v) for k, v in (self.avg.mean or {}).items()}
+
+    def checkpoint_state(self, t: Training) -> dict:
+        return {"swa_count": self.avg.count}
+
+    def restore(self, t: Training, arrays: dict, state: dict) -> None:
+        if state.get("swa_count"):
+            b = t.backend
+            mean = {k[4:]: b.from_host(v) for k, v in arrays.items() if k.startswith("swa.")}
+            self.avg = WeightAverage(mean, state["swa_count"])
+
+
+def recipe_callbacks(recipe: Any) -> list[Callback]:
+    """The callbacks a recipe asks for (weight averaging, early stopping)."""
+    cbs: list[Callback] = []
+    if recipe.swa_from:
+        cbs.append(SWA(recipe.swa_from))
+    if recipe.early_stopping:
+        min_delta, patience = recipe.early_stopping
+        cbs.append(EarlyStopping(patience, min_delta, recipe.monitor))
+    return cbs
+
+
+def format_row(row: dict) -> str:
+    """One epoch's line: lr, loss, validation figures, time, speed."""
+    parts = [f"epoch {row['epoch']:>3}", f"lr {row['lr']:.2e}", f"loss {row['train_loss']:.4f}"]
+    if "val_loss" in row:
+        parts += [f"val_loss {row['val_loss']:.4f}", f"val_err {100 * row['val_error']:.2f}%"]
+    parts += [f"{row['seconds']:.1f}s", f"{row['img_per_s'] or 0:,.0f} img/s"]
+    if row.get("early_stop"):
+        parts.append("early stop")
+    return "  ".join(parts)
+
+
+AT_CHANCE = ("warning: the training loss is no better than chance; the network may have died "
+             "(every ReLU off); another --seed usually trains")  # fmt: skip
+
+
+class Progress(Callback):
+    """Prints one line per epoch (and a warning when the loss is no better than chance)."""
+
+    def __init__(self, print_fn: Callable[[str], Any] = print) -> None:
+        self.print = print_fn
+
+    def on_epoch_end(self, t: Training, row: dict) -> None:
+        self.print(format_row(row))
+        if row.get("at_chance"):
+            self.print(AT_CHANCE)
+
+
+class Hooks(Callback):
+    """Plain functions as a callback: on_epoch_start(epoch, n), on_batch(batch, size),
+    on_epoch(row) (the form `arraynet.run.train_model` takes)."""
+
+    def __init__(self, fns: dict[str, Callable]) -> None:
+        unknown = set(fns) - {"on_epoch_start", "on_batch", "on_epoch"}
+        if unknown:
+            raise ValueError(f"unknown callback names {sorted(unknown)}")
+        self.fns = fns
+
+    def on_epoch_begin(self, t: Training, epoch: int, n: int) -> None:
+        if "on_epoch_start" in self.fns:
+            self.fns["on_epoch_start"](epoch, n)
+
+    def on_batch_end(self, t: Training, batch: int, size: int) -> None:
+        if "on_batch" in self.fns:
+            self.fns["on_batch"](batch, size)
+
+    def on_epoch_end(self, t: Training, row: dict) -> None:
+        if "on_epoch" in self.fns:
+            self.fns["on_epoch"](row)
+
+
+class CSVLogger(Callback):
+    """Writes the run's history (one row per epoch) to a CSV file after every epoch,
+    atomically (a resumed run rewrites it whole, its earlier epochs included)."""
+
+    order = 50  # after the callbacks that add columns to the row
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    def on_epoch_end(self, t: Training, row: dict) -> None:
+        write_history_csv(self.path, t.history)
+
+
+def write_history_csv(path: str | os.PathLike, history: list[dict]) -> None:
+    """The rows as CSV, columns in order of first appearance, written atomically."""
+    columns: list[str] = []
+    for r in history:
+        columns += [k for k in r if k not in columns]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    w.writeheader()
+    w.writerows(history)
+    atomic_write_bytes(path, buf.getvalue().encode())
+
+
+class TensorBoard(Callback):
+    """Per-epoch scalars for TensorBoard (tensorboardX, the `tensorboard` extra):
+    train/loss, val/error, val/loss, lr, img_per_s, at the epoch number (1-based)."""
+
+    order = 50
+    TAGS: ClassVar[dict[str, str]] = {
+        "train_loss": "train/loss", "val_error": "val/error", "val_loss": "val/loss",
+        "lr": "lr", "img_per_s": "img_per_s",
+    }  # fmt: skip
+
+    def __init__(self, logdir: str | os.PathLike) -> None:
+        try:
+            from tensorboardX import SummaryWriter
+        except ImportError:
+            raise ImportError(
+                "TensorBoard logs need tensorboardX: uv sync --extra tensorboard "
+                "(or pip install tensorboardX)"
+            ) from None
+        self.logdir = Path(logdir)
+        self._writer_type = SummaryWriter
+        self.writer: Any = None
+
+    def on_train_begin(self, t: Training) -> None:
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        self.writer = self._writer_type(str(self.logdir))
+
+    def on_epoch_end(self, t: Training, row: dict) -> None:
+        for key, tag in self.TAGS.items():
+            if row.get(key) is not None:
+                self.writer.add_scalar(tag, float(row[key]), row["epoch"])
+        self.writer.flush()
+
+    def on_train_end(self, t: Training) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+class ModelCheckpoint(Callback):
+    """Saves the run into a run folder after every epoch (checkpoint.safetensors and
+    state.json, see `arraynet.runfolder`); always the last callback of an epoch."""
+
+    order = 100
+
+    def __init__(self, folder: Any) -> None:
+        from arraynet.runfolder import RunFolder
+
+        self.folder = folder if isinstance(folder, RunFolder) else RunFolder(folder)
+
+    def on_epoch_end(self, t: Training, row: dict) -> None:
+        self.folder.save_checkpoint(t)
+
+
+__all__ = [
+    "SWA",
+    "CSVLogger",
+    "Callback",
+    "EarlyStopping",
+    "Hooks",
+    "ModelCheckpoint",
+    "Progress",
+    "TensorBoard",
+    "format_row",
+    "recipe_callbacks",
+    "write_history_csv",
+]

@@ -1,0 +1,207 @@
+"""Run folders: the one set of rules for a new run, a resume and what a run saves.
+
+A run folder holds `checkpoint.safetensors` (model, optimizer, weight averages, the
+early-stopping window and, in its metadata, the whole run state), `state.json` (a readable
+copy of that state, written after it) and at the end `model.safetensors`. The CLI,
+`arraynet.run.train_model` and `Sequential.fit` all go through `RunFolder`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from arraynet import __version__
+from arraynet.io import WeightsError, atomic_write_json, load_arrays, save_arrays, save_model
+from arraynet.recipes import Recipe
+
+RUN_FILES = ("state.json", "checkpoint.safetensors", "model.safetensors")
+Training = Any  # arraynet.training.Training
+
+
+class RunFolder:
+    """A run folder at `path` (see the module docstring)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._state: dict | None = None
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / "checkpoint.safetensors"
+
+    @property
+    def weights(self) -> Path:
+        return self.path / "model.safetensors"
+
+    # -- a new run -------------------------------------------------------------------
+    def check_new(self) -> None:
+        """A fresh run's folder must not hold another run (or weights), and must be
+        writable: both are checked before any training, so nothing is lost or wasted."""
+        out = self.path
+        found = [f for f in RUN_FILES if (out / f).exists()]
+        if found == ["checkpoint.safetensors"]:  # a save cut between its two files
+            raise ValueError(
+                f"{out} holds checkpoint.safetensors without state.json (an interrupted save): "
+                "remove it to start afresh, or pick another --out"
+            )
+        if found:
+            raise ValueError(
+                f"{out} already holds {found[0]}: continue that run with --resume, "
+                "or pick another --out"
+            )
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            probe = out / ".arraynet-write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as e:
+            raise ValueError(f"{out}: cannot write the run there ({e.strerror or e})") from None
+
+    # -- a resume --------------------------------------------------------------------
+    def check_resumable(self) -> None:
+        if not (self.path / "state.json").is_file():
+            raise FileNotFoundError(f"{self.path}: nothing to resume (no state.json)")
+
+    def saved_state(self) -> dict:
+        """The run state of the last finished epoch, read once: the checkpoint's own copy,
+        or state.json for checkpoints that keep only the epoch (checked to agree)."""
+        if self._state is not None:
+            return self._state
+        self.check_resumable()
+        arrays, ck_meta = load_arrays(self.checkpoint)
+        state = ck_meta.get("state")
+        if not isinstance(state, dict):  # older checkpoints: epoch-only metadata
+            path = self.path / "state.json"
+            try:
+                state = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError) as e:
+                raise WeightsError(f"{path}: cannot resume ({e})") from None
+            if not isinstance(state, dict):
+                raise WeightsError(f"{path}: cannot resume (not a run state)")
+            if ck_meta.get("epoch", state.get("epoch")) != state.get("epoch"):
+                raise WeightsError(
+                    f"{self.path}: checkpoint.safetensors (epoch {ck_meta['epoch']}) and "
+                    f"state.json (epoch {state.get('epoch')}) disagree; cannot resume"
+                )
+        self._arrays = arrays
+        self._state = state
+        return state
+
+    def saved_recipe(self) -> Recipe:
+        """The recipe the run was begun with."""
+        try:
+            return Recipe.from_dict(self.saved_state()["recipe"])
+        except (KeyError, TypeError) as e:
+            raise WeightsError(f"{self.path}: unreadable run state ({e})") from None
+
+    def saved_meta(self) -> dict:
+        """The run facts (model, data, split ...) the run was begun with."""
+        return self.saved_state().get("meta") or {}
+
+    def check_same(self, meta: dict, flags: dict[str, str]) -> None:
+        """Refuse a resume whose run facts differ: `flags` maps a meta key to the option
+        that sets it (for the message)."""
+        saved = self.saved_meta()
+        for key, flag in flags.items():
+            if key in saved and saved[key] != meta.get(key):
+                if isinstance(saved[key], dict | list):
+                    raise ValueError(f"{self.path}: the run was begun with another {flag}")
+                raise ValueError(
+                    f"{self.path}: the run was begun with {flag} {saved[key]}, not {meta.get(key)}"
+                )
+
+    def check_recipe(self, recipe: Recipe, seed: int) -> None:
+        """The seed and recipe must be the run's; --epochs may change (a longer run),
+        except under cosine decay, whose rates are laid out over the whole run."""
+        state = self.saved_state()
+        if state.get("seed", seed) != seed:
+            raise WeightsError(
+                f"{self.path}: the checkpoint was trained with seed {state['seed']}, not "
+                f"{seed}; resume with --seed {state['seed']}"
+            )
+        free = () if recipe.schedule == "cosine" else ("epochs",)
+        saved = {k: v for k, v in (state.get("recipe") or {}).items() if k not in free}
+        wanted = {k: v for k, v in recipe.to_dict().items() if k not in free}
+        diff = sorted(k for k in saved.keys() & wanted.keys() if saved[k] != wanted[k])
+        if diff:
+            k = diff[0]
+            raise WeightsError(
+                f"{self.path}: the checkpoint was trained with {k}={saved[k]!r}, not "
+                f"{wanted[k]!r}; resume with the same recipe or start a new run folder"
+            )
+
+    def resume(self, t: Training) -> None:
+        """Continue `t` from the checkpoint (raises WeightsError when unusable)."""
+        state = self.saved_state()
+        self.check_recipe(t.recipe, t.seed)
+        arrays = self._arrays
+        b = t.backend
+
+        def part(prefix: str) -> dict:
+            n = len(prefix)
+            return {k[n:]: b.from_host(v) for k, v in arrays.items() if k.startswith(prefix)}
+
+        try:
+            t.model.load_state_dict(part("model."))
+        except ValueError as e:
+            raise WeightsError(f"{self.path}: checkpoint does not fit the model ({e})") from None
+        t.opt.load_state(part("opt."), state["opt_t"])
+        if t.ema is not None:
+            t.ema.params = part("ema.")
+        for cb in t.callbacks:
+            cb.restore(t, arrays, state)
+        t.rng.set_state(state["rng_state"])
+        t.shuffle.set_state(state["shuffle_state"])
+        t.epoch = state["epoch"]
+        t.history = state["history"]
+        t.stopped = state["stopped"]
+        t.elapsed = state.get("elapsed", 0.0)
+
+    # -- saving ----------------------------------------------------------------------
+    def save_checkpoint(self, t: Training) -> None:
+        """checkpoint.safetensors (arrays, with the state in its metadata) + state.json."""
+        b = t.backend
+        arrays = {f"model.{k}": b.to_host(v) for k, v in t.model.state_dict().items()}
+        arrays.update({f"opt.{k}": b.to_host(v) for k, v in t.opt.state_dict().items()})
+        if t.ema is not None:
+            arrays.update({f"ema.{k}": b.to_host(v) for k, v in t.ema.params.items()})
+        extra: dict = {}
+        for cb in t.callbacks:
+            arrays.update(cb.checkpoint_arrays(t))
+            extra.update(cb.checkpoint_state(t))
+        state = {
+            "epoch": t.epoch,
+            "stopped": t.stopped,
+            "elapsed": t.elapsed,
+            "history": t.history,
+            "rng_state": t.rng.get_state(),
+            "shuffle_state": t.shuffle.get_state(),
+            "opt_t": t.opt.t,
+            "es_window": None,
+            "swa_count": 0,
+            **extra,
+            "recipe": t.recipe.to_dict(),
+            "seed": t.seed,
+            "meta": t.meta,
+            "arraynet_version": __version__,
+        }
+        # The checkpoint carries the whole state, so weights and state change in one atomic
+        # rename; state.json is a readable copy written after it.
+        save_arrays(self.checkpoint, arrays, {"epoch": t.epoch, "state": state})
+        atomic_write_json(self.path / "state.json", state)
+
+    def save_final(self, t: Training, metrics: dict) -> None:
+        """model.safetensors: the final weights with layout, recipe, metrics, run facts."""
+        meta = {
+            **t.meta,
+            "recipe": t.recipe.to_dict(),
+            "metrics": metrics,
+            "history": t.history,
+            "backend": t.backend.name,
+            "device": t.backend.device_name(),
+            "arraynet_version": __version__,
+            "seed": t.seed,
+        }
+        save_model(self.weights, t.model, meta)
