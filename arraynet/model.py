@@ -16,18 +16,30 @@ LOSS_NAMES = ("cross_entropy", "mse")
 
 
 class Sequential:
-    """Layers applied in order. Images are NHWC; `input_shape` excludes the batch axis."""
+    """Layers applied in order. Images are NHWC; `input_shape` excludes the batch axis:
+    (H, W, C) for images, (D,) for vectors, or None to take it from the data at `fit`."""
 
-    def __init__(self, layers: list[Layer], input_shape: tuple[int, ...] = (28, 28, 1)) -> None:
+    def __init__(self, layers: list[Layer], input_shape: tuple[int, ...] | None = None) -> None:
         self.layers = list(layers)
-        self.input_shape = tuple(input_shape)
+        self.input_shape = tuple(input_shape) if input_shape is not None else None
         self.backend: Backend | None = None
         self.dtype: Any = None
         self.training = False
+        self.metadata: dict = {}  # what a loaded weights file carried besides the arrays
 
     # -- building ----------------------------------------------------------------------
-    def build(self, backend: Backend, seed: int = 0, dtype: str = "float32") -> Sequential:
-        """Create every parameter on `backend`, drawn from a host generator seeded `seed`."""
+    def build(
+        self, backend: Backend | str = "numpy", seed: int = 0, dtype: str = "float32"
+    ) -> Sequential:
+        """Create every parameter on `backend` (a Backend or a name), drawn from a host
+        generator seeded `seed`."""
+        if isinstance(backend, str):
+            from arraynet.backends import get_backend
+
+            backend = get_backend(backend)
+        if self.input_shape is None:
+            raise ValueError("the model has no input_shape: give Sequential(..., input_shape=...)"
+                             " or let fit() take it from the data")  # fmt: skip
         self.backend = backend
         self.dtype = backend.dtype(dtype)
         rng = HostRNG(backend, seed)
@@ -111,13 +123,49 @@ class Sequential:
         return value, out
 
     def predict(self, x: Array, batch_size: int = 1000) -> Array:
-        """Outputs in eval mode, computed in batches."""
+        """Outputs in eval mode (probabilities when the model ends in softmax), computed in
+        batches, as arrays of the model's backend. `x` may be a NumPy array or any other
+        backend's (uint8 images are scaled to [0, 1])."""
+        from arraynet.fitting import _check_built, device_inputs
+
+        _check_built(self)
+        x = device_inputs(self, x)
         xp = array_namespace(x)
         parts = [
             self.forward(x[i : min(i + batch_size, x.shape[0]), ...], False)
             for i in range(0, x.shape[0], batch_size)
         ]
         return xp.concat(parts, axis=0)
+
+    # -- training and scoring on arrays (arraynet.fitting) ------------------------------
+    def fit(self, x: Array, y: Array, **kw: Any) -> list[dict]:
+        """Train on images (N, H, W, C) or vectors (N, D), uint8 (scaled to [0, 1]) or float,
+        NumPy or any backend's arrays, with integer labels (N,) or one-hot rows (N, K).
+
+        Keywords: epochs, batch_size, lr, optimizer ('adam', 'sgd', 'adam-seed'), loss
+        ('cross_entropy', 'mse'), schedule, warmup, label_smoothing, ema, augment (True,
+        False, a probability or a dict of zoom/rotation/shift/elastic/p), recipe (a Recipe
+        the other keywords override), validation_data=(xv, yv) or validation_split (a
+        fraction or a count of the last samples), callbacks, backend, seed, out_dir (a
+        run folder, checkpointed every epoch), resume (continue the run in out_dir
+        exactly), verbose. An unbuilt model is built first (on the backend that holds `x`
+        unless `backend` says otherwise). Returns the history: one dict per epoch.
+        """
+        from arraynet.fitting import fit
+
+        return fit(self, x, y, **kw)
+
+    def evaluate(self, x: Array, y: Array, batch_size: int = 500) -> dict:
+        """error_rate, loss, correct and total on (x, y) (labels or one-hot rows)."""
+        from arraynet.fitting import evaluate_arrays
+
+        return evaluate_arrays(self, x, y, batch_size)
+
+    def save(self, path: Any, meta: dict | None = None) -> None:
+        """Write the weights and layout (safetensors + JSON metadata) atomically."""
+        from arraynet.io import save_model
+
+        save_model(path, self, dict(meta or {}))
 
     # -- parameters and state ----------------------------------------------------------
     def parameters(self) -> dict[str, Array]:
@@ -170,17 +218,18 @@ class Sequential:
 
     def config(self) -> dict:
         """The layout as JSON-able data."""
-        return {"input_shape": list(self.input_shape), "layers": [l.config() for l in self.layers]}
+        shape = list(self.input_shape) if self.input_shape is not None else None
+        return {"input_shape": shape, "layers": [l.config() for l in self.layers]}
 
     @classmethod
     def from_config(cls, cfg: dict) -> Sequential:
         """Rebuild an (unbuilt) model from `config()`."""
         if not isinstance(cfg, dict) or "layers" not in cfg:
             raise ValueError("layout must be a mapping with 'layers'")
-        return cls(
-            [layer_from_config(c) for c in cfg["layers"]],
-            tuple(cfg.get("input_shape", (28, 28, 1))),
-        )
+        if not isinstance(cfg["layers"], list):
+            raise ValueError("layout 'layers' must be a list of layer configs")
+        shape = cfg.get("input_shape", (28, 28, 1))  # (files from before shapes were saved)
+        return cls([layer_from_config(c) for c in cfg["layers"]], shape)
 
     def summary(self) -> str:
         lines = [f"input {self.input_shape}"]

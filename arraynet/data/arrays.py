@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import numpy as np
@@ -76,3 +77,14 @@ def check_inputs_fit(x_shape: tuple[int, ...], input_shape: tuple[int, ...]) -> 
     if tuple(x_shape) != tuple(input_shape):
         raise ValueError(f"the model takes inputs of shape {tuple(input_shape)}, but the data's "
                          f"samples are {tuple(x_shape)}")  # fmt: skip
+
+
+def data_fingerprint(x: Any, y: Any, val: tuple | None = None) -> dict:
+    """Sample count and SHA-256 of the training (and validation) arrays: what a resumed
+    run checks to be continuing on the same data."""
+    h = hashlib.sha256()
+    for a in (x, y, *(val or ())):
+        a = np.ascontiguousarray(host_array(a))
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a)
+    return {"samples": int(host_array(y).shape[0]), "sha256": h.hexdigest()}

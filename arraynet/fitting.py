@@ -1,0 +1,181 @@
+"""`Sequential.fit`, `evaluate` and `predict` on plain arrays: the data are checked against
+the model, moved to its backend, and trained through the same loop, callbacks and run
+folders as the CLI (`arraynet.training`, `arraynet.runfolder`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from array_api_compat import array_namespace
+
+from arraynet.backends import Backend, get_backend
+from arraynet.callbacks import Callback, ModelCheckpoint, Progress
+from arraynet.data.arrays import (
+    backend_name_of,
+    check_inputs_fit,
+    data_fingerprint,
+    float_inputs,
+    host_array,
+    label_targets,
+)
+from arraynet.recipes import Recipe
+from arraynet.runfolder import RunFolder
+from arraynet.training import Dataset, Training, evaluate, fit_loop
+
+Array = Any
+# fit's defaults where no recipe is given (Keras-like: Adam 1e-3, batches of 32, 10 epochs)
+FIT_RECIPE = Recipe(optimizer="adam", lr=1e-3, batch_size=32, epochs=10)
+
+
+def ensure_built(model: Any, backend: str | Backend | None, seed: int, x: Any) -> Backend:
+    """Build an unbuilt model (input shape from `x` when it has none) on `backend` (a name,
+    a Backend, or None: the library that holds `x`); a built model keeps its own."""
+    if model.backend is not None:
+        if backend is not None:
+            name = backend if isinstance(backend, str) else backend.name
+            if name != model.backend.name:
+                raise ValueError(f"the model is built on {model.backend.name}, not {name}")
+        return model.backend
+    if model.input_shape is None:
+        model.input_shape = tuple(float_inputs(host_array(x[:1])).shape[1:])
+    if not isinstance(backend, Backend):
+        backend = get_backend(backend or backend_name_of(x))
+    model.build(backend, seed=seed)
+    return backend
+
+
+def to_dataset(model: Any, x: Any, y: Any) -> Dataset:
+    """Host or device arrays -> a Dataset on the model's backend, checked against the
+    model's input shape and number of outputs (one line naming both when they differ)."""
+    b = model.backend
+    xh = float_inputs(host_array(x), model.input_shape)
+    check_inputs_fit(xh.shape[1:], model.input_shape)
+    rows, labels = label_targets(y, int(model.output_shape[-1]))
+    if rows.shape[0] != xh.shape[0]:
+        raise ValueError(f"{xh.shape[0]} samples but {rows.shape[0]} labels")
+    dtype = b.dtype("float32")
+    return Dataset(b.from_host(xh, dtype), b.from_host(rows, dtype), labels)
+
+
+def _augment(base: Recipe, augment: Any) -> dict:
+    """fit's `augment` (None: the recipe's; False; True: every batch; a probability; or a
+    dict of zoom, rotation, shift, elastic and p) as recipe settings."""
+    if augment is None:
+        return {}
+    if augment is False:
+        return {"aug_p": 0.0}
+    if augment is True:
+        return {"aug_p": 1.0}
+    if isinstance(augment, int | float):
+        return {"aug_p": float(augment)}
+    if isinstance(augment, dict):
+        spec = dict(augment)
+        p = spec.pop("p", 1.0)
+        return {"aug_p": p, "augment": {**base.augment, **spec}}
+    raise ValueError(f"augment wants True, False, a probability or a dict, not {augment!r}")
+
+
+def fit(
+    model: Any,
+    x: Any,
+    y: Any,
+    *,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    optimizer: str | None = None,
+    loss: str | None = None,
+    schedule: str | None = None,
+    warmup: int | None = None,
+    label_smoothing: float | None = None,
+    ema: float | None = None,
+    augment: Any = None,
+    recipe: Recipe | None = None,
+    validation_data: tuple[Any, Any] | None = None,
+    validation_split: float = 0.0,
+    callbacks: list[Callback] | None = None,
+    backend: str | Backend | None = None,
+    seed: int = 0,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    verbose: bool = False,
+) -> list[dict]:
+    """Train `model` on (x, y); see `Sequential.fit`. Returns the history rows."""
+    ensure_built(model, backend, seed, x)
+    base = recipe or FIT_RECIPE
+    settings = dict(
+        epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, loss=loss,
+        schedule=schedule, warmup=warmup, label_smoothing=label_smoothing, ema=ema,
+    )  # fmt: skip
+    settings.update(_augment(base, augment))
+    r = base.with_overrides(**settings)
+    if validation_data is not None and validation_split:
+        raise ValueError("give validation_data or validation_split, not both")
+    n = int(host_array(y).shape[0])
+    hold = validation_split
+    if isinstance(hold, float) and 0.0 <= hold < 1.0:
+        hold = round(n * hold)
+    if isinstance(hold, bool) or not isinstance(hold, int) or not 0 <= hold < n:
+        raise ValueError(f"validation_split wants a fraction in [0, 1) or a count below {n}, "
+                         f"not {validation_split!r}")  # fmt: skip
+    if hold:
+        xa, ya = host_array(x), host_array(y)
+        validation_data = (xa[n - hold :], ya[n - hold :])
+        x, y = xa[: n - hold], ya[: n - hold]
+    if r.aug_p > 0 and len(model.input_shape) != 3:
+        raise ValueError(f"augment needs images (H, W, C); the model takes {model.input_shape}")
+    train = to_dataset(model, x, y)
+    val = to_dataset(model, *validation_data) if validation_data is not None else None
+    cbs = list(callbacks or [])
+    if verbose:
+        cbs.append(Progress())
+    meta: dict[str, Any] = {"model": "fit", "layout": model.config()}
+    folder = None
+    if out_dir is not None:
+        folder = RunFolder(out_dir)
+        meta["data"] = data_fingerprint(x, y, validation_data)
+        cbs.append(ModelCheckpoint(folder))
+        if resume:
+            folder.check_resumable()
+            folder.check_same(meta, {"layout": "model layout", "data": "data"})
+        else:
+            folder.check_new()
+    elif resume:
+        raise ValueError("resume=True needs the out_dir of the run to continue")
+    t = Training(model, r, train, val, seed=seed, callbacks=cbs, meta=meta)
+    if folder is not None and resume:
+        folder.resume(t)
+    fit_loop(t)
+    if folder is not None:
+        metrics = {}
+        if val is not None:
+            ev = evaluate(model, val)
+            metrics = {"val_error": ev["error_rate"], "val_loss": ev["loss"]}
+        folder.save_final(t, metrics)
+    return t.history
+
+
+def evaluate_arrays(model: Any, x: Any, y: Any, batch_size: int = 500) -> dict:
+    """error_rate, loss, correct and total of `model` on (x, y)."""
+    _check_built(model)
+    return evaluate(model, to_dataset(model, x, y), batch_size)
+
+
+def device_inputs(model: Any, x: Any) -> Array:
+    """`x` as floating inputs on the model's backend (arrays already there pass through)."""
+    b = model.backend
+    try:
+        same = array_namespace(x) is b.xp
+    except TypeError:
+        same = False
+    if same and b.xp.isdtype(x.dtype, "real floating"):
+        return x
+    xh = float_inputs(host_array(x), model.input_shape)
+    check_inputs_fit(xh.shape[1:], model.input_shape)
+    return b.from_host(xh, b.dtype("float32"))
+
+
+def _check_built(model: Any) -> None:
+    if model.backend is None:
+        raise ValueError("the model is not built yet: fit it, or call model.build(backend)")
