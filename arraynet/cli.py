@@ -91,7 +91,13 @@ def _elastic(text: str) -> list[float] | None:
 
 @app.command()
 def train(
-    model: Annotated[str, typer.Option("--model", "-m", help="zoo entry, e.g. m4, m12")] = "m4",
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="zoo entry (e.g. m4, m12) or a layout .json file")
+    ] = "m4",
+    data: Annotated[
+        str | None,
+        typer.Option(help="dataset: mnist (default), an IDX folder, an .npz or an image folder"),
+    ] = None,
     backend: BackendOpt = "numpy",
     device: DeviceOpt = None,
     threads: ThreadsOpt = None,
@@ -131,17 +137,33 @@ def train(
         "runs/latest"
     ),
     resume: Annotated[bool, typer.Option(help="continue the run in --out")] = False,
+    history: Annotated[
+        Path | None, typer.Option(help="write the history (one row per epoch) to this CSV")
+    ] = None,
+    logdir: Annotated[
+        Path | None, typer.Option(help="write TensorBoard scalars here (needs tensorboardX)")
+    ] = None,
     data_dir: DataDirOpt = None,
     json_mode: JsonOpt = False,
 ) -> None:
-    """Train a zoo model with its seed recipe (any flag overrides one setting)."""
-    from arraynet.callbacks import AT_CHANCE, format_row
-    from arraynet.recipes import recipe_for
+    """Train a zoo model with its seed recipe, or a layout file with its own recipe, on
+    MNIST or any dataset (any flag overrides one setting)."""
+    from arraynet.callbacks import AT_CHANCE, Hooks, format_row
+    from arraynet.layouts import is_layout_file, read_layout
+    from arraynet.recipes import Recipe, recipe_for
     from arraynet.run import train_model
     from arraynet.runfolder import RunFolder
 
+    layout = None
+    name = model
+    if is_layout_file(model):
+        name, layout, file_recipe = read_layout(model)
+        base = file_recipe or Recipe()
+    else:
+        base = recipe_for(model)
     # a resume continues the run's own recipe (flags still override single settings)
-    base = RunFolder(out).saved_recipe() if resume else recipe_for(model)
+    if resume:
+        base = RunFolder(out).saved_recipe()
     es = base.early_stopping
     if patience is not None or min_delta is not None:
         es = None if patience == 0 else [
@@ -169,7 +191,16 @@ def train(
     recipe.validate(validation=val_split > 0)
     b = _backend(backend, device, threads)
     con = _out(json_mode)
-    con.print(f"[bold]{model}[/] on {b.describe()}, recipe: {recipe.to_dict()}")
+    extra: list[Any] = []
+    if history is not None:
+        from arraynet.callbacks import CSVLogger
+
+        extra.append(CSVLogger(history))
+    if logdir is not None:
+        from arraynet.callbacks import TensorBoard
+
+        extra.append(TensorBoard(logdir))
+    con.print(f"[bold]{name}[/] on {b.describe()}, recipe: {recipe.to_dict()}")
     progress = Progress(
         TextColumn("epoch {task.fields[epoch]}"),
         BarColumn(),
@@ -200,13 +231,12 @@ def train(
             con.print(AT_CHANCE)
 
     with progress:
+        fns = {"on_batch": on_batch, "on_epoch": on_epoch, "on_epoch_start": on_epoch_start}
+        hooks = Hooks(fns)
         result = train_model(
-            model, b, recipe=recipe, seed=seed, out_dir=out, resume=resume, data_dir=data_dir,
+            name, b, recipe=recipe, seed=seed, out_dir=out, resume=resume, data_dir=data_dir,
             val_split=val_split, train_limit=train_limit, init=init,
-            teachers=teacher,
-            callbacks={
-                "on_batch": on_batch, "on_epoch": on_epoch, "on_epoch_start": on_epoch_start,
-            },
+            teachers=teacher, callbacks=[hooks, *extra], layout=layout, data=data,
         )  # fmt: skip
     con.print(
         f"test error {100 * result['error_rate']:.2f}% ({result['correct']}/{result['total']}), "
@@ -230,16 +260,21 @@ def evaluate(
     backend: BackendOpt = "numpy",
     device: DeviceOpt = None,
     threads: ThreadsOpt = None,
+    data: Annotated[
+        str | None, typer.Option(help="dataset whose test set to score (default: mnist)")
+    ] = None,
     data_dir: DataDirOpt = None,
     tta: Annotated[bool, typer.Option(help="average over 1-pixel shifts of each image")] = False,
     json_mode: JsonOpt = False,
 ) -> None:
-    """Test error of trained weights on the 10,000 MNIST test images."""
+    """Test error of trained weights on a test set (the 10,000 MNIST images by default)."""
     from arraynet.run import evaluate_weights
 
     b = _backend(backend, device, threads)
-    res = evaluate_weights([str(w) for w in weights], b, data_dir, tta=tta)
+    res = evaluate_weights([str(w) for w in weights], b, data_dir, tta=tta, data=data)
     res = {**res, "weights": [str(w) for w in weights], "backend": b.name, "tta": tta}
+    if data is not None:
+        res["data"] = data
     _out(json_mode).print(
         f"test error {100 * res['error_rate']:.2f}% ({res['correct']}/{res['total']}) on {b.name}"
     )
@@ -273,11 +308,23 @@ def predict(
 
 # -- zoo / backends ---------------------------------------------------------------------
 @app.command()
-def zoo(json_mode: JsonOpt = False) -> None:
+def zoo(
+    export: Annotated[
+        str | None,
+        typer.Option(help="print this entry as a layout file (layers and recipe) instead"),
+    ] = None,
+    json_mode: JsonOpt = False,
+) -> None:
     """The zoo: layouts, parameter counts, the seed's error (for arraynet's own entries the
     target) and the shipped weights' error."""
     from arraynet.backends import get_backend
     from arraynet.zoo import ZOO
+
+    if export is not None:
+        from arraynet.layouts import zoo_layout
+
+        sys.stdout.write(json.dumps(zoo_layout(export), indent=2) + "\n")
+        return
 
     b = get_backend("numpy")
     models_dir = Path(

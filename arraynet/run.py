@@ -138,6 +138,8 @@ def train_model(
         folder.check_new()
     ds = load_data(data, data_dir, quiet=quiet_data)
     model = Sequential.from_config(layout) if layout is not None else build_layout(name)
+    if model.input_shape is None:  # a layout file may leave it to the data
+        model.input_shape = tuple(float_inputs(ds.x_test[:1]).shape[1:])
     model.build(backend, seed=seed)
     num_classes = fit_data(model, ds)
     (trx, try_), val = split_train(ds, val_split, train_limit)

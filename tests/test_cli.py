@@ -378,3 +378,69 @@ def test_parity_compares_one_library_on_two_devices(data_dir):
     res = last_json(p)
     assert res["backends"] == ["numpy@cpu", "numpy", "array-api-strict@cpu"]
     assert res["ok"] is True
+
+
+def _scalars(logdir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Scalars of TensorBoard event files (TFRecord frames of Event protos)."""
+    from tensorboardX.proto import event_pb2
+
+    out: dict[str, list[tuple[int, float]]] = {}
+    for f in sorted(logdir.glob("events.out.tfevents.*")):
+        data, pos = f.read_bytes(), 0
+        while pos < len(data):
+            n = int.from_bytes(data[pos : pos + 8], "little")
+            ev = event_pb2.Event.FromString(data[pos + 12 : pos + 12 + n])
+            pos += 12 + n + 4
+            for v in ev.summary.value:
+                out.setdefault(v.tag, []).append((ev.step, v.simple_value))
+    return out
+
+
+def test_a_layout_file_trains_like_its_zoo_entry_and_logs(tmp_path, data_dir):
+    """`zoo --export m9` gives a layout file that trains to exactly the zoo run's numbers;
+    --history writes the CSV, --logdir the TensorBoard scalars."""
+    layout = tmp_path / "m9.json"
+    layout.write_text(run("zoo", "--export", "m9", check=True).stdout)
+    doc = json.loads(layout.read_text())
+    assert doc["input_shape"] == [28, 28, 1] and doc["recipe"]["batch_size"] == 16
+    args = ("--epochs", "2", "--train-limit", "256", "--val-split", "100", "--json")
+    zoo = last_json(run("train", "--model", "m9", "--out", str(tmp_path / "zoo"), *args,
+                        data_dir=data_dir, check=True))  # fmt: skip
+    p = run("train", "--model", str(layout), "--out", str(tmp_path / "file"), *args,
+            "--history", str(tmp_path / "h.csv"), "--logdir", str(tmp_path / "tb"),
+            data_dir=data_dir, check=True)  # fmt: skip
+    res = last_json(p)
+    assert (res["error_rate"], res["test_loss"]) == (zoo["error_rate"], zoo["test_loss"])
+    rows = (tmp_path / "h.csv").read_text().splitlines()
+    assert rows[0].startswith("epoch,lr,train_loss") and len(rows) == 3
+    tb = _scalars(tmp_path / "tb")
+    assert {"train/loss", "val/error", "val/loss", "lr", "img_per_s"} <= set(tb)
+    state = json.loads((tmp_path / "file" / "state.json").read_text())
+    assert [s for s, _ in tb["val/error"]] == [1, 2]
+    assert tb["val/error"][1][1] == pytest.approx(state["history"][1]["val_error"])
+
+
+@pytest.mark.parametrize(
+    "doc,text",
+    [
+        ("{not json", "not a readable JSON layout"),
+        ('{"layers": []}', "a list of 'layers'"),
+        ('{"layers": [{"type": "lstm"}]}', "unknown layer type 'lstm'"),
+        ('{"layers": [{"type": "dense", "width": 3}]}', "bad layer"),
+        ('{"layers": [{"type": "flatten"}], "recipe": {"learning_rate": 1}}',
+         "unknown recipe setting 'learning_rate'"),
+        ('{"layers": [{"type": "flatten"}], "recipe": {"lr": -1}}', "--lr wants"),
+        ('{"layers": [{"type": "flatten"}], "input_shape": [28, 0]}', "input_shape wants"),
+        ('{"layers": [{"type": "flatten"}, {"type": "dense", "units": 10}], '
+         '"input_shape": [8, 8, 1]}', "the model takes inputs of shape (8, 8, 1)"),
+        ('{"layers": [{"type": "flatten"}, {"type": "dense", "units": 5}]}',
+         "labels run from 0 to 9, but the model has 5 outputs"),
+    ],
+)  # fmt: skip
+def test_bad_layout_files_are_one_line(tmp_path, doc, text, data_dir):
+    path = tmp_path / "bad.json"
+    path.write_text(doc)
+    p = run("train", "--model", str(path), "--epochs", "1", "--out", str(tmp_path / "r"),
+            "--train-limit", "32", data_dir=data_dir)  # fmt: skip
+    one_line_error(p, text)
+    assert not (tmp_path / "r" / "state.json").exists()
