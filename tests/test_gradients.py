@@ -8,7 +8,7 @@ import pytest
 from arraynet.backends import get_backend
 from arraynet.layers import Activation, BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool2D
 from arraynet.losses import cross_entropy, mse, softmax_cross_entropy
-from tests.gradcheck import numeric_vs_analytic
+from arraynet.testing import numeric_vs_analytic
 
 TOL = 1e-6
 

@@ -13,6 +13,20 @@ LAYER_TYPES: dict[str, type[Layer]] = {
 }
 
 
+BUILTIN = frozenset(LAYER_TYPES)
+
+
+def register(cls: type[Layer]) -> type[Layer]:
+    """Make a Layer subclass loadable from layouts and weights files by its `kind`
+    (usable as a class decorator). The built-in kinds cannot be replaced."""
+    if not (isinstance(cls, type) and issubclass(cls, Layer)):
+        raise TypeError(f"register wants a Layer subclass, not {cls!r}")
+    if cls.kind in BUILTIN and LAYER_TYPES[cls.kind] is not cls:
+        raise ValueError(f"layer kind {cls.kind!r} is built in; give your layer another kind")
+    LAYER_TYPES[cls.kind] = cls
+    return cls
+
+
 def layer_from_config(cfg: dict) -> Layer:
     """Rebuild a layer from its `config()` dict; unknown types are a ValueError."""
     cfg = dict(cfg)
@@ -35,5 +49,6 @@ __all__ = [
     "MaxPool2D",
     "layer_from_config",
     "log_softmax",
+    "register",
     "softmax",
 ]

@@ -1,4 +1,12 @@
-"""Finite-difference gradient checking in float64 (a test helper)."""
+"""Finite-difference gradient checks in float64, for the project's layers and yours:
+
+    from arraynet.testing import check_gradients
+    check_gradients(MyLayer(...), input_shape=(8, 8, 3))   # AssertionError when wrong
+
+A host-side tool (like arraynet/data and arraynet/io it works on NumPy arrays): the
+layer is built in float64 on the numpy backend and its backward is compared with
+central differences.
+"""
 
 from __future__ import annotations
 
@@ -58,3 +66,21 @@ def numeric_vs_analytic(
         err = np.max(np.abs(num - ana)) / max(1e-8, np.max(np.abs(num)) + np.max(np.abs(ana)))
         out.append((name, float(err)))
     return out
+
+
+def check_gradients(
+    layer: Layer,
+    input_shape: tuple[int, ...],
+    tol: float = 1e-6,
+    **kw: object,
+) -> list[tuple[str, float]]:
+    """`numeric_vs_analytic`, raising AssertionError naming the worst array when any
+    relative error exceeds `tol`; returns the (name, relative error) pairs."""
+    errs = numeric_vs_analytic(layer, input_shape, **kw)  # type: ignore[arg-type]
+    name, worst = max(errs, key=lambda e: e[1])
+    if not worst <= tol:
+        raise AssertionError(
+            f"{type(layer).__name__}: gradient of {name!r} is off by {worst:.2e} (relative) "
+            f"against finite differences (tolerance {tol:g})"
+        )
+    return errs
