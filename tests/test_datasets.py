@@ -98,8 +98,9 @@ def test_npz_hwc_float_one_hot_labels(tmp_path: Path, dtype: type) -> None:
 def test_npz_integer_valued_float_labels_and_int_images(tmp_path: Path) -> None:
     x = np.arange(2 * 3 * 3, dtype=np.int64).reshape(2, 3, 3)
     y = np.array([1.0, 0.0])
-    path = _save_npz(tmp_path / "i.npz", x_train=x, y_train=y, x_test=x, y_test=y)
-    d = datasets.load(path)
+    path = _save_npz(tmp_path / "i.npz", x_train=x, y_train=y, x_test=x, y_test=y[:, None])
+    d = datasets.load(path)  # y_test is a column (N, 1) of indices, not one-hot
+    assert d.y_test.shape == (2,) and d.y_test.tolist() == [1, 0]
     assert d.x_train.dtype == np.uint8 and d.x_train[..., 0].tolist() == x.tolist()
     assert d.y_train.dtype == np.int64 and d.y_train.tolist() == [1, 0]
     assert d.num_classes == 2
@@ -419,3 +420,12 @@ def test_from_arrays() -> None:
     )
     with pytest.raises(ValueError, match=r"^mine: 2 class names for 3 classes$"):
         datasets.from_arrays(x, [0, 1, 2], x, [2, 1, 0], name="mine", class_names=["a", "b"])
+
+
+def test_unreadable_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def denied(self: Path):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "iterdir", denied)
+    msg = _error(tmp_path)
+    assert msg.startswith(f"{tmp_path}: cannot be read (") and "Permission denied" in msg

@@ -78,16 +78,23 @@ def load(
         raise DataError(
             f"{text}: no such file or folder, and not a known dataset name ({', '.join(NAMES)})"
         )
+    try:
+        return _load_path(path, text)
+    except OSError as e:  # a folder or file that cannot be read (permissions, I/O)
+        raise DataError(f"{text}: cannot be read ({_one_line(e)})") from None
+
+
+def _load_path(path: Path, name: str) -> Data:
     if path.is_dir():
         if (path / "train").is_dir() and (path / "test").is_dir():
             from arraynet.data.image_folder import load_image_folder
 
-            return load_image_folder(path, name=text)
-        return _load_idx_folder(path, name=text)
+            return load_image_folder(path, name=name)
+        return _load_idx_folder(path, name=name)
     if path.suffix.lower() == ".npz" or _starts_with(path, _ZIP_MAGIC):
-        return _load_npz(path, name=text)
+        return _load_npz(path, name=name)
     raise DataError(
-        f"{text}: not a dataset (expected an .npz file, a folder of IDX files, "
+        f"{name}: not a dataset (expected an .npz file, a folder of IDX files, "
         "or a folder with train/ and test/ class folders)"
     )
 
@@ -118,8 +125,8 @@ def from_arrays(
 
     Images (N, H, W) or (N, H, W, C): uint8 is kept, floats become float32, other integer
     types are accepted when their values lie in 0..255 (-> uint8). Labels are integer
-    indices (N,) or one-hot rows (N, K); with one-hot labels K is the number of classes,
-    else it is the largest label + 1.
+    indices (N,) or (N, 1), or one-hot rows (N, K > 1); with one-hot labels K is the number
+    of classes, else it is the largest label + 1.
     """
     xs = {"x_train": x_train, "x_test": x_test}
     ys = {"y_train": y_train, "y_test": y_test}
@@ -184,7 +191,9 @@ def _labels(name: str, key: str, y: np.ndarray) -> tuple[np.ndarray, int | None]
     numeric = np.issubdtype(y.dtype, np.number) or y.dtype == np.bool_
     if not numeric or np.issubdtype(y.dtype, np.complexfloating):
         raise DataError(f"{name}: {key} has dtype {y.dtype}; expected integer class labels")
-    if y.ndim == 2 and y.shape[1] >= 1:
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]  # a column of indices, as some loaders give
+    if y.ndim == 2 and y.shape[1] > 1:
         hot = y.astype(np.float64)
         ok = np.isin(hot, (0.0, 1.0)).all() and (hot.sum(axis=1) == 1).all()
         if not ok:
