@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from arraynet import datasets
-from arraynet.data import DataError
+from arraynet.data import DataError, resolve_data_dir
 
 PIL = pytest.importorskip("PIL")
 from PIL import Image  # noqa: E402
@@ -41,6 +41,13 @@ def test_mnist_by_name(data_dir: Path) -> None:
     assert d.input_shape == (28, 28, 1)
     assert set(np.unique(d.y_test).tolist()) == set(range(10))
     datasets.check_fits((28, 28, 1), 10, d)
+    # The same files read as a plain IDX folder (sizes from the headers, no SHA-256 check).
+    folder = resolve_data_dir(data_dir)
+    g = datasets.load(folder)
+    assert g.name == str(folder) and g.num_classes == 10
+    for key in ("x_train", "y_train", "x_test", "y_test"):
+        a, b = getattr(d, key), getattr(g, key)
+        assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b), key
 
 
 def test_unknown_name_or_missing_path(tmp_path: Path) -> None:
