@@ -84,7 +84,7 @@ def _elastic(text: str) -> list[float] | None:
         vals = []
     if vals == [0.0]:
         return None
-    if len(vals) != 2 or vals[0] < 0 or vals[1] <= 0:
+    if len(vals) != 2:  # (the values are checked with the rest of the recipe)
         raise CliError(f"--elastic wants 'ALPHA,SIGMA' (alpha >= 0, sigma > 0) or 0, not {text!r}")
     return vals
 

@@ -73,6 +73,10 @@ def split_train(data: Any, val_split: int, train_limit: int | None) -> tuple[tup
 def fit_data(model: Sequential, data: Any) -> int:
     """The model's number of outputs, after checking that it fits the data's samples and
     labels (one line naming both when it does not)."""
+    from arraynet import datasets
+
+    if isinstance(data, datasets.Data):
+        datasets.check_fits(model.input_shape, int(model.output_shape[-1]), data)
     sample = float_inputs(data.x_test[:1], model.input_shape)
     check_inputs_fit(sample.shape[1:], model.input_shape)
     num_outputs = int(model.output_shape[-1])

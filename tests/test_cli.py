@@ -181,6 +181,10 @@ def test_bench_json(data_dir):
         (["train", "--model", "m4", "--warmup", "-3"], "--warmup wants"),
         (["train", "--model", "m4", "--min-delta", "nan"], "--min-delta wants"),
         (["train", "--model", "m4", "--elastic", "nan,4"], "--elastic alpha wants"),
+        (["train", "--model", "m4", "--elastic", "-1,4"], "--elastic alpha wants"),
+        (["train", "--model", "m4", "--elastic", "3,0"], "--elastic sigma wants"),
+        (["train", "--model", "no/such.json"], "no such layout file"),
+        (["zoo", "--export", "m99"], "unknown model 'm99'"),
         (["train", "--model", "m4", "--monitor", "bogus"], "--monitor wants one of"),
         (["train", "--model", "m4", "--schedule", "bogus"], "--schedule wants one of"),
         # raised while the progress bar is up: still one line (no bar on a pipe)
@@ -396,6 +400,7 @@ def _scalars(logdir: Path) -> dict[str, list[tuple[int, float]]]:
     return out
 
 
+@pytest.mark.slow
 def test_a_layout_file_trains_like_its_zoo_entry_and_logs(tmp_path, data_dir):
     """`zoo --export m9` gives a layout file that trains to exactly the zoo run's numbers;
     --history writes the CSV, --logdir the TensorBoard scalars."""
@@ -444,3 +449,56 @@ def test_bad_layout_files_are_one_line(tmp_path, doc, text, data_dir):
             "--train-limit", "32", data_dir=data_dir)  # fmt: skip
     one_line_error(p, text)
     assert not (tmp_path / "r" / "state.json").exists()
+
+
+@pytest.mark.slow
+def test_own_layout_on_own_npz_trains_resumes_and_evaluates(tmp_path, data_dir):
+    """The issue's check: `train --model my.json --data my.npz --out runs/x`, then
+    `--resume`, equals a straight run; `evaluate --data my.npz` agrees with train."""
+    from safetensors.numpy import load_file
+
+    g = np.random.default_rng(0)
+    y = g.integers(0, 4, 240)
+    x = (g.random((240, 8, 8, 1)) * 90).astype(np.uint8)
+    for i, c in enumerate(y):
+        x[i, 4 * (c // 2) : 4 * (c // 2) + 4, 4 * (c % 2) : 4 * (c % 2) + 4, 0] = 255
+    np.savez(tmp_path / "my.npz", x_train=x[:200], y_train=y[:200], x_test=x[200:],
+             y_test=y[200:])  # fmt: skip
+    layout = {
+        "input_shape": [8, 8, 1],
+        "layers": [
+            {"type": "conv2d", "filters": 4, "kernel_size": 3, "padding": "same"},
+            {"type": "activation", "fn": "relu"}, {"type": "dropout", "rate": 0.2},
+            {"type": "flatten"}, {"type": "dense", "units": 4},
+            {"type": "activation", "fn": "softmax"},
+        ],
+        "recipe": {"lr": 0.003, "batch_size": 20, "epochs": 3, "aug_p": 0.5},
+    }  # fmt: skip
+    (tmp_path / "my.json").write_text(json.dumps(layout))
+    base = ("train", "--model", str(tmp_path / "my.json"), "--data", str(tmp_path / "my.npz"),
+            "--json")  # fmt: skip
+    straight = last_json(run(*base, "--out", str(tmp_path / "a"), check=True))
+    run(*base, "--out", str(tmp_path / "x"), "--epochs", "1", check=True)  # (a stop after 1)
+    res = last_json(run(*base, "--out", str(tmp_path / "x"), "--resume", "--epochs", "3",
+                        check=True))  # fmt: skip
+    assert res["epochs_run"] == 3 and res["total"] == 40 and res["data"].endswith("my.npz")
+    assert res["error_rate"] < 0.5  # chance is 0.75
+    a = load_file(tmp_path / "a" / "model.safetensors")
+    b = load_file(tmp_path / "x" / "model.safetensors")
+    assert all(np.array_equal(a[k], b[k]) for k in a) and a.keys() == b.keys()
+    assert (res["error_rate"], res["correct"]) == (straight["error_rate"], straight["correct"])
+    ev = last_json(run("evaluate", str(tmp_path / "x" / "model.safetensors"), "--data",
+                       str(tmp_path / "my.npz"), "--json", check=True))  # fmt: skip
+    assert (ev["error_rate"], ev["correct"], ev["total"]) == (
+        res["error_rate"], res["correct"], res["total"],
+    )  # fmt: skip
+    # the model does not fit MNIST: one line naming both shapes
+    one_line_error(run("evaluate", str(tmp_path / "x" / "model.safetensors"), data_dir=data_dir),
+                   "the model takes inputs of shape (8, 8, 1), but the data's samples are "
+                   "(28, 28, 1)")  # fmt: skip
+    # a resume with other data is refused
+    np.savez(tmp_path / "other.npz", x_train=x[:100], y_train=y[:100], x_test=x[200:],
+             y_test=y[200:])  # fmt: skip
+    p = run("train", "--model", str(tmp_path / "my.json"), "--data", str(tmp_path / "other.npz"),
+            "--out", str(tmp_path / "x"), "--resume", "--epochs", "4")  # fmt: skip
+    one_line_error(p, "the run was begun with --data")

@@ -34,12 +34,12 @@ def backend_name_of(x: Any) -> str:
 
 
 def float_inputs(x: Any, input_shape: tuple[int, ...] | None = None) -> np.ndarray:
-    """Host float32 inputs: uint8 scaled to [0, 1], floats as float32; (N, H, W) images
-    get a channel axis when `input_shape` is (H, W, 1) (or not given)."""
+    """Host float32 inputs: uint8 scaled to [0, 1], floats as float32; (N, H, W) grey
+    images get a channel axis (unless the model takes (H, W) samples as they are)."""
     a = host_array(x)
     if a.ndim < 2:
         raise ValueError(f"inputs must be (N, H, W, C) images or (N, D) vectors, not {a.shape}")
-    if a.ndim == 3 and (input_shape is None or tuple(input_shape) == (*a.shape[1:], 1)):
+    if a.ndim == 3 and (input_shape is None or tuple(input_shape) != tuple(a.shape[1:])):
         a = a[..., None]
     if a.dtype == np.uint8:
         return a.astype(np.float32) / np.float32(255.0)
