@@ -123,6 +123,8 @@ def fit(
         xa, ya = host_array(x), host_array(y)
         validation_data = (xa[n - hold :], ya[n - hold :])
         x, y = xa[: n - hold], ya[: n - hold]
+    if r.distill:
+        raise ValueError("fit does not distill (it has no teachers): use arraynet train --teacher")
     if r.aug_p > 0 and len(model.input_shape) != 3:
         raise ValueError(f"augment needs images (H, W, C); the model takes {model.input_shape}")
     train = to_dataset(model, x, y)

@@ -177,3 +177,17 @@ def test_grad_hook_runs_between_backward_and_the_update():
         np.testing.assert_array_equal(v, before[k])
     train_step(model, make_optimizer("sgd"), xf, yf, lr=0.1)
     assert any(not np.array_equal(v, before[k]) for k, v in model.parameters().items())
+
+
+def test_tensorboard_callback_writes_per_epoch_scalars(tmp_path):
+    from tests.test_cli import _scalars
+
+    x, y = blobs(60, 8, 1, 3)
+    model = small_cnn((8, 8, 1), 3)
+    history = model.fit(x, y, epochs=2, batch_size=20, validation_split=20,
+                        callbacks=[an.callbacks.TensorBoard(tmp_path / "tb")])  # fmt: skip
+    tb = _scalars(tmp_path / "tb")
+    assert {"train/loss", "val/error", "val/loss", "lr", "img_per_s"} <= set(tb)
+    assert [s for s, _ in tb["train/loss"]] == [1, 2]
+    assert tb["train/loss"][1][1] == pytest.approx(history[1]["train_loss"])
+    assert tb["val/error"][0][1] == pytest.approx(history[0]["val_error"])
