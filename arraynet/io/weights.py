@@ -72,7 +72,21 @@ def save_arrays(
     tensors = {k: _little_endian(np.asarray(v, order="C")) for k, v in arrays.items()}
     raw = json.dumps(meta or {})
     header = {META_KEY: raw, SUM_KEY: checksum(tensors, raw)}
-    atomic_write_bytes(path, st_save(tensors, metadata=header))
+    atomic_write_bytes(path, _ordered(st_save(tensors, metadata=header)))
+
+
+def _ordered(blob: bytes) -> bytes:
+    """The safetensors bytes with the header's entries in a fixed order (safetensors writes
+    the metadata map in a random one), so that the same arrays and metadata always give
+    the same file; the data section is kept as it is."""
+    n = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8 : 8 + n])
+    extra = header.pop("__metadata__", {})
+    ordered = {"__metadata__": {k: extra[k] for k in sorted(extra)}}
+    ordered.update((k, header[k]) for k in sorted(header))
+    text = json.dumps(ordered, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # padded to 8 bytes, as safetensors aligns its data
+    return len(text).to_bytes(8, "little") + text + blob[8 + n :]
 
 
 def checksum(arrays: dict[str, np.ndarray], meta_json: str) -> str:
