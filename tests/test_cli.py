@@ -531,6 +531,10 @@ def test_own_layout_on_own_npz_trains_resumes_and_evaluates(tmp_path, data_dir):
     one_line_error(run("evaluate", str(tmp_path / "x" / "model.safetensors"), data_dir=data_dir),
                    "the model takes inputs of shape (8, 8, 1), but the data's samples are "
                    "(28, 28, 1)")  # fmt: skip
+    # the run's plots use its own data (grey 8x8 images, 4 classes)
+    run("plot", str(tmp_path / "x"), check=True)
+    pngs = {p.name for p in (tmp_path / "x").glob("*.png")}
+    assert pngs == {"curves.png", "confusion.png", "misclassified.png", "augmented.png"}
     # a resume with other data is refused
     np.savez(tmp_path / "other.npz", x_train=x[:100], y_train=y[:100], x_test=x[200:],
              y_test=y[200:])  # fmt: skip
