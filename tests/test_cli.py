@@ -160,8 +160,6 @@ def test_bench_json(data_dir):
             ["train", "--model", "m14-distill", "--distill", "1.5"],
             "--distill wants a number in [0, 1]",
         ),
-        (["train", "--model", "m4", "--swa-from", "-1"], "--swa-from wants a whole number >= 0"),
-        (["train", "--model", "m8", "--monitor", "val_loss"], "needs a validation split"),
         (
             ["train", "--model", "m14-distill", "--teacher", "no/such.safetensors"],
             "no such weights",
@@ -181,10 +179,6 @@ def test_bench_json(data_dir):
         (["train", "--model", "m4", "--warmup", "-3"], "--warmup wants"),
         (["train", "--model", "m4", "--min-delta", "nan"], "--min-delta wants"),
         (["train", "--model", "m4", "--elastic", "nan,4"], "--elastic alpha wants"),
-        (["train", "--model", "m4", "--elastic", "-1,4"], "--elastic alpha wants"),
-        (["train", "--model", "m4", "--elastic", "3,0"], "--elastic sigma wants"),
-        (["train", "--model", "no/such.json"], "no such layout file"),
-        (["zoo", "--export", "m99"], "unknown model 'm99'"),
         (["train", "--model", "m4", "--monitor", "bogus"], "--monitor wants one of"),
         (["train", "--model", "m4", "--schedule", "bogus"], "--schedule wants one of"),
         # raised while the progress bar is up: still one line (no bar on a pipe)
@@ -192,6 +186,24 @@ def test_bench_json(data_dir):
     ],
 )
 def test_bad_input_is_one_line(args, text, data_dir):
+    one_line_error(run(*args, data_dir=data_dir), text)
+
+
+@pytest.mark.parametrize(
+    "args,text",
+    [
+        (["train", "--model", "m4", "--swa-from", "-1"], "--swa-from wants a whole number >= 0"),
+        (["train", "--model", "m8", "--monitor", "val_loss"], "needs a validation split"),
+        pytest.param(["train", "--model", "m4", "--elastic", "-1,4"], "--elastic alpha wants",
+                     marks=pytest.mark.slow),
+        pytest.param(["train", "--model", "m4", "--elastic", "3,0"], "--elastic sigma wants",
+                     marks=pytest.mark.slow),
+        (["train", "--model", "no/such.json"], "no such layout file"),
+        pytest.param(["zoo", "--export", "m99"], "unknown model 'm99'", marks=pytest.mark.slow),
+    ],
+)  # fmt: skip
+def test_recipe_and_layout_input_is_one_line(args, text, data_dir):
+    """Checked once, in Recipe.validate or the layout reader, before anything starts."""
     one_line_error(run(*args, data_dir=data_dir), text)
 
 
@@ -429,22 +441,45 @@ def test_a_layout_file_trains_like_its_zoo_entry_and_logs(tmp_path, data_dir):
     assert tb["val/error"][1][1] == pytest.approx(state["history"][1]["val_error"])
 
 
+BAD_LAYOUTS = [
+    ("{not json", "not a readable JSON layout"),
+    ('{"layers": []}', "a list of 'layers'"),
+    ('{"layers": [{"type": "lstm"}]}', "unknown layer type 'lstm'"),
+    ('{"layers": [{"type": "dense", "width": 3}]}', "bad layer"),
+    ('{"layers": [{"type": "flatten"}], "recipe": {"learning_rate": 1}}',
+     "unknown recipe setting 'learning_rate'"),
+    ('{"layers": [{"type": "flatten"}], "recipe": {"lr": -1}}', "--lr wants"),
+    ('{"layers": [{"type": "flatten"}], "input_shape": [28, 0]}', "input_shape wants"),
+    ('{"layers": [{"type": "flatten"}], "inputs": [28, 28, 1]}', "unknown key 'inputs'"),
+    ('{"layers": [{"type": "flatten"}, {"type": "dense", "units": 10}], '
+     '"input_shape": [8, 8, 1]}', "the model takes inputs of shape (8, 8, 1)"),
+    ('{"layers": [{"type": "flatten"}, {"type": "dense", "units": 5}]}',
+     "labels run from 0 to 9, but the model has 5 outputs"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("doc,text", BAD_LAYOUTS)
+def test_bad_layout_files_are_refused_before_a_run(tmp_path, doc, text, data_dir):
+    """In process (quick): every bad layout is one ValueError line, and no run starts."""
+    from arraynet.backends import get_backend
+    from arraynet.layouts import read_layout
+    from arraynet.run import train_model
+
+    path = tmp_path / "bad.json"
+    path.write_text(doc)
+    with pytest.raises(ValueError) as e:
+        name, layout, recipe = read_layout(path)
+        train_model(name, get_backend("numpy"), recipe=recipe, layout=layout, epochs=1,
+                    out_dir=tmp_path / "r", data_dir=str(data_dir), train_limit=32,
+                    quiet_data=True)  # fmt: skip
+    assert text in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "r" / "state.json").exists()
+
+
 @pytest.mark.parametrize(
     "doc,text",
-    [
-        ("{not json", "not a readable JSON layout"),
-        ('{"layers": []}', "a list of 'layers'"),
-        ('{"layers": [{"type": "lstm"}]}', "unknown layer type 'lstm'"),
-        ('{"layers": [{"type": "dense", "width": 3}]}', "bad layer"),
-        ('{"layers": [{"type": "flatten"}], "recipe": {"learning_rate": 1}}',
-         "unknown recipe setting 'learning_rate'"),
-        ('{"layers": [{"type": "flatten"}], "recipe": {"lr": -1}}', "--lr wants"),
-        ('{"layers": [{"type": "flatten"}], "input_shape": [28, 0]}', "input_shape wants"),
-        ('{"layers": [{"type": "flatten"}, {"type": "dense", "units": 10}], '
-         '"input_shape": [8, 8, 1]}', "the model takes inputs of shape (8, 8, 1)"),
-        ('{"layers": [{"type": "flatten"}, {"type": "dense", "units": 5}]}',
-         "labels run from 0 to 9, but the model has 5 outputs"),
-    ],
+    [c if i in (0, 5, 8) else pytest.param(*c, marks=pytest.mark.slow)
+     for i, c in enumerate(BAD_LAYOUTS)],
 )  # fmt: skip
 def test_bad_layout_files_are_one_line(tmp_path, doc, text, data_dir):
     path = tmp_path / "bad.json"
@@ -500,6 +535,10 @@ def test_own_layout_on_own_npz_trains_resumes_and_evaluates(tmp_path, data_dir):
     one_line_error(run("evaluate", str(tmp_path / "x" / "model.safetensors"), data_dir=data_dir),
                    "the model takes inputs of shape (8, 8, 1), but the data's samples are "
                    "(28, 28, 1)")  # fmt: skip
+    # the run's plots use its own data (grey 8x8 images, 4 classes)
+    run("plot", str(tmp_path / "x"), check=True)
+    pngs = {p.name for p in (tmp_path / "x").glob("*.png")}
+    assert pngs == {"curves.png", "confusion.png", "misclassified.png", "augmented.png"}
     # a resume with other data is refused
     np.savez(tmp_path / "other.npz", x_train=x[:100], y_train=y[:100], x_test=x[200:],
              y_test=y[200:])  # fmt: skip
