@@ -92,6 +92,7 @@ def test_table_names_an_unreadable_record(tmp_path):
         assert f"{models / 'm7.json'}: " in p.stderr and "Traceback" not in p.stderr
 
 
+@pytest.mark.slow
 def test_a_retrain_with_another_recipe_keeps_the_replaced_figures(tmp_path, data_dir):
     """The record a retrain replaces is kept under 'before' when its recipe differs (here
     the optimizer), and shown in the table; a rerun of the same recipe keeps it."""

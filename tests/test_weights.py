@@ -108,6 +108,7 @@ def test_every_shipped_file_has_a_valid_checksum(capsys):
     assert "no checksum" not in capsys.readouterr().err
 
 
+@pytest.mark.slow  # two CLI runs that load MNIST
 def test_evaluate_refuses_a_corrupted_model(tmp_path, data_dir):
     src = MODELS / "m4.safetensors"
     n, _ = header_of(src.read_bytes())
