@@ -135,3 +135,12 @@ def test_cli_serve_errors_are_one_line():
                            capture_output=True, text=True, cwd=REPO, timeout=60)  # fmt: skip
         assert p.returncode == 1, p.stderr
         assert len(p.stderr.splitlines()) == 1 and text in p.stderr
+
+
+def test_a_port_in_use_is_a_one_line_error():
+    from arraynet.serve.app import listen
+
+    with listen("127.0.0.1", 0) as taken:
+        port = taken.getsockname()[1]
+        with pytest.raises(ValueError, match=f"cannot listen on 127.0.0.1:{port}"):
+            listen("127.0.0.1", port)

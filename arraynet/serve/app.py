@@ -7,6 +7,7 @@ preprocesses it as `arraynet predict` does and answers
 
 from __future__ import annotations
 
+import socket
 import threading
 from pathlib import Path
 from typing import Any
@@ -104,9 +105,22 @@ def create_app(model: Any, name: str = "model") -> Any:
     return applications.Starlette(routes=routes, exception_handlers={HTTPException: http_error})
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on host:port (port 0: any free one); errors are one line."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        return socket.create_server((host, port), family=family)
+    except OSError as e:
+        raise ValueError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+
+
 def run_server(model: Any, host: str = "127.0.0.1", port: int = 8000, name: str = "model") -> None:
     """Serve the page and the API with uvicorn until interrupted."""
     app = create_app(model, name)
     uvicorn = _need("uvicorn")
-    print(f"serving {name} on http://{host}:{port}/ (Ctrl-C stops)", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    sock = listen(host, port)
+    bound = sock.getsockname()
+    where = f"[{bound[0]}]" if sock.family == socket.AF_INET6 else bound[0]
+    print(f"serving {name} on http://{where}:{bound[1]}/ (Ctrl-C stops)", flush=True)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    server.run(sockets=[sock])
