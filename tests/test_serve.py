@@ -110,7 +110,8 @@ def test_a_body_over_the_limit_is_refused_without_a_length(client):
 
 
 def test_healthz_page_and_unknown_routes(client):
-    assert client.get("/healthz").json() == {"status": "ok", "model": "best.safetensors"}
+    health = client.get("/healthz").json()
+    assert health == {"status": "ok", "model": "best.safetensors", "browser": health["browser"]}
     page = client.get("/")
     assert page.status_code == 200 and "<canvas" in page.text
     assert client.get("/static/app.js").status_code == 200
@@ -144,3 +145,46 @@ def test_a_port_in_use_is_a_one_line_error():
         port = taken.getsockname()[1]
         with pytest.raises(ValueError, match=f"cannot listen on 127.0.0.1:{port}"):
             listen("127.0.0.1", port)
+
+
+def test_model_onnx_is_the_export_when_the_browser_mode_is_on(client, model, data_dir):
+    """GET /model.onnx (what onnxruntime-web runs) is the model's export; without the
+    bundled onnxruntime-web, or with the mode off, it is a 404 with a JSON error."""
+    from arraynet.serve.app import ORT_FILES, ORT_WEB
+
+    bundled = all((ORT_WEB / f).is_file() for f in ORT_FILES)
+    assert client.get("/healthz").json()["browser"] is bundled
+    r = client.get("/model.onnx")
+    if bundled:
+        pytest.importorskip("onnxruntime")
+        from arraynet.io.onnx_export import compare, onnx_session
+
+        assert r.status_code == 200
+        x = load_mnist(data_dir, quiet=True).test_images[:20, ..., None] / np.float32(255.0)
+        res = compare(model, onnx_session(r.content), x.astype(np.float32))
+        assert res["class_mismatches"] == 0 and res["max_abs_diff"] <= 1e-5
+    else:
+        assert r.status_code == 404 and "error" in r.json()
+    with TestClient(create_app(model, browser=False)) as off:
+        assert off.get("/healthz").json()["browser"] is False
+        r = off.get("/model.onnx")
+        assert r.status_code == 404 and "in-browser mode is off" in r.json()["error"]
+
+
+def test_vendored_wants_every_file_of_the_pinned_version(tmp_path):
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location(
+        "vendor_ort_web", REPO / "scripts" / "vendor_ort_web.py"
+    )
+    vendor = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(vendor)
+    assert not vendor.vendored(tmp_path)
+    for name in vendor.FILES:
+        (tmp_path / name).write_bytes(b"x")
+    assert not vendor.vendored(tmp_path)  # no NOTICE.json
+    (tmp_path / "NOTICE.json").write_text(json.dumps({"version": "0.0.1"}))
+    assert not vendor.vendored(tmp_path)
+    (tmp_path / "NOTICE.json").write_text(json.dumps({"version": vendor.VERSION}))
+    assert vendor.vendored(tmp_path)

@@ -1,12 +1,16 @@
-"""The Starlette app: GET / (the drawing page), POST /predict, GET /healthz.
+"""The Starlette app: GET / (the drawing page), POST /predict, GET /healthz, GET /model.onnx.
 
 POST /predict takes a PNG or JPEG body (at most MAX_BYTES bytes, MAX_PIXELS pixels),
 preprocesses it as `arraynet predict` does and answers
 {"digit": d, "probabilities": [p0, ..., p9]}. Bad input is a 4xx with {"error": "..."}.
+When onnxruntime-web is bundled (static/ort/, scripts/vendor_ort_web.py) and the onnx
+package is installed, GET /model.onnx is the model's ONNX export and the page can answer
+in the browser instead.
 """
 
 from __future__ import annotations
 
+import mimetypes
 import socket
 import threading
 from pathlib import Path
@@ -15,6 +19,8 @@ from typing import Any
 MAX_BYTES = 1024 * 1024  # 1 MiB: a drawn digit is a few kB
 MAX_PIXELS = 4096 * 4096
 STATIC = Path(__file__).resolve().parent / "static"
+ORT_WEB = STATIC / "ort"
+ORT_FILES = ("ort.wasm.bundle.min.mjs", "ort-wasm-simd-threaded.wasm")
 STATUS = {"empty": 400, "format": 415, "size": 413, "unreadable": 400, "blank": 422}
 
 
@@ -51,20 +57,38 @@ class Predictor:
         return [float(p) for p in probs[0]]
 
 
-def create_app(model: Any, name: str = "model") -> Any:
-    """The app serving a built model (its last layer a softmax)."""
+def browser_model(model: Any) -> bytes | None:
+    """The ONNX export the page runs in the browser, or None when that mode is off
+    (onnxruntime-web not bundled, or the onnx package missing)."""
+    if not all((ORT_WEB / f).is_file() for f in ORT_FILES):
+        return None
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        return None
+    from arraynet.io.onnx_export import export_bytes
+
+    return export_bytes(model)
+
+
+def create_app(model: Any, name: str = "model", browser: bool = True) -> Any:
+    """The app serving a built model (its last layer a softmax); `browser` offers the
+    in-browser mode when it can run."""
     _need("PIL")
+    mimetypes.add_type("text/javascript", ".mjs")  # module scripts need a JavaScript type
+    mimetypes.add_type("application/wasm", ".wasm")
     applications = _need("starlette.applications")
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException
     from starlette.requests import Request
-    from starlette.responses import FileResponse, JSONResponse
+    from starlette.responses import FileResponse, JSONResponse, Response
     from starlette.routing import Mount, Route
     from starlette.staticfiles import StaticFiles
 
     from arraynet.io.images import ImageError, digit_from_bytes
 
     predictor = Predictor(model)
+    onnx_bytes = browser_model(model) if browser else None
 
     def error(status: int, message: str) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status)
@@ -73,7 +97,12 @@ def create_app(model: Any, name: str = "model") -> Any:
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
     async def healthz(request: Request) -> JSONResponse:
-        return JSONResponse({"status": "ok", "model": name})
+        return JSONResponse({"status": "ok", "model": name, "browser": onnx_bytes is not None})
+
+    async def model_onnx(request: Request) -> Response:
+        if onnx_bytes is None:
+            return error(404, "the in-browser mode is off (onnxruntime-web or onnx missing)")
+        return Response(onnx_bytes, media_type="application/octet-stream")
 
     async def predict(request: Request) -> JSONResponse:
         length = request.headers.get("content-length")
@@ -100,6 +129,7 @@ def create_app(model: Any, name: str = "model") -> Any:
         Route("/", index),
         Route("/healthz", healthz),
         Route("/predict", predict, methods=["POST"]),
+        Route("/model.onnx", model_onnx),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     return applications.Starlette(routes=routes, exception_handlers={HTTPException: http_error})

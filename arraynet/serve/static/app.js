@@ -1,4 +1,5 @@
-// The drawing pad: white ink on black (what MNIST digits are), sent to POST /predict as PNG.
+// The drawing pad: white ink on black (what MNIST digits are), sent to POST /predict as PNG,
+// or, in the browser mode, preprocessed here (preprocess.js) and run by onnxruntime-web.
 "use strict";
 const pad = document.getElementById("pad");
 const ctx = pad.getContext("2d");
@@ -10,6 +11,9 @@ let inked = false;
 let last = null;
 let asked = 0; // number of the latest request: older answers are dropped
 let timer = null;
+let mode = "server";
+let browserModel = null; // a promise of { ort, session }, made on first use
+window.lastAnswer = null; // { by, probabilities, input }: what the page showed last, for tests
 
 function clearPad() {
   ctx.fillStyle = "#000";
@@ -18,6 +22,7 @@ function clearPad() {
   asked += 1;
   answer.textContent = "-";
   top3.replaceChildren();
+  window.lastAnswer = null;
   statusLine.textContent = "Draw to see the model's answer.";
 }
 
@@ -86,6 +91,10 @@ function show(probs) {
 function ask() {
   if (!inked) return;
   const n = ++asked;
+  if (mode === "browser") {
+    askBrowser(n);
+    return;
+  }
   pad.toBlob(async (blob) => {
     try {
       const res = await fetch("/predict", { method: "POST", headers: { "Content-Type": "image/png" }, body: blob });
@@ -96,12 +105,57 @@ function ask() {
         return;
       }
       show(body.probabilities);
+      window.lastAnswer = { by: "server", probabilities: body.probabilities, input: null };
       statusLine.textContent = "Answered by the server (arraynet).";
     } catch (err) {
       if (n === asked) statusLine.textContent = `No answer from the server: ${err}`;
     }
   }, "image/png");
 }
+
+function loadBrowserModel() {
+  if (browserModel === null) {
+    browserModel = (async () => {
+      const ort = await import("/static/ort/ort.wasm.bundle.min.mjs");
+      ort.env.wasm.wasmPaths = { wasm: "/static/ort/ort-wasm-simd-threaded.wasm" }; // the .mjs is in the bundle
+      ort.env.wasm.numThreads = 1;
+      const session = await ort.InferenceSession.create("/model.onnx", { executionProviders: ["wasm"] });
+      return { ort, session };
+    })();
+    browserModel.catch(() => { browserModel = null; });
+  }
+  return browserModel;
+}
+
+async function askBrowser(n) {
+  try {
+    const x = arraynetPreprocess(ctx.getImageData(0, 0, pad.width, pad.height));
+    if (x === null) {
+      if (n === asked) statusLine.textContent = "No digit found (the drawing is blank).";
+      return;
+    }
+    const { ort, session } = await loadBrowserModel();
+    const out = await session.run({ [session.inputNames[0]]: new ort.Tensor("float32", x, [1, 28, 28, 1]) });
+    const probs = Array.from(out[session.outputNames[0]].data);
+    if (n !== asked) return;
+    show(probs);
+    window.lastAnswer = { by: "browser", probabilities: probs, input: Array.from(x) };
+    statusLine.textContent = "Answered in this browser (onnxruntime-web).";
+  } catch (err) {
+    if (n === asked) statusLine.textContent = `The browser could not answer: ${err}`;
+  }
+}
+
+for (const radio of document.querySelectorAll('input[name="mode"]')) {
+  radio.addEventListener("change", () => {
+    mode = radio.value;
+    ask();
+  });
+}
+
+fetch("/healthz").then((r) => r.json()).then((h) => {
+  document.getElementById("modes").hidden = !h.browser;
+}).catch(() => {});
 
 document.getElementById("clear").addEventListener("click", clearPad);
 clearPad();
