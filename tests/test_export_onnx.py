@@ -230,3 +230,25 @@ def test_cli_export_errors_are_one_line(tmp_path):
         assert len(p.stderr.splitlines()) == 1 and "Traceback" not in p.stderr
         assert text in p.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_check_writes_nothing(tmp_path, data_dir, monkeypatch):
+    """--check refuses to write a file whose outputs disagree (here: a faked mismatch)."""
+    from typer.testing import CliRunner
+
+    from arraynet import cli
+    from arraynet.io import onnx_export
+
+    def disagree(model, session, x, labels=None):
+        return {"images": len(x), "max_abs_diff": 0.5, "class_mismatches": 3,
+                "arraynet_errors": 1, "onnx_errors": 4, "arraynet_error_rate": 1e-4,
+                "onnx_error_rate": 4e-4}  # fmt: skip
+
+    monkeypatch.setattr(onnx_export, "compare", disagree)
+    out = tmp_path / "m8.onnx"
+    args = ["export", str(REPO / "models" / "m8.safetensors"), str(out), "--check",
+            "--data-dir", str(data_dir)]  # fmt: skip
+    res = CliRunner().invoke(cli.app, args)
+    assert isinstance(res.exception, cli.CliError)
+    assert "export check failed" in str(res.exception) and "not written" in str(res.exception)
+    assert list(tmp_path.iterdir()) == []
