@@ -220,6 +220,7 @@ def test_cli_export_with_full_check_agrees_with_evaluate(tmp_path, data_dir):
     onnx.checker.check_model(str(out))
 
 
+@pytest.mark.slow  # subprocesses
 def test_cli_export_errors_are_one_line(tmp_path):
     for args, text in [
         ((str(tmp_path / "none.safetensors"), str(tmp_path / "a.onnx")), "no such weights file"),

@@ -126,6 +126,7 @@ def test_a_model_without_softmax_output_is_refused():
         create_app(m1)
 
 
+@pytest.mark.slow  # subprocesses
 def test_cli_serve_errors_are_one_line():
     env = dict(os.environ)
     for args, text in [
