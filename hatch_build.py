@@ -1,12 +1,14 @@
 """Wheel build hook: bundle onnxruntime-web into the wheel (scripts/vendor_ort_web.py), so
 `arraynet serve` can offer its in-browser mode with no CDN. Editable installs (`uv sync`)
-skip it; ARRAYNET_NO_ORT_WEB=1 builds a wheel without it (the page then answers only from
-the server)."""
+skip it; ARRAYNET_NO_ORT_WEB=1 builds a wheel without it, as does a machine without npm
+(with a note; ARRAYNET_REQUIRE_ORT_WEB=1 makes that an error). Without it the page answers
+only from the server."""
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +31,10 @@ class OrtWebBuildHook(BuildHookInterface):
         if not vendor.vendored():
             try:
                 vendor.vendor()
-            except Exception as e:
-                raise RuntimeError(
-                    f"bundling onnxruntime-web failed ({e}); install npm, or build without "
-                    "the in-browser mode with ARRAYNET_NO_ORT_WEB=1"
-                ) from e
+            except Exception as e:  # no npm or no registry: a wheel without the browser mode
+                if os.environ.get("ARRAYNET_REQUIRE_ORT_WEB") == "1":
+                    raise RuntimeError(f"bundling onnxruntime-web failed ({e})") from e
+                print(f"arraynet: onnxruntime-web not bundled ({e}); the page will answer "
+                      "from the server only", file=sys.stderr)  # fmt: skip
+                return
         build_data["artifacts"].append("/arraynet/serve/static/ort/*")
