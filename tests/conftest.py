@@ -27,4 +27,5 @@ def data_dir() -> Path:
     try:
         return mnist_dir()
     except DataError as e:
-        pytest.fail(str(e), pytrace=False)
+        message = str(e)
+    pytest.fail(message, pytrace=False)  # (outside the except: one message, no chained one)

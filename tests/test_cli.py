@@ -261,7 +261,6 @@ def test_truncated_idx_makes_verify_fail(tmp_path, data_dir):
 
 @pytest.mark.slow
 def test_plot_writes_pngs(tmp_path, data_dir):
-    pytest.importorskip("matplotlib")
     out = tmp_path / "run"
     run("train", "--model", "m8", "--epochs", "1", "--train-limit", "500", "--out", str(out),
         "--val-split", "500", data_dir=data_dir, check=True)  # fmt: skip
