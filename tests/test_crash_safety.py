@@ -37,11 +37,26 @@ def _env(data_dir: Path) -> dict[str, str]:
     return {**os.environ, "ARRAYNET_DATA": str(data_dir)}
 
 
+def _start(args: list[str], out: Path, data_dir: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(_cmd(*args, "--out", str(out), "--json", *extra),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=_env(data_dir), cwd=REPO)  # fmt: skip
+
+
+def _result(p: subprocess.Popen) -> dict:
+    """The run's JSON summary once it has ended (it must succeed)."""
+    try:
+        stdout, stderr = p.communicate(timeout=600)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+    assert p.returncode == 0, stderr
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
 def _train(args: list[str], out: Path, data_dir: Path, *extra: str) -> dict:
-    p = subprocess.run(_cmd(*args, "--out", str(out), "--json", *extra), capture_output=True,
-                       text=True, env=_env(data_dir), cwd=REPO, timeout=600)  # fmt: skip
-    assert p.returncode == 0, p.stderr
-    return json.loads(p.stdout.strip().splitlines()[-1])
+    return _result(_start(args, out, data_dir, *extra))
 
 
 def _epoch(out: Path) -> int:
@@ -96,10 +111,17 @@ def _same_run(a: Path, b: Path) -> None:
 
 
 def _killed_and_resumed_equals_straight(args, tmp_path, data_dir, kill_after, epochs) -> dict:
-    straight = _train(args, tmp_path / "straight", data_dir)
-    killed = _kill_after(args, tmp_path / "killed", data_dir, kill_after)
-    assert kill_after <= killed < epochs, "the run was killed before it had trained out"
-    resumed = _train(args, tmp_path / "killed", data_dir, "--resume")
+    # the uninterrupted run goes on beside the other two (they share no files)
+    running = _start(args, tmp_path / "straight", data_dir)
+    try:
+        killed = _kill_after(args, tmp_path / "killed", data_dir, kill_after)
+        assert kill_after <= killed < epochs, "the run was killed before it had trained out"
+        resumed = _train(args, tmp_path / "killed", data_dir, "--resume")
+    except BaseException:
+        running.kill()
+        running.communicate()
+        raise
+    straight = _result(running)
     _same_run(tmp_path / "straight", tmp_path / "killed")
     assert resumed["correct"] == straight["correct"]
     assert resumed["epochs_run"] == straight["epochs_run"]
