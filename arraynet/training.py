@@ -131,6 +131,7 @@ class Trainer:
         r, b, model = self.recipe, self.backend, self.model
         xp = b.xp
         lr = learning_rate(r.schedule, r.lr, epoch, r.epochs, r.warmup)
+        self.opt.start_epoch(epoch + 1)  # (1-based; 'adam-seed' counts its bias correction)
         n = len(self.train_data)
         order = b.from_host(self.shuffle.permutation(n))  # one copy to the device an epoch
         nb = math.ceil(n / r.batch_size)

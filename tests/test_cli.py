@@ -382,13 +382,17 @@ def test_zoo_table_survives_unreadable_records(tmp_path):
     (tmp_path / "m5.json").write_bytes(b"\xff\xfe")
     (tmp_path / "m6.json").write_text('{"error_rate": "abc"}')
     (tmp_path / "m7.json").write_text('{"error_rate": 0.0194}')
+    (tmp_path / "m8.json").write_text('{"error_rate": 0.0138, "recipe": [1]}')
+    (tmp_path / "m9.json").write_text('{"error_rate": 0.007, "recipe": {"optimizer": "adam"}}')
     env = {**os.environ, "ARRAYNET_MODELS": str(tmp_path)}
     p = subprocess.run([sys.executable, "-m", "arraynet.cli", "zoo", "--json"],
                        capture_output=True, text=True, env=env, cwd=REPO, timeout=600)  # fmt: skip
     assert p.returncode == 0, p.stderr
     shipped = {r["model"]: r["shipped_error"] for r in last_json(p)["models"]}
     assert shipped["m4"] is shipped["m5"] is shipped["m6"] is None
-    assert shipped["m7"] == 0.0194
+    assert shipped["m7"] == 0.0194 and shipped["m8"] == 0.0138
+    opts = {r["model"]: r["shipped_optimizer"] for r in last_json(p)["models"]}
+    assert opts["m7"] is opts["m8"] is None and opts["m9"] == "adam"
 
 
 def test_digit_images_with_transparency_or_float_pixels(tmp_path, data_dir):
