@@ -1,31 +1,31 @@
-"""Shared fixtures: backends available here and the local MNIST folder."""
+"""Shared fixtures: backends available here and the MNIST folder."""
 
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 
 import pytest
 
+from arraynet.data import DataError, locate
+
 REPO = Path(__file__).resolve().parents[1]
-SHARED_MNIST = REPO.parent / "shared" / "data" / "mnist"
 
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 CPU_BACKENDS = ["numpy", "array-api-strict"] + (["torch"] if HAVE_TORCH else [])
 
 
-def mnist_dir() -> Path | None:
-    """ARRAYNET_DATA if set, else ../shared/data/mnist beside the repo, else None."""
-    env = os.environ.get("ARRAYNET_DATA")
-    if env and Path(env).is_dir():
-        return Path(env)
-    return SHARED_MNIST if SHARED_MNIST.is_dir() else None
+def mnist_dir() -> Path:
+    """The MNIST folder the CLI reads: $ARRAYNET_DATA, else the cache `arraynet data fetch`
+    fills, else ../shared/data/mnist beside the checkout (`arraynet.data.resolve_data_dir`).
+    Raises DataError, with the one missing-data message, unless all four files are there."""
+    return locate()
 
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    d = mnist_dir()
-    if d is None:
-        pytest.fail("MNIST files not found: set ARRAYNET_DATA or provide ../shared/data/mnist")
-    return d
+    try:
+        return mnist_dir()
+    except DataError as e:
+        message = str(e)
+    pytest.fail(message, pytrace=False)  # (outside the except: one message, no chained one)

@@ -52,6 +52,7 @@ def test_parity_numpy_vs_strict(models, data_dir):
     assert res["ok"] is True and res["max_abs_diff"] < 1e-4 and res["data"] == "mnist"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not HAVE_TORCH, reason="torch is an optional extra")
 @pytest.mark.parametrize("models", ["m12", "m8", "m1", "m14"])
 def test_parity_numpy_vs_torch(models, data_dir):
@@ -60,6 +61,7 @@ def test_parity_numpy_vs_torch(models, data_dir):
     assert last_json(p)["ok"] is True
 
 
+@pytest.mark.slow
 def test_parity_fails_loudly_when_tolerance_is_impossible(data_dir):
     if not HAVE_TORCH:
         pytest.skip("needs two backends that differ in rounding")
@@ -68,6 +70,7 @@ def test_parity_fails_loudly_when_tolerance_is_impossible(data_dir):
     assert p.returncode == 1 and last_json(p)["ok"] is False
 
 
+@pytest.mark.slow
 def test_train_then_evaluate_agree(tmp_path, data_dir):
     """Issue 3's check: m4 (seed recipe), 3 epochs on 20,000 images, under 5 %."""
     out = tmp_path / "m4"
@@ -99,6 +102,7 @@ def test_a_run_that_does_not_learn_is_flagged(tmp_path, data_dir):
     assert state["history"][0]["at_chance"] is True
 
 
+@pytest.mark.slow
 def test_elastic_flag_reaches_the_recipe(tmp_path, data_dir):
     out = tmp_path / "el"
     p = run("train", "--model", "m9", "--epochs", "1", "--train-limit", "256", "--aug-p", "1",
@@ -110,6 +114,7 @@ def test_elastic_flag_reaches_the_recipe(tmp_path, data_dir):
     assert state["recipe"]["augment"]["rotation"] == 25.0  # the rest of the recipe kept
 
 
+@pytest.mark.slow
 def test_predict_a_digit_image(tmp_path, data_dir):
     from PIL import Image
 
@@ -128,6 +133,7 @@ def test_predict_a_digit_image(tmp_path, data_dir):
     assert pred["digit"] == int(m.test_labels[0]) and 0 < pred["probability"] <= 1
 
 
+@pytest.mark.slow
 def test_zoo_and_backends_json():
     z = last_json(run("zoo", "--json", check=True))
     names = [r["model"] for r in z["models"]]
@@ -144,47 +150,50 @@ def test_bench_json(data_dir):
     assert res["train_img_per_s"] > 0 and res["eval_img_per_s"] > 0
 
 
+BAD_INPUT = [
+    (["train", "--model", "m99", "--epochs", "1"], "unknown model 'm99'"),
+    (["train", "--model", "m4", "--backend", "tensorflow"], "unknown backend 'tensorflow'"),
+    (["evaluate", "no/such/file.safetensors"], "no such weights file"),
+    (["predict", "no/such.safetensors", "x.png"], "no such weights file"),
+    (["parity", "--model", "m12", "--backends", "numpy"], "at least two"),
+    (["train", "--model", "m4", "--out", "/nonexistent-run", "--resume"], "nothing to resume"),
+    (["plot", "/nonexistent-run"], "not a run folder"),
+    (["train", "--model", "m4", "--elastic", "34"], "--elastic wants 'ALPHA,SIGMA'"),
+    (["train", "--model", "m14-swa", "--init", "no/such.safetensors"], "no such weights"),
+    (["train", "--model", "m14-distill", "--distill", "1.5"], "--distill wants a number"),
+    (
+        ["train", "--model", "m14-distill", "--teacher", "no/such.safetensors"],
+        "no such weights",
+    ),
+    (["bench", "--model", "m9", "--steps", "1", "--threads", "0"], "--threads wants"),
+    (["bench", "--model", "m9", "--steps", "0"], "--steps wants at least 1"),
+    (["bench", "--model", "m9", "--batch-size", "-4"], "--batch-size wants at least 1"),
+    (["parity", "--backends", "numpy,numpy"], "lists a backend twice"),
+    (["parity", "--batch-size", "0"], "--batch-size wants at least 1"),
+    (["parity", "--dtype", "float16"], "--dtype wants float32 or float64"),
+    (["train", "--model", "m4", "--epochs", "0"], "--epochs wants a whole number >= 1"),
+    (["train", "--model", "m4", "--batch-size", "0"], "--batch-size wants a whole number"),
+    (["train", "--model", "m4", "--lr", "nan"], "--lr wants a number in [0, inf)"),
+    (["train", "--model", "m4", "--aug-p", "2"], "--aug-p wants a number in [0, 1]"),
+    (["train", "--model", "m4", "--label-smoothing", "1"], "--label-smoothing wants"),
+    (["train", "--model", "m4", "--ema", "nan"], "--ema wants"),
+    (["train", "--model", "m4", "--warmup", "-3"], "--warmup wants"),
+    (["train", "--model", "m4", "--min-delta", "nan"], "--min-delta wants"),
+    (["train", "--model", "m4", "--elastic", "nan,4"], "--elastic alpha wants"),
+    (["train", "--model", "m4", "--monitor", "bogus"], "--monitor wants one of"),
+    (["train", "--model", "m4", "--schedule", "bogus"], "--schedule wants one of"),
+    # raised while the progress bar is up: still one line (no bar on a pipe)
+    (["train", "--model", "m4", "--val-split", "70000"], "--val-split must be between"),
+]
+# one case of each kind of check in the quick run; the other cases are marked slow
+QUICK = {0, 1, 2, 4, 5, 6, 17, 19, 28}
+
+
 @pytest.mark.parametrize(
     "args,text",
-    [
-        (["train", "--model", "m99", "--epochs", "1"], "unknown model 'm99'"),
-        (["train", "--model", "m4", "--backend", "tensorflow"], "unknown backend 'tensorflow'"),
-        (["evaluate", "no/such/file.safetensors"], "no such weights file"),
-        (["predict", "no/such.safetensors", "x.png"], "no such weights file"),
-        (["parity", "--model", "m12", "--backends", "numpy"], "at least two"),
-        (["train", "--model", "m4", "--out", "/nonexistent-run", "--resume"], "nothing to resume"),
-        (["plot", "/nonexistent-run"], "not a run folder"),
-        (["train", "--model", "m4", "--elastic", "34"], "--elastic wants 'ALPHA,SIGMA'"),
-        (["train", "--model", "m14-swa", "--init", "no/such.safetensors"], "no such weights"),
-        (
-            ["train", "--model", "m14-distill", "--distill", "1.5"],
-            "--distill wants a number in [0, 1]",
-        ),
-        (
-            ["train", "--model", "m14-distill", "--teacher", "no/such.safetensors"],
-            "no such weights",
-        ),
-        (["bench", "--model", "m9", "--steps", "1", "--threads", "0"], "--threads wants"),
-        (["bench", "--model", "m9", "--steps", "0"], "--steps wants at least 1"),
-        (["bench", "--model", "m9", "--batch-size", "-4"], "--batch-size wants at least 1"),
-        (["parity", "--backends", "numpy,numpy"], "lists a backend twice"),
-        (["parity", "--batch-size", "0"], "--batch-size wants at least 1"),
-        (["parity", "--dtype", "float16"], "--dtype wants float32 or float64"),
-        (["train", "--model", "m4", "--epochs", "0"], "--epochs wants a whole number >= 1"),
-        (["train", "--model", "m4", "--batch-size", "0"], "--batch-size wants a whole number"),
-        (["train", "--model", "m4", "--lr", "nan"], "--lr wants a number in [0, inf)"),
-        (["train", "--model", "m4", "--aug-p", "2"], "--aug-p wants a number in [0, 1]"),
-        (["train", "--model", "m4", "--label-smoothing", "1"], "--label-smoothing wants"),
-        (["train", "--model", "m4", "--ema", "nan"], "--ema wants"),
-        (["train", "--model", "m4", "--warmup", "-3"], "--warmup wants"),
-        (["train", "--model", "m4", "--min-delta", "nan"], "--min-delta wants"),
-        (["train", "--model", "m4", "--elastic", "nan,4"], "--elastic alpha wants"),
-        (["train", "--model", "m4", "--monitor", "bogus"], "--monitor wants one of"),
-        (["train", "--model", "m4", "--schedule", "bogus"], "--schedule wants one of"),
-        # raised while the progress bar is up: still one line (no bar on a pipe)
-        (["train", "--model", "m4", "--val-split", "70000"], "--val-split must be between"),
-    ],
-)
+    [c if i in QUICK else pytest.param(*c, marks=pytest.mark.slow)
+     for i, c in enumerate(BAD_INPUT)],
+)  # fmt: skip
 def test_bad_input_is_one_line(args, text, data_dir):
     one_line_error(run(*args, data_dir=data_dir), text)
 
@@ -213,6 +222,7 @@ def test_bad_thread_variable_is_one_line(data_dir, monkeypatch):
     one_line_error(p, "ARRAYNET_THREADS must be a whole number")
 
 
+@pytest.mark.slow
 def test_bench_reports_threads(data_dir):
     p = run("bench", "-m", "m9", "--steps", "3", "--no-augment", "--threads", "3", "--json",
             data_dir=data_dir, check=True)  # fmt: skip
@@ -220,6 +230,7 @@ def test_bench_reports_threads(data_dir):
     assert "numpy (cpu, 3 threads)" in p.stderr
 
 
+@pytest.mark.slow
 def test_missing_cupy_is_one_line():
     p = run("train", "--model", "m4", "--backend", "cupy", "--epochs", "1")
     try:
@@ -230,6 +241,7 @@ def test_missing_cupy_is_one_line():
         one_line_error(p, "uv sync --extra cuda12")
 
 
+@pytest.mark.slow
 def test_corrupt_weights_and_images(tmp_path, data_dir):
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"garbage" * 10)
@@ -247,20 +259,26 @@ def test_corrupt_weights_and_images(tmp_path, data_dir):
     one_line_error(run("predict", str(weights), str(img)), "not a readable image")
 
 
+@pytest.mark.slow
 def test_truncated_idx_makes_verify_fail(tmp_path, data_dir):
-    for f in Path(data_dir).glob("*.gz"):
-        shutil.copy(f, tmp_path / f.name)
-    name = "t10k-labels-idx1-ubyte.gz"
-    raw = gzip.decompress((tmp_path / name).read_bytes())[:5000]
-    (tmp_path / name).write_bytes(gzip.compress(raw))
+    from arraynet.data import FILES, find_file
+
+    for name in FILES:  # raw or gzip'd, as the source folder holds them
+        src = find_file(Path(data_dir), name)
+        shutil.copy(src, tmp_path / src.name)
+    src = find_file(tmp_path, "t10k-labels-idx1-ubyte")
+    data = src.read_bytes()
+    raw = (gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data)[:5000]
+    src.unlink()
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(raw))
     p = run("data", "verify", "--data-dir", str(tmp_path))
     one_line_error(p, "t10k-labels-idx1-ubyte")
     ok = run("data", "verify", "--data-dir", str(data_dir), "--json", check=True)
     assert last_json(ok)["ok"] is True
 
 
+@pytest.mark.slow
 def test_plot_writes_pngs(tmp_path, data_dir):
-    pytest.importorskip("matplotlib")
     out = tmp_path / "run"
     run("train", "--model", "m8", "--epochs", "1", "--train-limit", "500", "--out", str(out),
         "--val-split", "500", data_dir=data_dir, check=True)  # fmt: skip
@@ -269,8 +287,35 @@ def test_plot_writes_pngs(tmp_path, data_dir):
     assert names == {"curves.png", "confusion.png", "misclassified.png", "augmented.png"}
     for n in names:
         assert (out / n).read_bytes()[:4] == b"\x89PNG"
+    # the matrix the picture shows: its diagonal is the run's recorded correct count
+    from arraynet.backends import get_backend
+    from arraynet.data import load_mnist, to_float
+    from arraynet.io import load_model
+    from arraynet.io.plots import confusion_matrix
+
+    b = get_backend("numpy")
+    model, meta = load_model(out / "model.safetensors", b)
+    m = load_mnist(data_dir, quiet=True)
+    pred = np.asarray(model.predict(to_float(m.test_images, b), 500)).argmax(1)
+    cm = confusion_matrix(m.test_labels, pred)
+    assert int(np.trace(cm)) == meta["metrics"]["correct"] and cm.sum() == 10000
+    np.testing.assert_array_equal(cm.sum(1), np.bincount(m.test_labels, minlength=10))
+    np.testing.assert_array_equal(cm.sum(0), np.bincount(pred, minlength=10))
 
 
+def test_confusion_matrix_by_hand():
+    from arraynet.io.plots import confusion_matrix
+
+    cm = confusion_matrix(np.array([0, 1, 1, 2, 2, 2]), np.array([0, 1, 2, 2, 2, 0]), classes=3)
+    assert cm.tolist() == [[1, 0, 0], [0, 1, 1], [1, 0, 2]]  # rows: true, columns: predicted
+    assert confusion_matrix(np.array([], int), np.array([], int), 2).tolist() == [[0, 0], [0, 0]]
+    with pytest.raises(ValueError, match=r"must lie in 0\.\.2"):
+        confusion_matrix(np.array([0, 3]), np.array([0, 1]), classes=3)
+    with pytest.raises(ValueError, match="1-D alike"):
+        confusion_matrix(np.array([0, 1]), np.array([0]), classes=3)
+
+
+@pytest.mark.slow
 def test_ctrl_c_during_training_says_interrupted(tmp_path, data_dir):
     import signal
 
@@ -287,6 +332,7 @@ def test_ctrl_c_during_training_says_interrupted(tmp_path, data_dir):
     assert stderr.strip().splitlines()[-1] == "interrupted" and "Traceback" not in stderr
 
 
+@pytest.mark.slow
 def test_a_run_folder_is_never_overwritten_or_mixed(tmp_path, data_dir):
     """A fresh run refuses a folder that holds a run or weights (nothing is touched), a
     resume refuses other data or another model, and an unwritable folder is refused before

@@ -18,7 +18,9 @@ from arraynet.data import (
     SHA256,
     DataError,
     fetch,
+    find_file,
     load_mnist,
+    locate,
     one_hot,
     resolve_data_dir,
     to_float,
@@ -26,16 +28,29 @@ from arraynet.data import (
     verify_or_raise,
 )
 from arraynet.data import download as dl
+from arraynet.data import mnist as mnist_mod
+from tests.conftest import mnist_dir
 
-_REPO = Path(__file__).resolve().parents[1]
-SHARED = resolve_data_dir(os.environ.get("ARRAYNET_DATA") or _REPO / ".." / "shared/data/mnist")
+
+def _source() -> tuple[Path | None, str]:
+    """The MNIST folder the tests read (as the CLI finds it), or the missing-data message."""
+    try:
+        return mnist_dir(), ""
+    except DataError as e:
+        return None, str(e)
+
+
+SHARED, _MISSING = _source()  # resolved before `_isolate` hides the environment
+_CHECKOUT = mnist_mod.checkout_data_dir
 
 
 def _shared_file(name: str) -> Path:
-    for path in (SHARED / f"{name}.gz", SHARED / name):
-        if path.is_file():
-            return path
-    pytest.skip(f"MNIST not available in {SHARED}")
+    """The source's raw or gzip'd file `name` (a missing file fails, as everywhere)."""
+    if SHARED is None:
+        pytest.fail(_MISSING, pytrace=False)
+    path = find_file(SHARED, name)
+    assert path is not None, f"{name} vanished from {SHARED}"
+    return path
 
 
 def _raw_bytes(name: str) -> bytes:
@@ -45,8 +60,10 @@ def _raw_bytes(name: str) -> bytes:
 
 @pytest.fixture(autouse=True)
 def _isolate(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No env data dir, a private cache, no mirrors and no npm: nothing can reach the network."""
+    """No env data dir, a private cache, no checkout fallback, no mirrors and no npm: nothing
+    is found by accident and nothing can reach the network."""
     monkeypatch.delenv("ARRAYNET_DATA", raising=False)
+    monkeypatch.setattr(mnist_mod, "checkout_data_dir", lambda: None)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
     monkeypatch.setattr(dl, "MIRRORS", [])
     empty_bin = tmp_path / "empty-bin"
@@ -70,10 +87,14 @@ def raw_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def gz_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A plain folder of `.gz` copies (what a mirror serves)."""
+    """A plain folder of `.gz` copies (what a mirror serves), from a raw or gzip'd source."""
     folder = tmp_path_factory.mktemp("gz")
     for name in FILES:
-        shutil.copy(_shared_file(name), folder / f"{name}.gz")
+        src = _shared_file(name)
+        if src.name.endswith(".gz"):
+            shutil.copy(src, folder / f"{name}.gz")
+        else:
+            (folder / f"{name}.gz").write_bytes(gzip.compress(src.read_bytes(), compresslevel=1))
     return folder
 
 
@@ -99,7 +120,7 @@ def _leftovers(folder: Path) -> list[str]:
 
 
 # -- loading -----------------------------------------------------------------------------------
-def test_load_shared_gz(mnist: MNIST) -> None:
+def test_load_source(mnist: MNIST) -> None:
     assert mnist.train_images.shape == (60000, 28, 28)
     assert mnist.test_images.shape == (10000, 28, 28)
     assert mnist.train_labels.shape == (60000,)
@@ -127,8 +148,13 @@ def test_data_root_with_mnist_subfolder(tmp_path: Path, gz_dir: Path) -> None:
 
 
 def test_missing_without_download(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="missing"):
-        load_mnist(tmp_path / "nothing", download=False)
+    folder = tmp_path / "nothing"
+    with pytest.raises(DataError) as exc:
+        load_mnist(folder, download=False)
+    assert str(exc.value) == (
+        f"MNIST files not found in {folder}: {', '.join(FILES)} (run `arraynet data fetch`, "
+        "or set ARRAYNET_DATA to a folder that holds them)"
+    )
 
 
 # -- corrupt files -----------------------------------------------------------------------------
@@ -233,6 +259,36 @@ def test_env_var_is_used_for_loading(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ARRAYNET_DATA", str(SHARED))
     assert fetch(quiet=True) == SHARED  # all present: nothing to download
     assert load_mnist(download=False, verify=False).test_images.shape == (10000, 28, 28)
+
+
+def test_lookup_order_env_then_cache_then_checkout(
+    tmp_path: Path, gz_dir: Path, raw_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ARRAYNET_DATA, then the cache `arraynet data fetch` fills, then ../shared/data/mnist
+    beside the checkout (used only when it holds all four files); raw and gzip'd alike."""
+    cache = tmp_path / "xdg-cache" / "arraynet" / "mnist"
+    shared = tmp_path / "shared" / "data" / "mnist"
+    monkeypatch.setattr(mnist_mod, "checkout_data_dir", lambda: shared)
+    assert resolve_data_dir() == cache  # nothing anywhere: where a download will go
+    shared.mkdir(parents=True)
+    shutil.copy(raw_dir / FILES[0], shared / FILES[0])
+    assert resolve_data_dir() == cache  # an incomplete checkout folder is not used
+    for name in FILES[1:]:
+        shutil.copy(raw_dir / name, shared / name)
+    assert resolve_data_dir() == shared and locate() == shared
+    assert load_mnist(download=False, verify=False).test_labels.shape == (10000,)
+    cache.mkdir(parents=True)
+    for name in FILES:
+        shutil.copy(gz_dir / f"{name}.gz", cache / f"{name}.gz")
+    assert resolve_data_dir() == cache and locate() == cache
+    monkeypatch.setenv("ARRAYNET_DATA", str(tmp_path / "env"))
+    assert resolve_data_dir() == tmp_path / "env"
+    with pytest.raises(DataError, match=r"^MNIST files not found in .*env: train-images"):
+        locate()
+
+
+def test_checkout_fallback_is_beside_the_repository() -> None:
+    assert _CHECKOUT() == Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 
 
 def test_verify_missing_files(tmp_path: Path) -> None:
@@ -390,8 +446,9 @@ def test_to_float(mnist: MNIST) -> None:
 
 
 def test_to_float_numpy_backend(mnist: MNIST) -> None:
-    backends = pytest.importorskip("arraynet.backends")
-    backend = backends.get_backend("numpy")
+    from arraynet.backends import get_backend
+
+    backend = get_backend("numpy")
     x = backend.to_host(to_float(mnist.train_images[:8], backend))
     assert x.shape == (8, 28, 28, 1) and x.dtype == np.float32
 

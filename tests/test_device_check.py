@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO
 
 
+@pytest.mark.slow
 def test_device_check_cpu_writes_report(tmp_path: Path, data_dir: Path) -> None:
     out = tmp_path / "out"
     cmd = [

@@ -46,6 +46,7 @@ def test_teacher_probabilities_average_the_teachers(tmp_path, data_dir):
     np.testing.assert_allclose(teacher_probabilities(paths, x, b), want, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_distilled_run_resumes_exactly_and_names_its_teachers(tmp_path, data_dir):
     teachers = [_teacher(tmp_path, data_dir, s, 100) for s in (0, 1)]
     straight = _student(tmp_path, data_dir, teachers, out="a")
@@ -67,6 +68,7 @@ def test_distilled_run_resumes_exactly_and_names_its_teachers(tmp_path, data_dir
     assert plain["epochs_run"] == 3 and not np.array_equal(p["1.kernel"], a["1.kernel"])
 
 
+@pytest.mark.slow
 def test_a_changed_teacher_stops_the_resume(tmp_path, data_dir):
     teachers = [_teacher(tmp_path, data_dir, 0, 100)]
     _student(tmp_path, data_dir, teachers, out="b", epochs=1)

@@ -10,6 +10,7 @@ from arraynet.zoo import LAYOUTS
 from tests.conftest import CPU_BACKENDS
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [n for n in LAYOUTS if "-" not in n])  # mN-x: same layouts
 def test_layout_parity(name, data_dir):
     res = run_parity(name, CPU_BACKENDS, batch_size=4, data_dir=str(data_dir))
@@ -23,6 +24,7 @@ def test_layout_parity(name, data_dir):
     assert grads == {f"grad {k}" for k in m.parameters()}
 
 
+@pytest.mark.slow
 def test_parity_float64_is_tight(data_dir):
     res = run_parity("m12", CPU_BACKENDS, batch_size=4, dtype="float64", data_dir=str(data_dir))
     assert res["ok"] and res["max_abs_diff"] < 1e-10

@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from arraynet.backends import get_backend
 from arraynet.io import load_arrays
 from arraynet.recipes import recipe_for
@@ -22,6 +24,7 @@ def _run(tmp_path, data_dir, seed: int, val_split: int) -> str:
     return str(out)
 
 
+@pytest.mark.slow
 def test_ship_best_picks_on_validation_and_records_the_choice(tmp_path, data_dir):
     runs = [_run(tmp_path, data_dir, s, 500) for s in (0, 1, 2)]
     models = tmp_path / "models"
@@ -52,6 +55,7 @@ def test_ship_best_refuses_a_run_without_a_validation_split(tmp_path, data_dir):
     assert len(p.stderr.strip().splitlines()) == 1 and not (tmp_path / "m").exists()
 
 
+@pytest.mark.slow
 def test_ship_best_retrain_ships_the_full_run_of_the_chosen_recipe(tmp_path, data_dir):
     runs = [_run(tmp_path, data_dir, s, 500) for s in (0, 1)]
     full = _run(tmp_path, data_dir, 0, 0)
@@ -71,6 +75,7 @@ def test_ship_best_retrain_ships_the_full_run_of_the_chosen_recipe(tmp_path, dat
     assert "retrain" in (models / "README.md").read_text()
 
 
+@pytest.mark.slow
 def test_ship_best_retrain_refuses_a_different_recipe(tmp_path, data_dir):
     run = _run(tmp_path, data_dir, 0, 500)
     other = tmp_path / "other"
@@ -88,6 +93,7 @@ def test_ship_best_retrain_refuses_a_different_recipe(tmp_path, data_dir):
     assert len(p.stderr.strip().splitlines()) == 1 and not (tmp_path / "m").exists()
 
 
+@pytest.mark.slow
 def test_ship_ensemble_records_a_row_that_evaluate_reproduces(tmp_path, data_dir):
     members = [str(REPO / "models" / f"{m}.safetensors") for m in ("m3", "m5")]
     models = tmp_path / "models"
@@ -114,6 +120,7 @@ def test_ship_ensemble_records_a_row_that_evaluate_reproduces(tmp_path, data_dir
     assert (models / "README.md").read_text() == table
 
 
+@pytest.mark.slow
 def test_ship_best_scores_an_averaging_run_by_its_averaged_weights(tmp_path, data_dir):
     """A run ending in weight averaging (swa_from) is chosen on its final, averaged weights,
     not on the last epoch's raw ones."""

@@ -13,6 +13,7 @@ import pytest
 from tests.conftest import REPO
 
 
+@pytest.mark.slow
 def test_train_zoo_writes_weights_metadata_and_table(tmp_path, data_dir):
     env = {**os.environ, "ARRAYNET_DATA": str(data_dir)}
     cmd = [
@@ -34,6 +35,7 @@ def test_train_zoo_writes_weights_metadata_and_table(tmp_path, data_dir):
     assert p2.returncode == 0 and "[m3] resuming" in p2.stdout
 
 
+@pytest.mark.slow
 def test_train_zoo_picks_a_seed_on_the_validation_split(tmp_path, data_dir):
     env = {**os.environ, "ARRAYNET_DATA": str(data_dir)}
     cmd = [
@@ -66,6 +68,7 @@ def test_train_zoo_picks_a_seed_on_the_validation_split(tmp_path, data_dir):
         ("ship_ensemble.py", ["a.safetensors", "b.safetensors"], "ship_ensemble: error:"),
     ],
 )
+@pytest.mark.slow
 def test_scripts_bad_input_is_one_line(script, args, text, tmp_path, data_dir):
     extra = ["--models-dir", str(tmp_path / "models"), "--data-dir", str(data_dir)]
     if script == "train_zoo.py":
@@ -78,6 +81,7 @@ def test_scripts_bad_input_is_one_line(script, args, text, tmp_path, data_dir):
     assert not (tmp_path / "runs" / "m4" / "model.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_table_names_an_unreadable_record(tmp_path):
     models = tmp_path / "models"
     shutil.copytree(REPO / "models", models)

@@ -100,6 +100,7 @@ def _small_run(tmp_path, data_dir, name, epochs, resume=False, out="run"):
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted_run(tmp_path, data_dir):
     """2 epochs, then --resume to 4, ends exactly where 4 straight epochs end (m9: conv,
     dropout and augmentation all draw random numbers)."""
@@ -289,6 +290,7 @@ def test_evaluate_reports_mse_for_models_without_softmax():
     assert res["loss"] == pytest.approx(ref, rel=1e-5) and res["loss"] > 0
 
 
+@pytest.mark.slow
 def test_training_evaluation_and_averaging_run_on_array_api_strict(tmp_path, data_dir):
     """The batch loops outside the training step (validation, test, weight averaging's
     batch-norm pass, test-time augmentation, bench) index only as the standard allows:

@@ -18,8 +18,12 @@ __all__ = [
     "SHA256",
     "DataError",
     "cache_dir",
+    "checkout_data_dir",
     "find_file",
     "load_mnist",
+    "locate",
+    "missing_files",
+    "missing_message",
     "one_hot",
     "read_idx",
     "resolve_data_dir",
@@ -75,8 +79,22 @@ def cache_dir() -> Path:
     return Path(base).expanduser() / "arraynet" / "mnist"
 
 
+def checkout_data_dir() -> Path | None:
+    """`../shared/data/mnist` beside a source checkout of arraynet (where CI keeps the files),
+    or None when arraynet is not running from a checkout."""
+    root = Path(__file__).resolve().parents[2]
+    if not (root / "pyproject.toml").is_file():
+        return None
+    return root.parent / "shared" / "data" / "mnist"
+
+
 def _holds_any(folder: Path) -> bool:
     return any(find_file(folder, name) is not None for name in FILES)
+
+
+def missing_files(folder: Path) -> list[str]:
+    """The IDX names of which `folder` holds neither the raw nor the gzip'd file."""
+    return [name for name in FILES if find_file(folder, name) is None]
 
 
 def _pick(folder: Path) -> Path:
@@ -87,16 +105,42 @@ def _pick(folder: Path) -> Path:
 
 
 def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
-    """The folder that holds (or will hold) the files: `data_dir`, else $ARRAYNET_DATA, else cache.
+    """The folder that holds (or will hold) the files. Never downloads.
 
-    A folder whose `mnist/` subfolder holds the files resolves to that subfolder. Never downloads.
+    In order: `data_dir`; else $ARRAYNET_DATA; else the cache folder (`cache_dir()`, which
+    `arraynet data fetch` fills) when it holds any of the files; else `../shared/data/mnist`
+    beside a source checkout when it holds all four; else the cache folder. A folder whose
+    `mnist/` subfolder holds the files resolves to that subfolder.
     """
     if data_dir is not None:
         return _pick(Path(data_dir).expanduser())
     env = os.environ.get(ENV_VAR)
     if env:
         return _pick(Path(env).expanduser())
-    return cache_dir()
+    cache = cache_dir()
+    if _holds_any(cache):
+        return cache
+    shared = checkout_data_dir()
+    if shared is not None and not missing_files(_pick(shared)):
+        return _pick(shared)
+    return cache
+
+
+def missing_message(folder: Path, missing: list[str]) -> str:
+    """The one message for MNIST files that are not there (CLI, library and tests)."""
+    return (
+        f"MNIST files not found in {folder}: {', '.join(missing)} (run `arraynet data fetch`, "
+        f"or set {ENV_VAR} to a folder that holds them)"
+    )
+
+
+def locate(data_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The resolved folder, checked to hold all four files (raw or gzip'd); DataError if not."""
+    folder = resolve_data_dir(data_dir)
+    missing = missing_files(folder)
+    if missing:
+        raise DataError(missing_message(folder, missing))
+    return folder
 
 
 def find_file(folder: Path, name: str) -> Path | None:
@@ -264,13 +308,10 @@ def load_mnist(
     Checks every IDX header and (when `verify`) the SHA-256 of every file; raises DataError.
     """
     folder = resolve_data_dir(data_dir)
-    missing = [name for name in FILES if find_file(folder, name) is None]
+    missing = missing_files(folder)
     if missing:
         if not download:
-            raise DataError(
-                f"MNIST files missing from {folder}: {', '.join(missing)} "
-                "(pass download=True or run the data fetch step)"
-            )
+            raise DataError(missing_message(folder, missing))
         from arraynet.data.download import download_missing
 
         download_missing(folder, missing, quiet=quiet)

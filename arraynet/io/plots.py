@@ -94,11 +94,23 @@ def _curves(plt: Any, hist: list[dict], path: Path) -> Path:
     return out
 
 
+def confusion_matrix(labels: np.ndarray, pred: np.ndarray, classes: int = 10) -> np.ndarray:
+    """Counts (classes, classes): row = true label, column = predicted label."""
+    labels, pred = np.asarray(labels), np.asarray(pred)
+    if labels.shape != pred.shape or labels.ndim != 1:
+        raise ValueError(f"labels {labels.shape} and predictions {pred.shape} must be 1-D alike")
+    for name, a in (("labels", labels), ("predictions", pred)):
+        if a.size and (a.min() < 0 or a.max() >= classes):
+            raise ValueError(f"{name} must lie in 0..{classes - 1}")
+    cm = np.zeros((classes, classes), dtype=np.int64)
+    np.add.at(cm, (labels.astype(np.int64), pred.astype(np.int64)), 1)
+    return cm
+
+
 def _confusion(
     plt: Any, labels: np.ndarray, pred: np.ndarray, path: Path, classes: int = 10
 ) -> Path:
-    cm = np.zeros((classes, classes), dtype=np.int64)
-    np.add.at(cm, (labels, pred), 1)
+    cm = confusion_matrix(labels, pred, classes)
     fig, ax = plt.subplots(figsize=(6, 5.5))
     ax.imshow(np.log1p(cm), cmap="Blues")
     for i in range(classes):
