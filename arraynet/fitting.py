@@ -109,7 +109,7 @@ def fit(
         schedule=schedule, warmup=warmup, label_smoothing=label_smoothing, ema=ema,
     )  # fmt: skip
     settings.update(_augment(base, augment))
-    r = base.with_overrides(**settings)
+    r = base.with_overrides(**settings).validate()
     if validation_data is not None and validation_split:
         raise ValueError("give validation_data or validation_split, not both")
     n = int(host_array(y).shape[0])

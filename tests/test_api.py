@@ -191,3 +191,12 @@ def test_tensorboard_callback_writes_per_epoch_scalars(tmp_path):
     assert [s for s, _ in tb["train/loss"]] == [1, 2]
     assert tb["train/loss"][1][1] == pytest.approx(history[1]["train_loss"])
     assert tb["val/error"][0][1] == pytest.approx(history[0]["val_error"])
+
+
+def test_a_bad_setting_is_refused_before_a_run_folder_is_made(tmp_path):
+    x, y = blobs(20, 8, 1, 3)
+    with pytest.raises(ValueError, match="--lr wants a number"):
+        small_cnn((8, 8, 1), 3).fit(x, y, lr=float("nan"), out_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ValueError, match="resume=True needs the out_dir"):
+        small_cnn((8, 8, 1), 3).fit(x, y, epochs=1, resume=True)

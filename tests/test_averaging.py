@@ -60,7 +60,8 @@ def test_swa_run_ends_with_the_mean_of_epoch_ends(tmp_path, data_dir):
     mnist = load_mnist(str(data_dir), quiet=True)
     train = make_dataset(mnist.train_images[:192], mnist.train_labels[:192], b)
     model = Sequential(
-        [Flatten(), Dense(16), BatchNorm(), Activation("relu"), Dense(10), Activation("softmax")]
+        [Flatten(), Dense(16), BatchNorm(), Activation("relu"), Dense(10), Activation("softmax")],
+        input_shape=(28, 28, 1),
     ).build(b, seed=0)
     recipe = recipe_for("m14-swa").with_overrides(epochs=4, swa_from=2, aug_p=0.0, lr=0.01)
     ends = []

@@ -160,8 +160,6 @@ def test_bench_json(data_dir):
             ["train", "--model", "m14-distill", "--distill", "1.5"],
             "--distill wants a number in [0, 1]",
         ),
-        (["train", "--model", "m4", "--swa-from", "-1"], "--swa-from wants a whole number >= 0"),
-        (["train", "--model", "m8", "--monitor", "val_loss"], "needs a validation split"),
         (
             ["train", "--model", "m14-distill", "--teacher", "no/such.safetensors"],
             "no such weights",
@@ -181,10 +179,6 @@ def test_bench_json(data_dir):
         (["train", "--model", "m4", "--warmup", "-3"], "--warmup wants"),
         (["train", "--model", "m4", "--min-delta", "nan"], "--min-delta wants"),
         (["train", "--model", "m4", "--elastic", "nan,4"], "--elastic alpha wants"),
-        (["train", "--model", "m4", "--elastic", "-1,4"], "--elastic alpha wants"),
-        (["train", "--model", "m4", "--elastic", "3,0"], "--elastic sigma wants"),
-        (["train", "--model", "no/such.json"], "no such layout file"),
-        (["zoo", "--export", "m99"], "unknown model 'm99'"),
         (["train", "--model", "m4", "--monitor", "bogus"], "--monitor wants one of"),
         (["train", "--model", "m4", "--schedule", "bogus"], "--schedule wants one of"),
         # raised while the progress bar is up: still one line (no bar on a pipe)
@@ -192,6 +186,22 @@ def test_bench_json(data_dir):
     ],
 )
 def test_bad_input_is_one_line(args, text, data_dir):
+    one_line_error(run(*args, data_dir=data_dir), text)
+
+
+@pytest.mark.parametrize(
+    "args,text",
+    [
+        (["train", "--model", "m4", "--swa-from", "-1"], "--swa-from wants a whole number >= 0"),
+        (["train", "--model", "m8", "--monitor", "val_loss"], "needs a validation split"),
+        (["train", "--model", "m4", "--elastic", "-1,4"], "--elastic alpha wants"),
+        (["train", "--model", "m4", "--elastic", "3,0"], "--elastic sigma wants"),
+        (["train", "--model", "no/such.json"], "no such layout file"),
+        (["zoo", "--export", "m99"], "unknown model 'm99'"),
+    ],
+)
+def test_recipe_and_layout_input_is_one_line(args, text, data_dir):
+    """Checked once, in Recipe.validate or the layout reader, before anything starts."""
     one_line_error(run(*args, data_dir=data_dir), text)
 
 
