@@ -140,11 +140,11 @@ class Backend:
 
     def random_uniform(self, key: int, shape: tuple[int, ...], dtype: Any) -> Array:
         """Uniform [0, 1) numbers of `dtype` on the device from a generator freshly seeded
-        with `key` (the counter-based draws of DeviceRNG). Here: NumPy's PCG64, handed over
-        with from_host (no copy on numpy; array-api-strict has no generator of its own)."""
+        with `key` (the counter-based draws of DeviceRNG). Here: NumPy's PCG64, for numpy and
+        array-api-strict, whose devices are the host (strict has no generator of its own)."""
         gen = np.random.Generator(np.random.PCG64(key))
         kind = "float32" if dtype == self.xp.float32 else "float64"
-        return self.from_host(gen.random(size=shape, dtype=kind), dtype=dtype)
+        return self.xp.asarray(gen.random(size=shape, dtype=kind), device=self.device)
 
     def from_host_pinned(self, a: np.ndarray) -> Array:
         """Copy a per-epoch host array (the shuffled order) to the device; GPU backends
