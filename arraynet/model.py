@@ -51,8 +51,8 @@ class Sequential:
         if self.layers:
             self.layers[0].need_input_grad = False
         # Dropout masks come from a host generator on every backend, so a seed gives the
-        # same masks on NumPy, CuPy and torch (what the parity tests compare); on a GPU
-        # each mask is one host-to-device copy a step.
+        # same masks on NumPy, CuPy and torch (what the parity tests compare); training
+        # switches to the backend's default generator or --rng (Training.use_rng).
         self.set_rng(backend.rng(seed + 1, host=True))
         return self
 

@@ -264,3 +264,25 @@ def test_parity_on_strict_device1(data_dir):
     res = run_parity("m9", ["numpy", "array-api-strict@device1"], batch_size=4,
                      data_dir=str(data_dir))  # fmt: skip
     assert res["ok"] and res["rng"] == "host"
+
+
+@pytest.mark.slow
+def test_cli_rng_and_a_device_of_strict(tmp_path, data_dir):
+    """`train --rng device` records the device generator, a resume with another --rng is
+    one line, and `parity` takes array-api-strict@device1."""
+    from tests.test_cli import run
+
+    out = tmp_path / "run"
+    args = ["train", "--model", "m9", "--epochs", "1", "--train-limit", "64", "--out", str(out)]
+    r = run(*args, "--rng", "device", "--json", data_dir=data_dir)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((out / "state.json").read_text())["rng_state"]["kind"] == "device"
+    r = run(*args[:-2], "--epochs", "2", "--out", str(out), "--resume", "--rng", "host",
+            data_dir=data_dir)  # fmt: skip
+    assert r.returncode == 1 and "begun with --rng device, not --rng host" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    r = run("train", "--rng", "gpu", data_dir=data_dir)
+    assert r.returncode == 1 and "--rng wants host or device" in r.stderr
+    r = run("parity", "--model", "m9", "--backends", "numpy,array-api-strict@device1",
+            "--batch-size", "4", "--json", data_dir=data_dir)  # fmt: skip
+    assert r.returncode == 0 and json.loads(r.stdout.strip().splitlines()[-1])["ok"] is True
