@@ -194,12 +194,14 @@ def test_bad_input_is_one_line(args, text, data_dir):
     [
         (["train", "--model", "m4", "--swa-from", "-1"], "--swa-from wants a whole number >= 0"),
         (["train", "--model", "m8", "--monitor", "val_loss"], "needs a validation split"),
-        (["train", "--model", "m4", "--elastic", "-1,4"], "--elastic alpha wants"),
-        (["train", "--model", "m4", "--elastic", "3,0"], "--elastic sigma wants"),
+        pytest.param(["train", "--model", "m4", "--elastic", "-1,4"], "--elastic alpha wants",
+                     marks=pytest.mark.slow),
+        pytest.param(["train", "--model", "m4", "--elastic", "3,0"], "--elastic sigma wants",
+                     marks=pytest.mark.slow),
         (["train", "--model", "no/such.json"], "no such layout file"),
-        (["zoo", "--export", "m99"], "unknown model 'm99'"),
+        pytest.param(["zoo", "--export", "m99"], "unknown model 'm99'", marks=pytest.mark.slow),
     ],
-)
+)  # fmt: skip
 def test_recipe_and_layout_input_is_one_line(args, text, data_dir):
     """Checked once, in Recipe.validate or the layout reader, before anything starts."""
     one_line_error(run(*args, data_dir=data_dir), text)
@@ -435,22 +437,45 @@ def test_a_layout_file_trains_like_its_zoo_entry_and_logs(tmp_path, data_dir):
     assert tb["val/error"][1][1] == pytest.approx(state["history"][1]["val_error"])
 
 
+BAD_LAYOUTS = [
+    ("{not json", "not a readable JSON layout"),
+    ('{"layers": []}', "a list of 'layers'"),
+    ('{"layers": [{"type": "lstm"}]}', "unknown layer type 'lstm'"),
+    ('{"layers": [{"type": "dense", "width": 3}]}', "bad layer"),
+    ('{"layers": [{"type": "flatten"}], "recipe": {"learning_rate": 1}}',
+     "unknown recipe setting 'learning_rate'"),
+    ('{"layers": [{"type": "flatten"}], "recipe": {"lr": -1}}', "--lr wants"),
+    ('{"layers": [{"type": "flatten"}], "input_shape": [28, 0]}', "input_shape wants"),
+    ('{"layers": [{"type": "flatten"}], "inputs": [28, 28, 1]}', "unknown key 'inputs'"),
+    ('{"layers": [{"type": "flatten"}, {"type": "dense", "units": 10}], '
+     '"input_shape": [8, 8, 1]}', "the model takes inputs of shape (8, 8, 1)"),
+    ('{"layers": [{"type": "flatten"}, {"type": "dense", "units": 5}]}',
+     "labels run from 0 to 9, but the model has 5 outputs"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("doc,text", BAD_LAYOUTS)
+def test_bad_layout_files_are_refused_before_a_run(tmp_path, doc, text, data_dir):
+    """In process (quick): every bad layout is one ValueError line, and no run starts."""
+    from arraynet.backends import get_backend
+    from arraynet.layouts import read_layout
+    from arraynet.run import train_model
+
+    path = tmp_path / "bad.json"
+    path.write_text(doc)
+    with pytest.raises(ValueError) as e:
+        name, layout, recipe = read_layout(path)
+        train_model(name, get_backend("numpy"), recipe=recipe, layout=layout, epochs=1,
+                    out_dir=tmp_path / "r", data_dir=str(data_dir), train_limit=32,
+                    quiet_data=True)  # fmt: skip
+    assert text in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "r" / "state.json").exists()
+
+
 @pytest.mark.parametrize(
     "doc,text",
-    [
-        ("{not json", "not a readable JSON layout"),
-        ('{"layers": []}', "a list of 'layers'"),
-        ('{"layers": [{"type": "lstm"}]}', "unknown layer type 'lstm'"),
-        ('{"layers": [{"type": "dense", "width": 3}]}', "bad layer"),
-        ('{"layers": [{"type": "flatten"}], "recipe": {"learning_rate": 1}}',
-         "unknown recipe setting 'learning_rate'"),
-        ('{"layers": [{"type": "flatten"}], "recipe": {"lr": -1}}', "--lr wants"),
-        ('{"layers": [{"type": "flatten"}], "input_shape": [28, 0]}', "input_shape wants"),
-        ('{"layers": [{"type": "flatten"}, {"type": "dense", "units": 10}], '
-         '"input_shape": [8, 8, 1]}', "the model takes inputs of shape (8, 8, 1)"),
-        ('{"layers": [{"type": "flatten"}, {"type": "dense", "units": 5}]}',
-         "labels run from 0 to 9, but the model has 5 outputs"),
-    ],
+    [c if i in (0, 5, 8) else pytest.param(*c, marks=pytest.mark.slow)
+     for i, c in enumerate(BAD_LAYOUTS)],
 )  # fmt: skip
 def test_bad_layout_files_are_one_line(tmp_path, doc, text, data_dir):
     path = tmp_path / "bad.json"
