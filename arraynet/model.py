@@ -148,8 +148,10 @@ class Sequential:
         the other keywords override), validation_data=(xv, yv) or validation_split (a
         fraction or a count of the last samples), callbacks, backend, seed, out_dir (a
         run folder, checkpointed every epoch), resume (continue the run in out_dir
-        exactly), verbose. An unbuilt model is built first (on the backend that holds `x`
-        unless `backend` says otherwise). Returns the history: one dict per epoch.
+        exactly), verbose, rng ('host' or 'device': where dropout masks and augmentation
+        are drawn; default the backend's, see the README). An unbuilt model is built
+        first (on the backend that holds `x` unless `backend` says otherwise). Returns the
+        history: one dict per epoch.
         """
         from arraynet.fitting import fit
 
