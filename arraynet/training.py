@@ -146,9 +146,7 @@ def run_epoch(t: Training) -> dict:
     n = len(t.train)
     order = b.from_host_pinned(t.shuffle.permutation(n))  # one copy to the device an epoch
     nb = math.ceil(n / r.batch_size)
-    start = getattr(t.opt, "start_epoch", None)  # (optimizers that count epochs, 1-based)
-    if start is not None:
-        start(epoch + 1)
+    t.opt.start_epoch(epoch + 1)  # (1-based; 'adam-seed' counts its bias correction)
     t.each("on_epoch_begin", epoch, n)
     total = xp.zeros((), dtype=model.dtype, device=b.device)
     aug = r.augment
