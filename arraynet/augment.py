@@ -14,16 +14,20 @@ Conventions (pixel centres sit at integer coordinates, x = column, y = row, row 
 
 Maps handed to :func:`affine_resample` are *inverse* maps (output pixel -> input pixel), 2x3
 matrices ``[[a, b, tx], [c, d, ty]]`` with ``src_x = a*x + b*y + tx``, ``src_y = c*x + d*y + ty``.
-Small per-image parameters are NumPy arrays on the host; the batch math uses only the array's
+With a host generator (`HostRNG`) the small per-image parameters are drawn and composed with
+NumPy on the host and copied over (identical on every backend); with a device generator
+(`DeviceRNG`) they are drawn, composed and smoothed on the batch's own device, so an
+augmented step moves nothing between host and device. The batch math uses only the array's
 own namespace.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from array_api_compat import array_namespace
+from array_api_compat import array_namespace, is_array_api_obj
 
 from arraynet import ops
 from arraynet.data.affine import affine_matrix, random_affine_params, random_elastic_field
@@ -38,6 +42,9 @@ __all__ = [
     "affine_matrix",
     "affine_resample",
     "augment_batch",
+    "compose_maps",
+    "device_affine_params",
+    "device_elastic_field",
     "maybe_augment",
     "random_affine_params",
     "random_elastic_field",
@@ -46,6 +53,9 @@ __all__ = [
 
 def _maps_on_device(inv_maps: Any, xp: Any, x: Array, dtype: Any) -> Array:
     """Host maps (NumPy, lists) or arrays of any namespace, as `dtype` on x's device."""
+    on_device = is_array_api_obj(inv_maps) and array_namespace(inv_maps) is xp
+    if on_device and inv_maps.device == x.device:  # already there (maps drawn on the device)
+        return inv_maps if inv_maps.dtype == dtype else xp.astype(inv_maps, dtype)
     if isinstance(inv_maps, list | tuple):
         return xp.asarray(inv_maps, dtype=dtype, device=x.device)
     try:  # converted as they are copied (float64 host maps never reach the device)
@@ -138,12 +148,74 @@ def augment_batch(
     """Randomly zoom, rotate and shift every image of an NHWC batch (one map per image);
     with `elastic=(alpha, sigma)` also distort it elastically (drawn after the maps)."""
     n, h, w = x.shape[0], x.shape[1], x.shape[2]
-    maps = random_affine_params(rng, n, zoom=zoom, rotation=rotation, shift=shift, size=(h, w))
+    on_device = getattr(rng, "kind", "host") == "device"
+    draw_maps = device_affine_params if on_device else random_affine_params
+    maps = draw_maps(rng, n, zoom=zoom, rotation=rotation, shift=shift, size=(h, w))
     disp = None
     if elastic is not None and float(elastic[0]) > 0:
         alpha, sigma = (float(v) for v in elastic)
-        disp = random_elastic_field(rng, n, alpha, sigma, (h, w))
+        draw_field = device_elastic_field if on_device else random_elastic_field
+        disp = draw_field(rng, n, alpha, sigma, (h, w))
     return affine_resample(x, maps, disp)
+
+
+def compose_maps(zoom: Array, angle_deg: Array, dx: Array, dy: Array, size: tuple[int, int]):
+    """`affine_matrix` on the device: per-image parameters (n,) of one namespace -> inverse
+    maps (n, 2, 3) in their dtype and on their device."""
+    xp = array_namespace(zoom)
+    h, w = size
+    theta = angle_deg * (math.pi / 180.0)
+    cos, sin = xp.cos(theta) / zoom, xp.sin(theta) / zoom
+    cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
+    px, py = dx + cx, dy + cy
+    row0 = xp.stack([cos, -sin, cx - (cos * px - sin * py)], axis=1)
+    row1 = xp.stack([sin, cos, cy - (sin * px + cos * py)], axis=1)
+    return xp.stack([row0, row1], axis=1)
+
+
+def device_affine_params(
+    rng: Any,
+    n: int,
+    *,
+    zoom: tuple[float, float] = (0.8, 1.2),
+    rotation: float = 25.0,
+    shift: float = 0.2,
+    size: tuple[int, int] = (28, 28),
+) -> Array:
+    """`random_affine_params` drawn with a device generator's `params`: the same ranges and
+    rounding, the maps (n, 2, 3) composed on the device."""
+    xp = rng.backend.xp
+    h, w = size
+    z = rng.params((n,), float(zoom[0]), float(zoom[1]))
+    ang = rng.params((n,), -float(rotation), float(rotation))
+    sh = rng.params((n, 2), -float(shift), float(shift))
+    return compose_maps(z, ang, xp.round(sh[:, 0] * w), xp.round(sh[:, 1] * h), (h, w))
+
+
+def smoothing_matrix(xp: Any, size: int, sigma: float, dtype: Any, device: Any) -> Array:
+    """`gaussian_smoothing_matrix` built on the device (no host copy)."""
+    radius = max(1, math.ceil(3.0 * sigma))
+    taps = xp.arange(-radius, radius + 1, dtype=dtype, device=device) / sigma
+    norm = xp.sum(xp.exp(-0.5 * taps * taps))
+    i = xp.arange(size, dtype=dtype, device=device)
+    d = xp.reshape(i, (size, 1)) - xp.reshape(i, (1, size))
+    k = xp.exp(-0.5 * (d / sigma) * (d / sigma)) / norm
+    return xp.where(xp.abs(d) <= radius, k, xp.zeros((), dtype=dtype, device=device))
+
+
+def device_elastic_field(
+    rng: Any, n: int, alpha: float, sigma: float, size: tuple[int, int] = (28, 28)
+) -> Array:
+    """`random_elastic_field` with a device generator: the noise drawn, smoothed and
+    scaled on the device; (n, H, W, 2) float64."""
+    b = rng.backend
+    xp, f64 = b.xp, b.dtype("float64")
+    h, w = size
+    u = rng.params((n, 2, h, w), -1.0, 1.0)
+    sh = smoothing_matrix(xp, h, sigma, f64, b.device)
+    sw = smoothing_matrix(xp, w, sigma, f64, b.device)
+    field = sh @ u @ xp.matrix_transpose(sw)
+    return xp.permute_dims(field * alpha, (0, 2, 3, 1))
 
 
 def maybe_augment(x: Array, rng: HostRNG, p: float, **kw: Any) -> Array:

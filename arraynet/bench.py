@@ -55,6 +55,8 @@ def run_bench(
     pool = make_dataset(ds.x_train[:n_pool], ds.y_train[:n_pool], backend, classes)
     xs, ys = pool.x, pool.y
     opt = make_optimizer(recipe.optimizer)
+    if backend.default_rng_kind() != "host":  # as training draws there (device on GPUs)
+        net.set_rng(backend.rng(seed + 1, host=False))
     rng = net.rng
     pos = [0]
 

@@ -65,6 +65,19 @@ BackendOpt = Annotated[
     str, typer.Option("--backend", "-b", help="numpy, cupy, torch, array-api-strict or auto")
 ]
 DeviceOpt = Annotated[str | None, typer.Option(help="device, e.g. cpu, cuda:0")]
+RngOpt = Annotated[
+    str | None,
+    typer.Option("--rng", help="host or device: where dropout masks and augmentation are drawn "
+                 "(default: device on cupy and torch on CUDA, else host)"),
+]  # fmt: skip
+
+
+def _rng_kind(rng: str | None) -> str | None:
+    if rng is not None and rng not in ("host", "device"):
+        raise CliError(f"--rng wants host or device, not {rng!r}")
+    return rng
+
+
 ThreadsOpt = Annotated[
     int | None,
     typer.Option(help="CPU threads of the numpy backend (default: ARRAYNET_THREADS, "
@@ -133,6 +146,7 @@ def train(
         list[Path] | None, typer.Option(help="a teacher's weights (repeat for several)")
     ] = None,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    rng: RngOpt = None,
     train_limit: Annotated[int | None, typer.Option(help="use the first N training images")] = None,
     val_split: Annotated[int, typer.Option(help="hold out the last N training images")] = 0,
     out: Annotated[Path, typer.Option(help="run folder (checkpoints, model.safetensors)")] = Path(
@@ -191,6 +205,7 @@ def train(
         if not t.is_file():
             raise CliError(f"--teacher {t}: no such weights file")
     recipe.validate(validation=val_split > 0)
+    rng_kind = _rng_kind(rng)
     b = _backend(backend, device, threads)
     con = _out(json_mode)
     extra: list[Any] = []
@@ -239,6 +254,7 @@ def train(
             name, b, recipe=recipe, seed=seed, out_dir=out, resume=resume, data_dir=data_dir,
             val_split=val_split, train_limit=train_limit, init=init,
             teachers=teacher, callbacks=[hooks, *extra], layout=layout, data=data,
+            rng=rng_kind,
         )  # fmt: skip
     con.print(
         f"test error {100 * result['error_rate']:.2f}% ({result['correct']}/{result['total']}), "
@@ -490,10 +506,14 @@ def parity(
     seed: Annotated[int, typer.Option()] = 0,
     tol: Annotated[float, typer.Option(help="tolerance, scaled by max(1, max|ref|)")] = 1e-4,
     dtype: Annotated[str, typer.Option(help="float32 or float64")] = "float32",
+    rng: Annotated[
+        str, typer.Option("--rng", help="host (the same dropout masks everywhere) or device")
+    ] = "host",
     data_dir: DataDirOpt = None,
     json_mode: JsonOpt = False,
 ) -> None:
-    """Forward and backward of one batch on several backends, compared with the first."""
+    """Forward and backward of one batch on several backends, compared with the first.
+    A backend may name a device: torch@cuda:0, array-api-strict@device1."""
     from arraynet.parity import run_parity
     from arraynet.zoo import LAYOUTS
 
@@ -506,8 +526,9 @@ def parity(
         raise CliError(f"--batch-size wants at least 1, not {batch_size}")
     if dtype not in ("float32", "float64"):
         raise CliError(f"--dtype wants float32 or float64, not {dtype!r}")
+    _rng_kind(rng)
     res = run_parity(model, names, batch_size=batch_size, seed=seed, tol=tol, dtype=dtype,
-                     data_dir=data_dir)  # fmt: skip
+                     data_dir=data_dir, rng=rng)  # fmt: skip
     con = _out(json_mode)
     t = Table(
         "backend", "tensor", "max |diff|", "ok", title=f"parity {model} vs {res['backends'][0]}"

@@ -100,6 +100,7 @@ def fit(
     out_dir: str | Path | None = None,
     resume: bool = False,
     verbose: bool = False,
+    rng: str | None = None,
 ) -> list[dict]:
     """Train `model` on (x, y); see `Sequential.fit`. Returns the history rows."""
     ensure_built(model, backend, seed, x)
@@ -145,7 +146,7 @@ def fit(
             folder.check_new()
     elif resume:
         raise ValueError("resume=True needs the out_dir of the run to continue")
-    t = Training(model, r, train, val, seed=seed, callbacks=cbs, meta=meta)
+    t = Training(model, r, train, val, seed=seed, callbacks=cbs, meta=meta, rng_kind=rng)
     if folder is not None and resume:
         folder.resume(t)
     fit_loop(t)

@@ -51,8 +51,8 @@ class Sequential:
         if self.layers:
             self.layers[0].need_input_grad = False
         # Dropout masks come from a host generator on every backend, so a seed gives the
-        # same masks on NumPy, CuPy and torch (what the parity tests compare); on a GPU
-        # each mask is one host-to-device copy a step.
+        # same masks on NumPy, CuPy and torch (what the parity tests compare); training
+        # switches to the backend's default generator or --rng (Training.use_rng).
         self.set_rng(backend.rng(seed + 1, host=True))
         return self
 
@@ -148,8 +148,10 @@ class Sequential:
         the other keywords override), validation_data=(xv, yv) or validation_split (a
         fraction or a count of the last samples), callbacks, backend, seed, out_dir (a
         run folder, checkpointed every epoch), resume (continue the run in out_dir
-        exactly), verbose. An unbuilt model is built first (on the backend that holds `x`
-        unless `backend` says otherwise). Returns the history: one dict per epoch.
+        exactly), verbose, rng ('host' or 'device': where dropout masks and augmentation
+        are drawn; default the backend's, see the README). An unbuilt model is built
+        first (on the backend that holds `x` unless `backend` says otherwise). Returns the
+        history: one dict per epoch.
         """
         from arraynet.fitting import fit
 

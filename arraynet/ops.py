@@ -15,10 +15,11 @@ Array = Any
 
 def clip(x: Array, low: float, high: float) -> Array:
     """min(max(x, low), high), element-wise. (array-api-compat's CuPy clip goes through
-    boolean masks, each of which makes the host wait for the GPU.)"""
+    boolean masks, each of which makes the host wait for the GPU. The bounds are filled on
+    the device: `asarray` of a Python number would be a host-to-device copy.)"""
     xp = array_namespace(x)
-    lo = xp.asarray(low, dtype=x.dtype, device=x.device)
-    hi = xp.asarray(high, dtype=x.dtype, device=x.device)
+    lo = xp.full((), low, dtype=x.dtype, device=x.device)
+    hi = xp.full((), high, dtype=x.dtype, device=x.device)
     return xp.minimum(xp.maximum(x, lo), hi)
 
 

@@ -63,6 +63,7 @@ def run_parity(
     data_dir: str | None = None,
     loss: str | None = None,
     devices: dict[str, str] | None = None,
+    rng: str = "host",
 ) -> dict:
     """Compare logits, loss and every parameter gradient with the first backend.
 
@@ -71,7 +72,9 @@ def run_parity(
     names. Parameters are drawn once on the host and dropout masks come from identically
     seeded host generators, so every backend computes the same function. A difference
     passes when |a - b| <= tol * max(1, max|a|) for each compared array, and no array is
-    off by more than 1 % of its scale (see `compare`).
+    off by more than 1 % of its scale (see `compare`). `rng='device'` draws the masks with
+    each backend's device generator instead (they then differ between libraries, so only
+    layouts without dropout can agree).
     """
     from arraynet.recipes import recipe_for
 
@@ -93,7 +96,7 @@ def run_parity(
         if ref_state is None:
             ref_state = {k: b.to_host(v).copy() for k, v in m.state_dict().items()}
         m.load_state_dict({k: b.from_host(v, dtype=m.dtype) for k, v in ref_state.items()})
-        m.set_rng(HostRNG(b, seed + 1))
+        m.set_rng(HostRNG(b, seed + 1) if rng == "host" else b.rng(seed + 1, host=False))
         x = b.from_host(x_host, dtype=m.dtype)
         y = b.from_host(y_host, dtype=m.dtype)
         value, out = m.loss_and_grads(x, y, loss)
@@ -120,6 +123,7 @@ def run_parity(
         "dtype": dtype,
         "data": source,
         "tolerance": tol,
+        "rng": rng,
         "ok": bool(ok),
         "max_abs_diff": worst,
         "rows": rows,

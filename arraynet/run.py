@@ -119,6 +119,7 @@ def train_model(
     teachers: list[str | Path] | None = None,
     layout: dict | None = None,
     data: str | None = None,
+    rng: str | None = None,
 ) -> dict:
     """Train zoo model `name` (or, with `layout`, that layout under the name `name`) on
     MNIST (or the dataset `data`); writes checkpoints and `model.safetensors` into `out_dir`.
@@ -128,6 +129,8 @@ def train_model(
     With a recipe whose `distill` is above 0, the training targets mix in the averaged
     probabilities of `teachers` (weights files; a resumed run reuses its own).
     `callbacks`: training-loop callbacks, or a dict of plain functions (`Hooks`).
+    `rng`: 'host' or 'device' generator for dropout and augmentation (None: the backend's
+    default; a resume keeps the run's own).
 
     Returns the summary: error_rate, correct, total (test set), epochs_run, and more.
     """
@@ -174,7 +177,7 @@ def train_model(
     elif teachers:
         raise ValueError("--teacher needs a recipe that distills (--distill WEIGHT)")
     cbs = [*_callbacks(callbacks), ModelCheckpoint(folder)]
-    t = Training(model, recipe, train, val_ds, seed=seed, callbacks=cbs, meta=meta)
+    t = Training(model, recipe, train, val_ds, seed=seed, callbacks=cbs, meta=meta, rng_kind=rng)
     if resume:
         folder.resume(t)
     t0 = time.perf_counter()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from arraynet import __version__
+from arraynet.backends.device_rng import rng_kind_of
 from arraynet.io import WeightsError, atomic_write_json, load_arrays, save_arrays, save_model
 from arraynet.recipes import Recipe
 
@@ -152,6 +153,13 @@ class RunFolder:
             t.ema.params = part("ema.")
         for cb in t.callbacks:
             cb.restore(t, arrays, state)
+        kind = rng_kind_of(state["rng_state"])
+        if t.rng.kind != kind:
+            if t.rng_kind is not None:  # asked for explicitly
+                raise WeightsError(
+                    f"{self.path}: the run was begun with --rng {kind}, not --rng {t.rng_kind}"
+                )
+            t.use_rng(kind)
         t.rng.set_state(state["rng_state"])
         t.shuffle.set_state(state["shuffle_state"])
         t.epoch = state["epoch"]

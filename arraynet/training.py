@@ -26,6 +26,7 @@ from arraynet.schedules import learning_rate
 from arraynet.step import GradHook, WeightEMA, train_step
 
 Array = Any
+RNG_KINDS = ("host", "device")
 
 
 @dataclass
@@ -43,7 +44,10 @@ class Dataset:
 
 def evaluate(model: Sequential, data: Dataset, batch_size: int = 500) -> dict:
     """Error rate and mean loss of `model` in eval mode on `data` (cross-entropy for a
-    softmax output, else mean squared error over all outputs, as the MSE loss)."""
+    softmax output, else mean squared error over all outputs, as the MSE loss).
+
+    Each batch makes one device-to-host copy: its predicted classes and its summed loss,
+    packed into one array (class indices are exact in any float dtype up to 2**24)."""
     b = model.backend
     xp = array_namespace(data.x)
     correct = 0
@@ -52,15 +56,19 @@ def evaluate(model: Sequential, data: Dataset, batch_size: int = 500) -> dict:
     for i in range(0, n, batch_size):
         j = min(i + batch_size, n)  # (the standard leaves slices past the end undefined)
         out = model.forward(data.x[i:j, ...], False)
-        pred = b.to_host(xp.argmax(out, axis=1))
-        correct += int((pred == data.labels[i:j]).sum())
         if model.fused_softmax:
-            yb = data.y[i:j, ...]
             p = ops.clip(out, 1e-7, 1.0)
-            loss_sum += float(b.to_host(-xp.sum(yb * xp.log(p))))
+            batch_loss = -xp.sum(data.y[i:j, ...] * xp.log(p))
         else:
             d = out - data.y[i:j, ...]
-            loss_sum += float(b.to_host(xp.sum(d * d))) / out.shape[1]
+            batch_loss = xp.sum(d * d)
+        pred = xp.astype(xp.argmax(out, axis=1), out.dtype)
+        packed = b.to_host(xp.concat([pred, xp.reshape(batch_loss, (1,))]))
+        correct += int((packed[:-1].astype("int64") == data.labels[i:j]).sum())
+        if model.fused_softmax:
+            loss_sum += float(packed[-1])
+        else:
+            loss_sum += float(packed[-1]) / out.shape[1]
     return {
         "error_rate": (n - correct) / n if n else 0.0,
         "correct": correct,
@@ -83,6 +91,7 @@ class Training:
     callbacks: list = field(default_factory=list)
     meta: dict = field(default_factory=dict)
     grad_hook: GradHook | None = None
+    rng_kind: str | None = None  # 'host', 'device' or None: the backend's default
 
     def __post_init__(self) -> None:
         from arraynet.callbacks import recipe_callbacks
@@ -90,7 +99,7 @@ class Training:
         self.recipe.validate(validation=self.val is not None)
         self.backend = self.model.backend
         self.opt = make_optimizer(self.recipe.optimizer)
-        self.rng = self.model.rng
+        self.use_rng(self.rng_kind or self.backend.default_rng_kind())
         self.shuffle = HostRNG(self.backend, self.seed + 2)
         self.ema = WeightEMA(self.recipe.ema, self.model.parameters()) if self.recipe.ema else None
         cbs = recipe_callbacks(self.recipe) + list(self.callbacks)
@@ -100,6 +109,15 @@ class Training:
         self.stopped = False
         self.elapsed = 0.0  # training seconds over all sessions
         self.best_epoch = 0
+
+    def use_rng(self, kind: str) -> None:
+        """Draw dropout masks and augmentation from a 'host' or a 'device' generator. The
+        model keeps its own when it is of that kind (a second fit continues its stream)."""
+        if kind not in RNG_KINDS:
+            raise ValueError(f"--rng must be one of {', '.join(RNG_KINDS)}, not {kind!r}")
+        if getattr(self.model.rng, "kind", "host") != kind:
+            self.model.set_rng(self.backend.rng(self.seed + 1, host=kind == "host"))
+        self.rng = self.model.rng
 
     def averaged(self) -> Any:
         """A block in which the model holds its averaged weights (when EMA is on)."""
@@ -126,7 +144,7 @@ def run_epoch(t: Training) -> dict:
     epoch = t.epoch
     lr = learning_rate(r.schedule, r.lr, epoch, r.epochs, r.warmup)
     n = len(t.train)
-    order = b.from_host(t.shuffle.permutation(n))  # one copy to the device an epoch
+    order = b.from_host_pinned(t.shuffle.permutation(n))  # one copy to the device an epoch
     nb = math.ceil(n / r.batch_size)
     t.opt.start_epoch(epoch + 1)  # (1-based; 'adam-seed' counts its bias correction)
     t.each("on_epoch_begin", epoch, n)

@@ -1,5 +1,7 @@
-"""One short GPU check: device, parity of every zoo layout, m12 speed against PyTorch, and a
-short m12 training run; everything lands in ONE JSON file, `<out>/device_check.json`.
+"""One short GPU check: device, parity of every zoo layout, m12 speed against PyTorch, host
+against device random numbers (speed, and the host transfers and synchronisations of each
+training step), and a short m12 training run; everything lands in ONE JSON file,
+`<out>/device_check.json`.
 
     python scripts/device_check.py                 # CUDA machine: CuPy against NumPy and torch
     python scripts/device_check.py --cpu           # the same steps on NumPy with tiny sizes
@@ -100,7 +102,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train-limit", type=int, help="training images (0: all)")
     p.add_argument("--train-out", help="training run folder (default a fresh /tmp folder)")
     p.add_argument(
-        "--steps", default="device,parity,bench,train", help="which steps to run (comma-separated)"
+        "--steps",
+        default="device,parity,bench,rng,train",
+        help="which steps to run (comma-separated)",
     )
     args = p.parse_args(argv)
     mode = "cpu" if args.cpu else "gpu"
@@ -419,7 +423,114 @@ def step_bench(args: argparse.Namespace, rep: Report, ctx: dict) -> None:
         raise RuntimeError("; ".join(f"{k}: {v}" for k, v in real.items()))
 
 
-# -- step 4: a short training run ------------------------------------------------------------
+# -- step 4: host against device random numbers ---------------------------------------------
+def rng_run(args: argparse.Namespace, b: Any, kind: str, batch_size: int) -> dict:
+    """Augmented training steps of the bench model drawing from the `kind` generator: images/s
+    over the steady-state steps, then (a second, short run) the host transfers per step as
+    `count_transfers` sees them and, on CUDA, the synchronisations torch's sync debug mode
+    reports."""
+    import warnings
+
+    import numpy as np
+
+    from arraynet.backends.transfers import count_transfers
+    from arraynet.callbacks import Callback
+    from arraynet.data import one_hot
+    from arraynet.recipes import recipe_for
+    from arraynet.training import Dataset, Training, fit_loop
+    from arraynet.zoo import build_layout
+
+    steps, warmup = max(2, args.bench_steps), args.bench_warmup
+    recipe = recipe_for(args.bench_model).with_overrides(batch_size=batch_size, aug_p=1.0)
+    xh, yh = host_pool(args, batch_size * (steps + warmup))
+    xh = np.ascontiguousarray(np.moveaxis(xh, 1, -1))  # NCHW -> NHWC
+    dtype = b.dtype("float32")
+    data = Dataset(b.from_host(xh, dtype), b.from_host(one_hot(yh), dtype), yh)
+
+    class Clock(Callback):
+        def __init__(self) -> None:
+            self.marks: dict[int, float] = {}
+
+        def on_batch_end(self, t: Any, batch: int, size: int) -> None:
+            if batch in (warmup, warmup + steps):
+                b.synchronize()
+                self.marks[batch] = time.perf_counter()
+
+    clock = Clock()
+    model = build_layout(args.bench_model).build(b, seed=0)
+    fit_loop(Training(model, recipe, data, seed=0, rng_kind=kind, callbacks=[clock]), 1)
+    secs = clock.marks[warmup + steps] - clock.marks[warmup]
+    out: dict[str, Any] = {"train_img_per_s": round(steps * batch_size / secs, 1)}
+
+    class Count(Callback):
+        def __init__(self, counts: Any) -> None:
+            self.counts, self.marks = counts, []
+
+        def on_batch_end(self, t: Any, batch: int, size: int) -> None:
+            self.marks.append((*self.counts.snapshot(), len(caught)))
+
+    small = Dataset(
+        data.x[: 3 * batch_size, ...], data.y[: 3 * batch_size, ...], yh[: 3 * batch_size]
+    )
+    model = build_layout(args.bench_model).build(b, seed=0)
+    cuda = b.name == "torch" and b.device.type == "cuda"
+    with warnings.catch_warnings(record=True) as caught, count_transfers(b) as counts:
+        warnings.simplefilter("always")
+        if cuda:
+            b.torch.cuda.set_sync_debug_mode("warn")
+        try:
+            count = Count(counts)
+            fit_loop(Training(model, recipe, small, seed=0, rng_kind=kind, callbacks=[count]), 1)
+        finally:
+            if cuda:
+                b.torch.cuda.set_sync_debug_mode("default")
+    per_step = [tuple(y - x for x, y in zip(a, c, strict=True))
+                for a, c in zip(count.marks, count.marks[1:], strict=False)]  # fmt: skip
+    out["steady_state_steps_counted"] = len(per_step)
+    out["host_to_device_per_step"] = max((s[0] for s in per_step), default=None)
+    out["device_to_host_per_step"] = max((s[1] for s in per_step), default=None)
+    if cuda:
+        out["cuda_sync_warnings_per_step"] = max((s[2] for s in per_step), default=None)
+    out["counted_by"] = "from_host/to_host" + (
+        " + torch tensor conversions" if b.name == "torch" else ""
+    )
+    return out
+
+
+def step_rng(args: argparse.Namespace, rep: Report, ctx: dict) -> None:
+    """Host against device generator on the check's backend and on torch (same device)."""
+    from arraynet.backends import get_backend
+
+    b = ctx.get("backend")
+    if b is None:
+        raise RuntimeError("no backend (the device step failed)")
+    backends = [b]
+    if _has("torch"):
+        backends.append(get_backend("torch", args.device if args.mode == "gpu" else "cpu"))
+    bs = int(str(args.batch_sizes).split(",")[0])
+    res: dict[str, Any] = {"model": args.bench_model, "batch_size": bs, "augment": True}
+    rep.doc["rng"] = res
+    for be in backends:
+        for kind in ("host", "device"):
+            key = f"{be.name} {kind}"
+            try:
+                res[key] = rng_run(args, be, kind, bs)
+                log(f"rng {key}: {res[key]}")
+            except Exception as e:
+                res[key] = {"error": f"{type(e).__name__}: {e}"}
+                log(f"rng {key} FAILED: {e}")
+            rep.save()
+        h, d = res[f"{be.name} host"], res[f"{be.name} device"]
+        if "train_img_per_s" in h and "train_img_per_s" in d:
+            res[f"{be.name} device/host speed"] = round(
+                d["train_img_per_s"] / h["train_img_per_s"], 3
+            )
+    failed = [k for k, v in res.items() if isinstance(v, dict) and "error" in v]
+    if failed:
+        raise RuntimeError(f"rng runs failed: {', '.join(failed)}")
+
+
+# -- step 5: a short training run ------------------------------------------------------------
 def step_train(args: argparse.Namespace, rep: Report, ctx: dict) -> None:
     from arraynet.recipes import recipe_for
     from arraynet.run import train_model
@@ -532,7 +643,8 @@ def main(argv: list[str] | None = None) -> int:
     ctx: dict[str, Any] = {}
     rep.step("versions", lambda: doc["versions"].update(versions()))
     log(f"versions: {doc['versions']}")
-    steps = {"device": step_device, "parity": step_parity, "bench": step_bench, "train": step_train}
+    steps = {"device": step_device, "parity": step_parity, "bench": step_bench, "rng": step_rng,
+             "train": step_train}  # fmt: skip
     for name in args.steps:
         if name not in steps:
             doc["errors"][name] = f"unknown step {name!r}; choose from {', '.join(steps)}"
@@ -545,6 +657,9 @@ def main(argv: list[str] | None = None) -> int:
         "device": doc["device"],
         "parity_ok": doc["parity_ok"],
         "ratios": (doc.get("bench") or {}).get("ratios"),
+        "rng_device_over_host": {
+            k: v for k, v in (doc.get("rng") or {}).items() if k.endswith("speed")
+        },
         "train_error_rate": (doc.get("train") or {}).get("error_rate"),
         "seconds_per_epoch": (doc.get("train") or {}).get("seconds_per_epoch"),
         "errors": list(doc["errors"]),

@@ -34,6 +34,13 @@ def test_device_check_cpu_writes_report(tmp_path: Path, data_dir: Path) -> None:
     assert set(doc["parity_max_abs_diff"]) == {"m8", "m12"}
     assert doc["parity"]["m12"]["numpy-vs-array-api-strict"]["ok"] is True
     assert doc["bench"]["arraynet"]["b16"]["train_img_per_s"] > 0
+    rng = doc["rng"]  # host against device generator, with the transfers of each step
+    assert rng["numpy host"]["train_img_per_s"] > 0 and rng["numpy device"]["train_img_per_s"] > 0
+    assert rng["numpy device"]["host_to_device_per_step"] == 0
+    if "torch device" in rng:
+        assert rng["torch device"]["host_to_device_per_step"] == 0
+        assert rng["torch device"]["device_to_host_per_step"] == 0
+        assert rng["torch host"]["host_to_device_per_step"] > 0
     train = doc["train"]
     assert 0.0 <= train["error_rate"] <= 1.0 and train["total"] == 10000
     assert train["epochs_run"] == 1 and len(train["seconds_per_epoch"]) == 1

@@ -17,8 +17,11 @@ class BackendUnavailable(RuntimeError):
 class HostRNG:
     """Seeded random numbers drawn on the host with NumPy, then copied to the backend.
 
-    Every backend can use it, so two backends fed the same seed see identical numbers.
+    Every backend can use it, so two backends fed the same seed see identical numbers; on a
+    GPU each array it hands over is a host-to-device copy.
     """
+
+    kind = "host"
 
     def __init__(self, backend: Backend, seed: int) -> None:
         self.backend = backend
@@ -52,12 +55,19 @@ class HostRNG:
         """Uniform [0, 1) float64 number(s) on the host."""
         return self.gen.random(size)
 
+    def params(self, shape: tuple[int, ...], low: float, high: float) -> np.ndarray:
+        """Small per-image parameters (augmentation): here float64 on the host, drawn
+        exactly as `host_uniform` draws them."""
+        return self.gen.uniform(low, high, size=shape)
+
     def get_state(self) -> dict:
         """A JSON-serialisable snapshot of the generator."""
         return _jsonable(self.gen.bit_generator.state)
 
     def set_state(self, state: dict) -> None:
         """Restore a snapshot made by get_state."""
+        if state.get("kind", "host") != "host":
+            raise ValueError(f"not a host generator's state (kind {state.get('kind')!r})")
         self.gen.bit_generator.state = state
 
 
@@ -113,9 +123,33 @@ class Backend:
         """The namespace's dtype object for 'float32' or 'float64'."""
         return getattr(self.xp, name)
 
-    def rng(self, seed: int, host: bool = True) -> HostRNG:
-        """A seeded generator. `host=True` draws on the host (identical across backends)."""
-        return HostRNG(self, seed)
+    def rng(self, seed: int, host: bool = True) -> Any:
+        """A seeded generator: `host=True` a HostRNG (identical across backends), else a
+        DeviceRNG that draws on this backend's device (see arraynet.backends.device_rng)."""
+        if host:
+            return HostRNG(self, seed)
+        from arraynet.backends.device_rng import DeviceRNG
+
+        return DeviceRNG(self, seed)
+
+    def default_rng_kind(self) -> str:
+        """'host' or 'device': what a training run draws dropout masks and augmentation
+        from unless told (`--rng`). CPU backends: 'host' (free there, and the same numbers
+        on every backend); GPU backends override it with 'device'."""
+        return "host"
+
+    def random_uniform(self, key: int, shape: tuple[int, ...], dtype: Any) -> Array:
+        """Uniform [0, 1) numbers of `dtype` on the device from a generator freshly seeded
+        with `key` (the counter-based draws of DeviceRNG). Here: NumPy's PCG64, for numpy and
+        array-api-strict, whose devices are the host (strict has no generator of its own)."""
+        gen = np.random.Generator(np.random.PCG64(key))
+        kind = "float32" if dtype == self.xp.float32 else "float64"
+        return self.xp.asarray(gen.random(size=shape, dtype=kind), device=self.device)
+
+    def from_host_pinned(self, a: np.ndarray) -> Array:
+        """Copy a per-epoch host array (the shuffled order) to the device; GPU backends
+        stage it in page-locked memory so the copy does not block the host."""
+        return self.from_host(a)
 
     def kernel(self, name: str) -> Any:
         """An optional fast kernel, or None when the portable code should be used."""

@@ -6,26 +6,14 @@ from typing import Any
 
 import numpy as np
 
-from arraynet.backends.base import Array, Backend, BackendUnavailable, HostRNG
-
-
-class CupyRNG(HostRNG):
-    """Draws masks on the GPU (fast); parameters still come from the host generator."""
-
-    def __init__(self, backend: Backend, seed: int) -> None:
-        super().__init__(backend, seed)
-        self.dev_gen = backend.cupy.random.default_rng(seed)
-
-    def bernoulli_scaled(self, shape: tuple[int, ...], keep: float, dtype: Any) -> Array:
-        cp = self.backend.cupy
-        u = self.dev_gen.random(size=shape, dtype=cp.float32)
-        return (u < keep).astype(dtype) * cp.asarray(1.0 / keep, dtype=dtype)
+from arraynet.backends.base import Array, Backend, BackendUnavailable
 
 
 class CupyBackend(Backend):
     """Adapter for CuPy arrays on one GPU."""
 
     cupy: Any = None
+    _pinned: Any = None
 
     def from_host(self, a: np.ndarray, dtype: Any = None) -> Array:
         with self.device:
@@ -46,8 +34,28 @@ class CupyBackend(Backend):
         name = props["name"]
         return f"cuda:{self.device.id} ({name.decode() if isinstance(name, bytes) else name})"
 
-    def rng(self, seed: int, host: bool = True) -> HostRNG:
-        return HostRNG(self, seed) if host else CupyRNG(self, seed)
+    def default_rng_kind(self) -> str:
+        return "device"
+
+    def random_uniform(self, key: int, shape: tuple[int, ...], dtype: Any) -> Array:
+        cp = self.cupy
+        with self.device:
+            gen = cp.random.Generator(cp.random.Philox4x3210(key))
+            return gen.random(size=shape, dtype=dtype)
+
+    def from_host_pinned(self, a: np.ndarray) -> Array:
+        """Stage `a` in page-locked memory and copy it on the current stream without
+        blocking the host (untested here: no GPU has run it yet)."""
+        cp = self.cupy
+        a = np.ascontiguousarray(a)
+        with self.device:
+            pinned = np.frombuffer(cp.cuda.alloc_pinned_memory(a.nbytes), a.dtype, a.size)
+            pinned = pinned.reshape(a.shape)
+            pinned[...] = a
+            out = cp.empty(a.shape, dtype=a.dtype)
+            out.set(pinned, stream=cp.cuda.get_current_stream())
+        self._pinned = pinned  # keep the buffer alive while the copy may still read it
+        return out
 
 
 def cuda_usable() -> bool:

@@ -13,9 +13,16 @@ class StrictBackend(Backend):
     def to_host(self, x: Array) -> np.ndarray:
         return np.from_dlpack(x).copy()
 
+    label: str = "cpu"  # the device's name as given ('cpu', 'device1', ...)
+
+    def device_name(self) -> str:
+        return self.label
+
 
 def make(device: str | None = None) -> Backend:
-    """The array-api-strict backend (CPU only)."""
+    """The array-api-strict backend on `device`: its default CPU_DEVICE (None or 'cpu'), or
+    one of its other simulated devices ('device1', 'device2', ...), on which any array
+    created without `device=` fails as soon as it meets one on the right device."""
     try:
         import array_api_strict as xps
     except ImportError as e:
@@ -23,6 +30,13 @@ def make(device: str | None = None) -> Backend:
             "backend 'array-api-strict' is not installed: run `uv sync` (dev group) "
             "or `pip install array-api-strict`"
         ) from e
-    if device not in (None, "cpu"):
-        raise ValueError(f"array-api-strict backend has only the 'cpu' device, not {device!r}")
-    return StrictBackend(name="array-api-strict", xp=xps, device=xps.Device("CPU_DEVICE"))
+    name = "CPU_DEVICE" if device in (None, "cpu") else device
+    try:
+        dev = xps.Device(name)
+    except ValueError:
+        raise ValueError(
+            f"array-api-strict has no device {device!r}; choose cpu, device1 or device2"
+        ) from None
+    b = StrictBackend(name="array-api-strict", xp=xps, device=dev)
+    b.label = "cpu" if name == "CPU_DEVICE" else name
+    return b

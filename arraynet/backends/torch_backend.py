@@ -13,6 +13,28 @@ class TorchBackend(Backend):
     """Adapter for torch tensors."""
 
     torch: Any = None
+    _gen: Any = None  # the torch.Generator of DeviceRNG's draws, on self.device
+    _pinned: Any = None  # the last per-epoch page-locked buffer (kept alive for its copy)
+
+    def default_rng_kind(self) -> str:
+        return "device" if self.device.type == "cuda" else "host"
+
+    def random_uniform(self, key: int, shape: tuple[int, ...], dtype: Any) -> Array:
+        if self._gen is None:
+            self._gen = self.torch.Generator(device=self.device)
+        self._gen.manual_seed(key)
+        return self.torch.rand(shape, generator=self._gen, dtype=dtype, device=self.device)
+
+    def from_host_pinned(self, a: np.ndarray) -> Array:
+        """On CUDA: copy into a page-locked buffer, then an asynchronous copy to the device
+        (untested here: no GPU has run it yet). On the CPU: from_host."""
+        if self.device.type != "cuda":
+            return self.from_host(a)
+        src = self.torch.from_numpy(np.ascontiguousarray(a))
+        pinned = self.torch.empty(src.shape, dtype=src.dtype, pin_memory=True)
+        pinned.copy_(src)
+        self._pinned = pinned  # the copy below may still read it after we return
+        return pinned.to(self.device, non_blocking=True)
 
     def from_host(self, a: np.ndarray, dtype: Any = None) -> Array:
         t = self.torch.from_numpy(np.ascontiguousarray(a)).to(self.device)
