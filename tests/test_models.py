@@ -8,6 +8,7 @@ figures the top-level README quotes agree with the records.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import re
@@ -50,6 +51,32 @@ def test_shipped_model_has_its_zoo_layout(name):
 
 
 # -- the recorded test scores, image for image -------------------------------------------
+FINGERPRINT = (
+    "some test image is classified otherwise than when the record was written (a retrained "
+    "model: run scripts/record_predictions.py NAME)"
+)
+
+
+def _digest(pred: np.ndarray) -> str:
+    """The records' `predictions_sha256`: the predicted classes, one byte each, in order
+    (scripts/record_predictions.py writes it)."""
+    return hashlib.sha256(np.asarray(pred, dtype=np.uint8).tobytes()).hexdigest()
+
+
+@pytest.mark.parametrize("name", sorted(RECORDS))
+def test_record_has_a_prediction_fingerprint(name):
+    fp = RECORDS[name].get("predictions_sha256")
+    assert isinstance(fp, str) and re.fullmatch(r"[0-9a-f]{64}", fp), f"{name}: {FINGERPRINT}"
+
+
+def test_fingerprint_sees_one_changed_image():
+    """Two swapped predictions keep the count but change the fingerprint."""
+    pred = np.arange(10000) % 10
+    swapped = pred.copy()
+    swapped[[3, 4]] = swapped[[4, 3]]
+    assert _digest(pred) != _digest(swapped) and (pred == 1).sum() == (swapped == 1).sum()
+
+
 @pytest.fixture(scope="module")
 def scored(data_dir):
     """Outputs of each shipped model on the whole test set, computed once (numpy)."""
@@ -79,8 +106,10 @@ def test_shipped_model_scores_exactly_its_record(name, scored):
     """One test image classified otherwise than when the record was written changes the
     count, and fails here."""
     outputs, labels = scored
-    correct = int((outputs(name).argmax(axis=1) == labels).sum())
+    pred = outputs(name).argmax(axis=1)
+    correct = int((pred == labels).sum())
     assert (correct, len(labels)) == (RECORDS[name]["correct"], RECORDS[name]["total"]), name
+    assert _digest(pred) == RECORDS[name]["predictions_sha256"], f"{name}: {FINGERPRINT}"
 
 
 @pytest.mark.slow
@@ -102,6 +131,7 @@ def test_ensemble_scores_exactly_its_record(name, scored):
         total = outputs(n) if total is None else total + outputs(n)
     correct = int((total.argmax(axis=1) == labels).sum())
     assert correct == rec["correct"], name
+    assert _digest(total.argmax(axis=1)) == rec["predictions_sha256"], f"{name}: {FINGERPRINT}"
 
 
 # -- the tables and the README's figures ------------------------------------------------
