@@ -132,11 +132,24 @@ def train(
     ),
     resume: Annotated[bool, typer.Option(help="continue the run in --out")] = False,
     data_dir: DataDirOpt = None,
+    comm: CommOpt = "auto",
+    sync_bn: Annotated[
+        bool, typer.Option("--sync-bn", help="data-parallel: batch norm over the global batch")
+    ] = False,
+    lr_scaling: Annotated[
+        bool, typer.Option("--lr-scaling", help="scale the rate by batch / the recipe's batch")
+    ] = False,
+    lr_warmup_epochs: Annotated[
+        float, typer.Option(help="--lr-scaling: epochs of linear warm-up to the scaled rate")
+    ] = 5.0,
     json_mode: JsonOpt = False,
 ) -> None:
-    """Train a zoo model with its seed recipe (any flag overrides one setting)."""
+    """Train a zoo model with its seed recipe (any flag overrides one setting).
+    Under `mpiexec -n N` (or srun) it trains data-parallel on N ranks."""
     from arraynet.recipes import Recipe, recipe_for
     from arraynet.run import train_model
+
+    world = _world(comm)
 
     base = recipe_for(model)
     if resume:
@@ -178,9 +191,15 @@ def train(
     if monitor == "val_loss" and val_split <= 0:
         raise CliError("--monitor val_loss needs --val-split N")
     recipe.validate()
-    b = _backend(backend, device, threads)
-    con = _out(json_mode)
-    con.print(f"[bold]{model}[/] on {b.describe()}, recipe: {recipe.to_dict()}")
+    if recipe.batch_size % world.size:
+        raise CliError(
+            f"--batch-size {recipe.batch_size} (the global batch) is not divisible by the "
+            f"{world.size} ranks; pick a multiple of {world.size}"
+        )
+    b = _backend(backend, *_rank_device(backend, device, threads, world))
+    con = _out(json_mode) if world.is_root else Console(quiet=True)
+    ranks = f", {world.size} ranks ({world.name})" if world.size > 1 else ""
+    con.print(f"[bold]{model}[/] on {b.describe()}{ranks}, recipe: {recipe.to_dict()}")
     progress = Progress(
         TextColumn("epoch {task.fields[epoch]}"),
         BarColumn(),
@@ -189,7 +208,7 @@ def train(
         TimeRemainingColumn(),
         console=err,
         transient=True,
-        disable=not err.is_terminal,  # (a log file gets the epoch lines, not bar redraws)
+        disable=not err.is_terminal or not world.is_root,  # (a log gets the epoch lines)
     )
     task: dict[str, Any] = {}
 
@@ -226,15 +245,46 @@ def train(
             teachers=teacher,
             callbacks={
                 "on_batch": on_batch, "on_epoch": on_epoch, "on_epoch_start": on_epoch_start,
-            },
+            } if world.is_root else None,
+            comm=world, sync_bn=sync_bn, lr_scaling=lr_scaling,
+            lr_warmup_epochs=lr_warmup_epochs,
         )  # fmt: skip
     con.print(
         f"test error {100 * result['error_rate']:.2f}% ({result['correct']}/{result['total']}), "
         f"{result['epochs_run']} epochs, best epoch {result['best_epoch']}, "
         f"weights {out / 'model.safetensors'}"
     )
-    if json_mode:
+    if json_mode and world.is_root:
         _emit_json(result)
+
+
+CommOpt = Annotated[
+    str, typer.Option("--comm", help="auto (MPI under mpiexec/srun), single, mpi or nccl")
+]
+
+
+def _world(kind: str) -> Any:
+    """The job's communicator; a bad choice is a CliError."""
+    from arraynet.backends.comm import CommError, world
+
+    try:
+        return world(kind)
+    except CommError as e:
+        raise CliError(str(e)) from None
+
+
+def _rank_device(
+    backend: str, device: str | None, threads: int | None, world: Any
+) -> tuple[str | None, int | None]:
+    """A rank's device and threads: one GPU per local rank, the CPUs shared out."""
+    from arraynet.backends.numpy_backend import THREAD_VARS, usable_cpus
+
+    if world.local_size > 1:
+        if device is None and backend in ("cupy", "cp", "torch", "pytorch"):
+            device = f"cuda:{world.local_rank}"
+        if threads is None and not any(os.environ.get(v, "").strip() for v in THREAD_VARS):
+            threads = max(1, usable_cpus() // world.local_size)
+    return device, threads
 
 
 def _now() -> float:
@@ -354,10 +404,15 @@ def _short(layer: Any) -> str:
 def backends(json_mode: JsonOpt = False) -> None:
     """Which backends import here and which devices they see."""
     from arraynet.backends import probe
+    from arraynet.backends.comm import probe_comm
 
     rows = probe()
+    comm = probe_comm(_world("auto"))
+    if not comm["is_root"]:
+        return
+    comm.pop("is_root")
     if json_mode:
-        _emit_json({"backends": rows})
+        _emit_json({"backends": rows, "distributed": comm})
         return
     t = Table("backend", "available", "devices", "note")
     for r in rows:
@@ -368,6 +423,10 @@ def backends(json_mode: JsonOpt = False) -> None:
             r["error"] or "",
         )
     Console().print(t)
+    Console().print(
+        f"ranks {comm['ranks']}, communicator {comm['communicator']}; mpi4py "
+        f"{comm['mpi4py'] or 'not installed'}, nccl {comm['nccl'] or 'not available'}"
+    )
 
 
 # -- parity / bench ---------------------------------------------------------------------
@@ -522,6 +581,7 @@ def main() -> None:
         _fail(e)
     except KeyboardInterrupt:
         err.print("interrupted")
+        _abort_others(130)
         sys.exit(130)
     except SystemExit as e:  # typer turns Ctrl-C inside a command into exit status 130
         if e.code == 130:
@@ -529,8 +589,17 @@ def main() -> None:
         raise
     except Exception as e:
         if os.environ.get("ARRAYNET_DEBUG"):
-            raise
+            raise  # (under MPI, the uncaught-exception hook ends the other ranks)
         _fail(e, prefix=f"{type(e).__name__}: ")
+
+
+def _abort_others(code: int) -> None:
+    """In a job of several ranks, end them all (the others would wait for this one)."""
+    from arraynet.backends.comm import active_world
+
+    w = active_world()
+    if w is not None and w.size > 1:
+        w.abort(code)
 
 
 @contextlib.contextmanager
@@ -555,6 +624,12 @@ def script_errors(prog: str) -> Iterator[None]:
 def _fail(e: BaseException, prefix: str = "", prog: str = "arraynet") -> None:
     text = str(e).strip().splitlines()
     msg = text[0] if text else type(e).__name__
+    from arraynet.backends.comm import active_world
+
+    w = active_world()
+    if w is not None and w.size > 1:  # the other ranks would wait for this one: end them
+        sys.stderr.write(f"{prog}: error (rank {w.rank}): {prefix}{msg}\n")
+        _abort_others(1)
     sys.stderr.write(f"{prog}: error: {prefix}{msg}\n")
     sys.exit(1)
 

@@ -10,7 +10,9 @@ from typing import Any
 
 from arraynet.augment import affine_matrix, affine_resample
 from arraynet.backends import Backend
+from arraynet.backends.comm import Communicator, world
 from arraynet.data import MNIST, load_mnist, one_hot, sha256_file, to_float
+from arraynet.data_parallel import DataParallel, lr_scaling_for
 from arraynet.distill import (
     check_teacher,
     describe_teacher,
@@ -75,6 +77,10 @@ def train_model(
     quiet_data: bool = False,
     init: str | Path | None = None,
     teachers: list[str | Path] | None = None,
+    comm: Communicator | None = None,
+    sync_bn: bool = False,
+    lr_scaling: bool = False,
+    lr_warmup_epochs: float = 5.0,
 ) -> dict:
     """Train zoo model `name`; writes checkpoints and `model.safetensors` into `out_dir`.
 
@@ -83,21 +89,47 @@ def train_model(
     With a recipe whose `distill` is above 0, the training targets mix in the averaged
     probabilities of `teachers` (weights files; a resumed run reuses its own).
 
+    Under a launcher with several ranks (`mpiexec -n N`, `srun`), or given `comm`, the run
+    is data-parallel (arraynet.data_parallel): `recipe.batch_size` is the global batch,
+    `sync_bn` normalises over it, `lr_scaling` scales the rate linearly from the zoo
+    recipe's batch (with `lr_warmup_epochs` of warm-up); rank 0 alone writes.
+
     Returns the summary: error_rate, correct, total (test set), epochs_run, and more.
     """
     recipe = (recipe or recipe_for(name)).validate()
+    comm = comm or world()
+    par = None
+    if comm.size > 1 or sync_bn or lr_scaling:
+        scaling = None
+        if lr_scaling:
+            scaling = lr_scaling_for(recipe.batch_size, recipe_for(name).batch_size,
+                                     lr_warmup_epochs)  # fmt: skip
+        par = DataParallel(comm, backend, sync_bn=sync_bn, lr_scaling=scaling)
+        par.check_batch(recipe.batch_size)
     out = Path(out_dir)
     if resume and not (out / "state.json").is_file():
         raise FileNotFoundError(f"{out}: nothing to resume (no state.json)")
     if not resume:
-        _check_new_run_folder(out)
+        _check_new_run_folder(out, probe=comm.is_root)
     mnist = load_mnist(data_dir, quiet=quiet_data)
     (trx, try_), val = split_train(mnist, val_split, train_limit)
     train = make_dataset(trx, try_, backend)
     val_ds = make_dataset(*val, backend) if val else None
     model = build_layout(name).build(backend, seed=seed)
     meta = {"model": name, "val_split": val_split, "train_limit": train_limit}
+    if par is not None:
+        meta.update(ranks=comm.size, sync_bn=sync_bn,
+                    lr_scaling=par.lr_scaling.to_dict() if par.lr_scaling else None)  # fmt: skip
     saved = _saved_meta(out) if resume else {}
+    if resume and saved.get("ranks", 1) != comm.size:
+        raise ValueError(
+            f"{out}: the run was trained on {saved.get('ranks', 1)} rank(s), not {comm.size}; "
+            f"resume it with as many (mpiexec -n {saved.get('ranks', 1)})"
+        )
+    for key in ("sync_bn", "lr_scaling"):
+        if resume and saved.get(key) != meta.get(key):
+            raise ValueError(f"{out}: the run was begun with {key} {saved.get(key)}, not "
+                             f"{meta.get(key)}")  # fmt: skip
     for key, flag in (("model", "--model"), ("val_split", "--val-split"),
                       ("train_limit", "--train-limit")):  # fmt: skip
         if key in saved and saved[key] != meta[key]:
@@ -117,10 +149,12 @@ def train_model(
     elif teachers:
         raise ValueError("--teacher needs a recipe that distills (--distill WEIGHT)")
     cb = callbacks or {}
+    if par is not None:
+        par.setup(model, seed)  # rank 0's weights everywhere, per-rank random streams
     trainer = Trainer(
         model, recipe, train, val_ds, seed=seed, out_dir=out, meta=meta,
         on_batch=cb.get("on_batch"), on_epoch=cb.get("on_epoch"),
-        on_epoch_start=cb.get("on_epoch_start"),
+        on_epoch_start=cb.get("on_epoch_start"), parallel=par,
     )  # fmt: skip
     if resume:
         trainer.load_checkpoint()
@@ -143,7 +177,11 @@ def train_model(
         "threads": backend.threads,
         "seed": seed,
         "out": str(out),
+        "ranks": comm.size,
+        "communicator": comm.name,
     }
+    if par is not None:
+        result["distributed"] = par.describe()
     trainer.save_final(out / "model.safetensors", result)
     return result
 
@@ -151,7 +189,7 @@ def train_model(
 RUN_FILES = ("state.json", "checkpoint.safetensors", "model.safetensors")
 
 
-def _check_new_run_folder(out: Path) -> None:
+def _check_new_run_folder(out: Path, probe: bool = True) -> None:
     """A fresh run's folder must not hold another run (or weights), and must be writable:
     both are checked before any training, so nothing is lost and no epoch is wasted."""
     found = [f for f in RUN_FILES if (out / f).exists()]
@@ -165,6 +203,8 @@ def _check_new_run_folder(out: Path) -> None:
             f"{out} already holds {found[0]}: continue that run with --resume, "
             "or pick another --out"
         )
+    if not probe:  # (data-parallel ranks other than 0 write nothing)
+        return
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".arraynet-write-test"

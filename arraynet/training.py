@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from array_api_compat import array_namespace
 
@@ -18,12 +18,16 @@ from arraynet import __version__, ops
 from arraynet.augment import maybe_augment
 from arraynet.averaging import WeightAverage, recalibrate_batchnorm
 from arraynet.backends import Backend, HostRNG
+from arraynet.data.sharding import epoch_batches
 from arraynet.early_stopping import EarlyStopping
 from arraynet.io import WeightsError, atomic_write_json, load_arrays, save_arrays, save_model
 from arraynet.model import Sequential
 from arraynet.optimizers import make_optimizer
 from arraynet.recipes import Recipe
 from arraynet.schedules import learning_rate
+
+if TYPE_CHECKING:
+    from arraynet.data_parallel import DataParallel
 
 Array = Any
 
@@ -95,6 +99,7 @@ class Trainer:
         on_batch: Callable[[int, int], None] | None = None,
         on_epoch: Callable[[dict], None] | None = None,
         on_epoch_start: Callable[[int, int], None] | None = None,
+        parallel: DataParallel | None = None,
     ) -> None:
         self.model = model
         self.recipe = recipe
@@ -106,6 +111,7 @@ class Trainer:
         self.on_batch = on_batch
         self.on_epoch = on_epoch
         self.on_epoch_start = on_epoch_start
+        self.parallel = parallel  # data-parallel runs: the seam (arraynet.data_parallel)
         self.backend: Backend = model.backend
         self.opt = make_optimizer(recipe.optimizer)
         self.rng = model.rng
@@ -132,15 +138,22 @@ class Trainer:
         xp = b.xp
         lr = learning_rate(r.schedule, r.lr, epoch, r.epochs, r.warmup)
         n = len(self.train_data)
-        order = b.from_host(self.shuffle.permutation(n))  # one copy to the device an epoch
-        nb = math.ceil(n / r.batch_size)
+        par = self.parallel
+        perm = self.shuffle.permutation(n)  # the same global order on every rank
+        if par is not None:
+            perm, bounds = par.batches(perm, r.batch_size)  # this rank's share
+        else:
+            perm, bounds = epoch_batches(perm, r.batch_size)
+        order = b.from_host(perm)  # one copy to the device an epoch
+        nb = len(bounds)
+        ranks = par.size if par is not None else 1
         if self.on_epoch_start:
             self.on_epoch_start(epoch, n)
         total = xp.zeros((), dtype=model.dtype, device=b.device)
         aug = r.augment
         t0 = time.perf_counter()
-        for i in range(nb):
-            idx_dev = order[i * r.batch_size : min((i + 1) * r.batch_size, n)]
+        for i, (start, stop) in enumerate(bounds):
+            idx_dev = order[start:stop]
             xb = xp.take(self.train_data.x, idx_dev, axis=0)
             yb = xp.take(self.train_data.y, idx_dev, axis=0)
             if r.aug_p > 0:
@@ -151,12 +164,23 @@ class Trainer:
                 )  # fmt: skip
             loss, _ = model.loss_and_grads(xb, yb, r.loss, r.label_smoothing)
             total = total + loss * idx_dev.shape[0]
-            model.set_parameters(self.opt.step(model.parameters(), model.gradients(), lr, b))
+            grads = model.gradients()
+            step_lr = lr
+            if par is not None:
+                grads = par.grad_hook(grads)  # the mean over the ranks
+                step_lr = par.step_lr(lr, epoch, i, nb)
+            model.set_parameters(self.opt.step(model.parameters(), grads, step_lr, b))
             if self.ema is not None:
                 self._update_ema()
             if self.on_batch:
-                self.on_batch(i + 1, int(idx_dev.shape[0]))
-        train_loss = float(b.to_host(total)) / n
+                self.on_batch(i + 1, int(idx_dev.shape[0]) * ranks)
+        used = float(int(perm.shape[0]))
+        loss_sum = float(b.to_host(total))
+        if par is not None:
+            loss_sum, used = par.sum_floats([loss_sum, used])
+            par.end_epoch(model)
+        train_loss = loss_sum / used if used else 0.0
+        n = int(used)
         b.synchronize()
         secs = time.perf_counter() - t0
         row = {
@@ -245,6 +269,10 @@ class Trainer:
         """checkpoint.safetensors (model, optimizer, early-stopping window) + state.json."""
         if self.out_dir is None:
             return
+        par = self.parallel
+        rank_rng = par.gather_json(self.rng.get_state()) if par and par.size > 1 else None
+        if par is not None and not par.is_root:
+            return  # rank 0 alone writes
         b, st = self.backend, self.state
         arrays = {f"model.{k}": b.to_host(v) for k, v in self.model.state_dict().items()}
         arrays.update({f"opt.{k}": b.to_host(v) for k, v in self.opt.state_dict().items()})
@@ -270,6 +298,8 @@ class Trainer:
             "meta": self.meta,
             "arraynet_version": __version__,
         }
+        if rank_rng is not None:
+            state["rank_rng_states"] = rank_rng  # every rank's dropout/augmentation stream
         # The checkpoint carries the whole state, so weights and state change in one atomic
         # rename; state.json is a readable copy written after it.
         meta = {"epoch": st.epoch, "state": state}
@@ -323,6 +353,15 @@ class Trainer:
             mean = {k[4:]: b.from_host(v) for k, v in arrays.items() if k.startswith("swa.")}
             self.swa = WeightAverage(mean, state["swa_count"])
         self.rng.set_state(state["rng_state"])
+        par = self.parallel
+        if par is not None and par.size > 1:
+            states = state.get("rank_rng_states") or []
+            if len(states) != par.size:
+                raise WeightsError(
+                    f"{self.out_dir}: the checkpoint holds {len(states) or 1} rank(s)' random "
+                    f"streams, not {par.size}; resume with as many ranks as it was trained on"
+                )
+            self.rng.set_state(states[par.rank])
         self.shuffle.set_state(state["shuffle_state"])
         if self.es is not None and state.get("es_window"):
             w = state["es_window"]
@@ -340,7 +379,9 @@ class Trainer:
         )
 
     def save_final(self, path: Path, metrics: dict) -> None:
-        """The final weights with layout, recipe, metrics and run facts."""
+        """The final weights with layout, recipe, metrics and run facts (rank 0 writes)."""
+        if self.parallel is not None and not self.parallel.is_root:
+            return
         meta = {
             **self.meta,
             "recipe": self.recipe.to_dict(),
