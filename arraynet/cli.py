@@ -511,6 +511,61 @@ def bench(
         _emit_json(res)
 
 
+# -- sweep ------------------------------------------------------------------------------
+@app.command()
+def sweep(
+    model: Annotated[
+        list[str], typer.Option("--model", "-m", help="zoo entries (repeat, or comma-separated)")
+    ],
+    seeds: Annotated[str, typer.Option(help="seeds, e.g. 0,1,2")] = "0",
+    override: Annotated[
+        list[str] | None,
+        typer.Option(help="recipe settings 'KEY=VALUE,...' (repeat: one variant each)"),
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="epochs (default: each recipe's)")] = None,
+    train_limit: Annotated[int | None, typer.Option(help="use the first N training images")] = None,
+    ray: Annotated[str, typer.Option(help="'local' (start Ray here) or a cluster ADDRESS")] = (
+        "local"
+    ),
+    num_cpus: Annotated[int, typer.Option(help="--ray local: CPUs for Ray (one a trial)")] = 2,
+    max_failures: Annotated[int, typer.Option(help="retries of a failed trial")] = 2,
+    out: Annotated[Path, typer.Option(help="sweep folder (trials/, results.json/.csv)")] = Path(
+        "sweeps/latest"
+    ),
+    data_dir: DataDirOpt = None,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Independent trainings (models x seeds x overrides) as Ray Tune trials; one table."""
+    from arraynet.sweep import parse_overrides, plan, run_sweep
+
+    names = [m.strip() for text in model for m in text.split(",") if m.strip()]
+    try:
+        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError:
+        raise CliError(f"--seeds wants whole numbers like 0,1,2, not {seeds!r}") from None
+    if num_cpus < 1 or max_failures < 0:
+        raise CliError("--num-cpus wants at least 1 and --max-failures at least 0")
+    if epochs is not None and epochs < 1:
+        raise CliError(f"--epochs wants at least 1, not {epochs}")
+    trials = plan(names, seed_list, [parse_overrides(o) for o in override or []], epochs, out)
+    con = _out(json_mode)
+    con.print(f"sweep of {len(trials)} trials on Ray ({ray}) into {out}")
+    rows = run_sweep(trials, out, ray=ray, num_cpus=num_cpus, max_failures=max_failures,
+                     data_dir=data_dir, train_limit=train_limit)  # fmt: skip
+    t = Table("trial", "status", "test error", "epochs", "seconds")
+    for r in rows:
+        e = "-" if r["error_rate"] is None else f"{100 * r['error_rate']:.2f}%"
+        t.add_row(r["trial"], r["status"], e, str(r["epochs_run"] or "-"),
+                  str(r["train_seconds"] or "-"))  # fmt: skip
+    con.print(t)
+    con.print(f"table: {out / 'results.json'}, {out / 'results.csv'}")
+    if json_mode:
+        _emit_json({"trials": rows, "out": str(out)})
+    failed = [r for r in rows if r["status"] != "done"]
+    if failed:
+        raise CliError(f"{len(failed)} of {len(rows)} trials failed; first: {failed[0]['error']}")
+
+
 # -- plot -------------------------------------------------------------------------------
 @app.command()
 def plot(
