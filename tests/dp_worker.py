@@ -66,11 +66,15 @@ def main(out: Path, mode: str) -> None:
     tr = Trainer(model, recipe, tiny_data(b), seed=3, on_batch=on_batch, parallel=par)
     tr.fit()
     bad = comm.gather_json(mismatches)
+    n_steps = steps[0]
+    on_batch(0, 0)  # the state as saved (after the epoch's end): equal on every rank?
+    final_equal = comm.gather_json(steps[0] not in mismatches)
     if comm.is_root:
         out.mkdir(parents=True, exist_ok=True)
         arrays = {k: b.to_host(v) for k, v in model.state_dict().items()}
         save_arrays(out / "final.safetensors", arrays, {})
-        report = {"ranks": comm.size, "steps": steps[0], "mismatched_steps": bad,
+        report = {"ranks": comm.size, "steps": n_steps, "mismatched_steps": bad,
+                  "final_equal": final_equal,
                   "history": tr.state.history}  # fmt: skip
         (out / "report.json").write_text(json.dumps(report))
 

@@ -116,6 +116,25 @@ def test_linear_scaling_warms_up_per_step_to_the_scaled_rate():
         lr_scaling_for(64, 32, -1.0)
 
 
+def test_lr_scaling_reaches_the_optimizer_step(tmp_path):
+    """A scaling of 2 without warm-up trains exactly as the recipe's rate doubled."""
+    import tests.dp_worker as w
+    from arraynet.recipes import Recipe
+    from arraynet.training import Trainer
+
+    b = get_backend("numpy", threads=1)
+    finals = []
+    for lr, scaling in ((0.1, LinearScaling(2.0, 0)), (0.2, None)):
+        model = w.make_model("plain").build(b, seed=3, dtype="float64")
+        par = DataParallel(Communicator(), b, lr_scaling=scaling)
+        par.setup(model, seed=3)
+        recipe = Recipe(optimizer="sgd", lr=lr, batch_size=8, epochs=1)
+        Trainer(model, recipe, w.tiny_data(b), seed=3, parallel=par).fit()
+        finals.append(model.parameters())
+    for k in finals[0]:
+        assert np.array_equal(finals[0][k], finals[1][k]), k
+
+
 def test_sync_bn_with_one_rank_is_plain_batch_norm():
     """The synchronised forward/backward (sum-of-squares about the running mean) with an
     identity 'all-reduce' equals the ordinary batch norm, float64, to rounding."""
@@ -191,7 +210,7 @@ def test_two_ranks_train_the_one_process_model(tmp_path, mode):
     assert two.returncode == 0, two.stderr
     rep = json.loads((tmp_path / "two" / "report.json").read_text())
     assert rep["ranks"] == 2 and rep["steps"] == 12
-    assert rep["mismatched_steps"] == [[], []]
+    assert rep["mismatched_steps"] == [[], []] and rep["final_equal"] == [True, True]
     a, b = _final(tmp_path / "one"), _final(tmp_path / "two")
     assert sorted(a) == sorted(b)
     if mode == "syncbn":
@@ -217,6 +236,9 @@ def test_per_rank_batch_norm_is_not_full_batch_batch_norm(tmp_path):
     assert one.returncode == 0, one.stderr
     a, b = _final(tmp_path / "one"), _final(tmp_path / "two")
     assert max(float(np.abs(a[k] - b[k]).max()) for k in a) > 1e-6
+    rep = json.loads((tmp_path / "two" / "report.json").read_text())
+    assert rep["mismatched_steps"][1]  # mid-epoch rank 1's running statistics differ,
+    assert rep["final_equal"] == [True, True]  # and at the epoch's end they are averaged
 
 
 @pytest.mark.slow
