@@ -53,11 +53,13 @@ def split_train(
     return tr, val
 
 
-def _val_metrics(model: Sequential, val_ds: Dataset | None) -> dict:
+def _val_metrics(
+    model: Sequential, val_ds: Dataset | None, par: DataParallel | None = None
+) -> dict:
     """Error and loss of the final weights on the validation split (empty without one)."""
     if val_ds is None:
         return {}
-    m = evaluate(model, val_ds)
+    m = evaluate(model, val_ds, parallel=par)
     return {"val_error": m["error_rate"], "val_loss": m["loss"]}
 
 
@@ -161,7 +163,7 @@ def train_model(
     t0 = time.perf_counter()
     summary = trainer.fit(epochs)
     test = make_dataset(mnist.test_images, mnist.test_labels, backend)
-    metrics = evaluate(model, test)
+    metrics = evaluate(model, test, parallel=par)
     result = {
         "model": name,
         "error_rate": metrics["error_rate"],
@@ -169,7 +171,7 @@ def train_model(
         "total": metrics["total"],
         "test_loss": metrics["loss"],
         **summary,
-        **_val_metrics(model, val_ds),
+        **_val_metrics(model, val_ds, par),
         "train_seconds": round(trainer.state.elapsed, 2),
         "wall_seconds_this_session": round(time.perf_counter() - t0, 2),
         "backend": backend.name,

@@ -45,15 +45,19 @@ class Dataset:
         return int(self.x.shape[0])
 
 
-def evaluate(model: Sequential, data: Dataset, batch_size: int = 500) -> dict:
+def evaluate(
+    model: Sequential, data: Dataset, batch_size: int = 500, parallel: DataParallel | None = None
+) -> dict:
     """Error rate and mean loss of `model` in eval mode on `data` (cross-entropy for a
-    softmax output, else mean squared error over all outputs, as the MSE loss)."""
+    softmax output, else mean squared error over all outputs, as the MSE loss). With
+    `parallel`, each rank scores every N-th batch and the sums are all-reduced."""
     b = model.backend
     xp = array_namespace(data.x)
     correct = 0
     loss_sum = 0.0
     n = len(data)
-    for i in range(0, n, batch_size):
+    rank, ranks = (parallel.rank, parallel.size) if parallel is not None else (0, 1)
+    for i in range(rank * batch_size, n, batch_size * ranks):
         j = min(i + batch_size, n)  # (the standard leaves slices past the end undefined)
         out = model.forward(data.x[i:j, ...], False)
         pred = b.to_host(xp.argmax(out, axis=1))
@@ -65,6 +69,9 @@ def evaluate(model: Sequential, data: Dataset, batch_size: int = 500) -> dict:
         else:
             d = out - data.y[i:j, ...]
             loss_sum += float(b.to_host(xp.sum(d * d))) / out.shape[1]
+    if ranks > 1:
+        total_correct, loss_sum = parallel.sum_floats([correct, loss_sum])
+        correct = round(total_correct)
     return {
         "error_rate": (n - correct) / n if n else 0.0,
         "correct": correct,
@@ -194,7 +201,7 @@ class Trainer:
             row["at_chance"] = True  # no better than uniform guessing: likely a dead network
         if self.val is not None:
             with self._averaged():
-                ev = evaluate(model, self.val)
+                ev = evaluate(model, self.val, parallel=self.parallel)
             row["val_loss"] = ev["loss"]
             row["val_error"] = ev["error_rate"]
         return row
