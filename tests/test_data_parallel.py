@@ -178,12 +178,15 @@ def test_world_rejects_an_unknown_communicator():
 
 
 # -- under mpiexec (two ranks) -------------------------------------------------------------
-def test_mpi_communicator_operations():
-    p = mpiexec(2, *py("mpi_comm_worker.py"), timeout=60)
+@pytest.mark.parametrize("backend", ["numpy", "array-api-strict"])
+def test_mpi_communicator_operations(backend):
+    """numpy: buffers to MPI directly; array-api-strict: staged through the host, the
+    path CuPy and torch take without a CUDA-aware MPI."""
+    p = mpiexec(2, *py("mpi_comm_worker.py", backend), timeout=60)
     assert p.returncode == 0, p.stderr
     rows = sorted((json.loads(line) for line in p.stdout.splitlines()), key=lambda r: r["rank"])
     for r in rows:
-        assert r["size"] == 2 and r["name"] == "mpi"
+        assert r["size"] == 2 and r["name"] == "mpi" and r["direct"] == (backend == "numpy")
         assert r["mean_a"] == [[1.5] * 3] * 2 and r["mean_b"] == [0.0, 1.5, 3.0, 4.5]
         assert r["mean_b_dtype"] == "float32"  # one flat buffer per dtype, dtypes kept
         assert r["bcast_w"] == [0.0] * 5 and r["bcast_v"] == [10.0]
