@@ -49,6 +49,13 @@ def _finite(obj: Any) -> Any:
 
 
 def _emit_json(obj: Any) -> None:
+    """One JSON line on stdout; a result object also names the ranks and communicator of
+    the job that computed it (1 and 'single' unless the command trained data-parallel)."""
+    from arraynet.backends.comm import active_world
+
+    w = active_world()
+    if isinstance(obj, dict) and "ranks" not in obj:
+        obj = {**obj, "ranks": w.size if w else 1, "communicator": w.name if w else "single"}
     sys.stdout.write(json.dumps(_finite(obj), allow_nan=False) + "\n")
     sys.stdout.flush()
 

@@ -113,7 +113,11 @@ def train_model(
         raise FileNotFoundError(f"{out}: nothing to resume (no state.json)")
     if not resume:
         _check_new_run_folder(out, probe=comm.is_root)
-    mnist = load_mnist(data_dir, quiet=quiet_data)
+    if comm.size > 1 and not comm.is_root:
+        comm.barrier()  # rank 0 fetches the files first, if they are missing
+    mnist = load_mnist(data_dir, quiet=quiet_data or not comm.is_root)
+    if comm.size > 1 and comm.is_root:
+        comm.barrier()
     (trx, try_), val = split_train(mnist, val_split, train_limit)
     train = make_dataset(trx, try_, backend)
     val_ds = make_dataset(*val, backend) if val else None

@@ -169,6 +169,14 @@ def test_data_parallel_rejects_a_batch_the_ranks_do_not_divide():
         DataParallel(c, get_backend("numpy")).check_batch(33)
 
 
+def test_every_json_result_names_ranks_and_communicator(data_dir):
+    p = subprocess.run(cli("data", "verify", "--data-dir", str(data_dir), "--json"),
+                       capture_output=True, text=True, cwd=REPO, timeout=60)  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    res = json.loads(p.stdout.splitlines()[-1])
+    assert res["ok"] and res["ranks"] == 1 and res["communicator"] == "single"
+
+
 def test_world_rejects_an_unknown_communicator():
     from arraynet.backends.comm import CommError
 
