@@ -60,6 +60,8 @@ class DataParallel:
         sync_bn: bool = False,
         lr_scaling: LinearScaling | None = None,
     ) -> None:
+        if comm.name == "nccl" and backend.name != "cupy":
+            raise ValueError(f"--comm nccl needs --backend cupy, not {backend.name}")
         self.comm = comm
         self.backend = backend
         self.sync_bn = sync_bn

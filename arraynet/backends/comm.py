@@ -236,10 +236,14 @@ class NCCLComm(MPIComm):
         super().__init__(comm, cuda_aware=False)
         self.name = "nccl"
         try:
+            import cupy
             from cupy.cuda import nccl
         except ImportError as e:
             raise CommError(f"NCCL needs CuPy with NCCL ({e}); use --comm mpi") from None
         self.nccl = nccl
+        # one GPU per rank on a node (the device NCCL binds this rank to, and the one the
+        # CLI gives the cupy backend)
+        cupy.cuda.Device(self.local_rank % cupy.cuda.runtime.getDeviceCount()).use()
         uid = nccl.get_unique_id() if self.rank == 0 else None
         uid = self.bcast_json(list(uid) if uid is not None else None)
         self.nc = nccl.NcclCommunicator(self.size, tuple(uid), self.rank)
