@@ -348,6 +348,80 @@ def predict(
         _emit_json({"predictions": rows})
 
 
+# -- export / serve ---------------------------------------------------------------------
+CHECK_TOL = 1e-5
+
+
+@app.command()
+def export(
+    weights: Annotated[Path, typer.Argument(help="weights file")],
+    out: Annotated[Path, typer.Argument(help="ONNX file to write, e.g. model.onnx")],
+    check: Annotated[
+        bool,
+        typer.Option(
+            help="score the 10,000 test images with onnxruntime and arraynet first; "
+            "write only when every class agrees and outputs are within 1e-5"
+        ),
+    ] = False,
+    threads: ThreadsOpt = None,
+    data_dir: DataDirOpt = None,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Write trained weights as an ONNX graph (opset 17, float32 NHWC input, batch axis N)."""
+    from arraynet.io import load_model
+    from arraynet.io.onnx_export import OPSET, compare, export_bytes, onnx_session
+
+    if out.is_dir():
+        raise CliError(f"{out}: is a folder; give the ONNX file to write")
+    if weights.exists() and out.exists() and out.resolve() == weights.resolve():
+        raise CliError(f"{out}: would overwrite the weights file")
+    b = _backend("numpy", None, threads)
+    model, _ = load_model(weights, b)
+    data = export_bytes(model, doc=f"arraynet export of {weights.name}")
+    con = _out(json_mode)
+    res: dict[str, Any] = {"weights": str(weights), "onnx": str(out), "opset": OPSET}
+    if check:
+        from arraynet.data import load_mnist
+
+        mnist = load_mnist(data_dir, quiet=True)
+        x = mnist.test_images[..., None].astype("float32") / 255.0
+        cmp = compare(model, onnx_session(data, b.threads or 1), x, mnist.test_labels)
+        res["check"] = cmp
+        n = cmp["images"]
+        con.print(
+            f"arraynet test error {100 * cmp['arraynet_error_rate']:.2f}% "
+            f"({cmp['arraynet_errors']}/{n}), onnxruntime test error "
+            f"{100 * cmp['onnx_error_rate']:.2f}% ({cmp['onnx_errors']}/{n}); predicted classes "
+            f"differ on {cmp['class_mismatches']} images, max |diff| {cmp['max_abs_diff']:.2e}"
+        )
+        if cmp["class_mismatches"] or not cmp["max_abs_diff"] <= CHECK_TOL:
+            raise CliError(f"export check failed (tolerance {CHECK_TOL:g}); {out} not written")
+    from arraynet.io import atomic_write_bytes
+
+    atomic_write_bytes(out, data)
+    con.print(f"wrote {out} ({len(data):,} bytes, ONNX opset {OPSET})")
+    if json_mode:
+        _emit_json(res)
+
+
+@app.command()
+def serve(
+    weights: Annotated[Path, typer.Argument(help="weights file (a model ending in softmax)")],
+    host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    threads: ThreadsOpt = None,
+) -> None:
+    """A web page to draw a digit on and see the model's top three classes; POST /predict
+    takes a PNG or JPEG and answers JSON."""
+    from arraynet.io import load_model
+    from arraynet.serve import run_server
+
+    if not 0 <= port <= 65535:
+        raise CliError(f"--port wants 0-65535, not {port}")
+    model, _ = load_model(weights, _backend("numpy", None, threads))
+    run_server(model, host=host, port=port, name=weights.name)
+
+
 # -- zoo / backends ---------------------------------------------------------------------
 @app.command()
 def zoo(json_mode: JsonOpt = False) -> None:

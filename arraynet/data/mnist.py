@@ -21,6 +21,7 @@ __all__ = [
     "find_file",
     "load_mnist",
     "one_hot",
+    "read_idx",
     "resolve_data_dir",
     "sha256_file",
     "to_float",
@@ -47,7 +48,7 @@ _CHUNK = 1 << 20
 _READ_ERRORS = (OSError, EOFError, zlib.error)
 
 
-class DataError(Exception):
+class DataError(ValueError):
     """A data file is missing, corrupt or could not be downloaded (one-line message)."""
 
 
@@ -181,30 +182,56 @@ def _read_bytes(path: Path) -> bytes:
         raise DataError(f"{path.name}: unreadable file ({_one_line(e)})") from e
 
 
-def _parse_idx(label: str, data: bytes, images: bool, count: int) -> np.ndarray:
-    """Check an IDX header and return the payload as a read-only uint8 array."""
+def _parse_idx(
+    label: str,
+    data: bytes,
+    images: bool,
+    count: int | None,
+    size: tuple[int, int] | None = (_ROWS, _COLS),
+) -> np.ndarray:
+    """Check an IDX header and return the payload as a read-only uint8 array.
+
+    Images are IDX3 (N, rows, cols), labels IDX1 (N,). `count` and `size` pin the item count
+    and the image size (MNIST's); None takes them from the header.
+    """
     magic, header = (_IMAGE_MAGIC, 16) if images else (_LABEL_MAGIC, 8)
-    item = _ROWS * _COLS if images else 1
-    expected = header + count * item
+    if count is not None and (size is not None or not images):
+        expected = f"{header + count * (size[0] * size[1] if images else 1)}"
+    else:
+        expected = f"at least {header}"  # the header gives the rest
+    truncated = f"{label}: truncated IDX file (expected {{}} bytes, got {len(data)})"
     if len(data) < 4:
-        raise DataError(f"{label}: truncated IDX file (expected {expected} bytes, got {len(data)})")
+        raise DataError(truncated.format(expected))
     found = int.from_bytes(data[:4], "big")
     if found != magic:
         kind = "image" if images else "label"
         raise DataError(f"{label}: bad IDX magic {found} (expected {magic} for a {kind} file)")
     if len(data) < header:
-        raise DataError(f"{label}: truncated IDX file (expected {expected} bytes, got {len(data)})")
+        raise DataError(truncated.format(expected))
     dims = np.frombuffer(data, dtype=">u4", count=(header - 4) // 4, offset=4).tolist()
-    if images and dims[1:] != [_ROWS, _COLS]:
-        raise DataError(f"{label}: bad image size {dims[1]}x{dims[2]} (expected {_ROWS}x{_COLS})")
-    if dims[0] != count:
+    rows, cols = (dims[1], dims[2]) if images else (1, 1)
+    if images and size is not None and (rows, cols) != size:
+        raise DataError(f"{label}: bad image size {rows}x{cols} (expected {size[0]}x{size[1]})")
+    if count is not None and dims[0] != count:
         raise DataError(f"{label}: header says {dims[0]} items (expected {count})")
-    if len(data) < expected:
-        raise DataError(f"{label}: truncated IDX file (expected {expected} bytes, got {len(data)})")
-    if len(data) > expected:
-        raise DataError(f"{label}: {len(data) - expected} trailing bytes after the IDX data")
+    n = dims[0]
+    total = header + n * rows * cols
+    if len(data) < total:
+        raise DataError(truncated.format(total))
+    if len(data) > total:
+        raise DataError(f"{label}: {len(data) - total} trailing bytes after the IDX data")
     out = np.frombuffer(data, dtype=np.uint8, offset=header)
-    return out.reshape(count, _ROWS, _COLS) if images else out
+    return out.reshape(n, rows, cols) if images else out
+
+
+def read_idx(path: Path, images: bool) -> np.ndarray:
+    """Any IDX file of unsigned bytes (raw or gzip'd): images (N, rows, cols) or labels (N,).
+
+    Sizes come from the header; a short, long or corrupt file raises DataError naming it.
+    Returns a writable copy.
+    """
+    arr = _parse_idx(path.name, _read_bytes(path), images=images, count=None, size=None)
+    return arr.copy()
 
 
 def _load_file(folder: Path, name: str, check_hash: bool) -> np.ndarray:

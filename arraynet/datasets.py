@@ -1,0 +1,11 @@
+"""Datasets for training and evaluation: `load("mnist")` or `load(PATH)` returns a `Data`.
+
+A path is a folder of the four IDX files (Fashion-MNIST, KMNIST, EMNIST...), an `.npz`
+archive with `x_train, y_train, x_test, y_test`, or an image folder with `train/` and
+`test/` holding one subfolder of PNG/JPEG images per class. Bad input raises `DataError`
+(a ValueError) with a one-line message naming the path. The code is in `arraynet.data`.
+"""
+
+from arraynet.data.sources import NAMES, Data, DataError, check_fits, from_arrays, load
+
+__all__ = ["NAMES", "Data", "DataError", "check_fits", "from_arrays", "load"]
