@@ -49,6 +49,13 @@ def _finite(obj: Any) -> Any:
 
 
 def _emit_json(obj: Any) -> None:
+    """One JSON line on stdout; a result object also names the ranks and communicator of
+    the job that computed it (1 and 'single' unless the command trained data-parallel)."""
+    from arraynet.backends.comm import active_world
+
+    w = active_world()
+    if isinstance(obj, dict) and "ranks" not in obj:
+        obj = {**obj, "ranks": w.size if w else 1, "communicator": w.name if w else "single"}
     sys.stdout.write(json.dumps(_finite(obj), allow_nan=False) + "\n")
     sys.stdout.flush()
 
@@ -158,16 +165,28 @@ def train(
         Path | None, typer.Option(help="write TensorBoard scalars here (needs tensorboardX)")
     ] = None,
     data_dir: DataDirOpt = None,
+    comm: CommOpt = "auto",
+    sync_bn: Annotated[
+        bool, typer.Option("--sync-bn", help="data-parallel: batch norm over the global batch")
+    ] = False,
+    lr_scaling: Annotated[
+        bool, typer.Option("--lr-scaling", help="scale the rate by batch / the recipe's batch")
+    ] = False,
+    lr_warmup_epochs: Annotated[
+        float, typer.Option(help="--lr-scaling: epochs of linear warm-up to the scaled rate")
+    ] = 5.0,
     json_mode: JsonOpt = False,
 ) -> None:
     """Train a zoo model with its seed recipe, or a layout file with its own recipe, on
-    MNIST or any dataset (any flag overrides one setting)."""
+    MNIST or any dataset (any flag overrides one setting). Under `mpiexec -n N` (or srun)
+    it trains data-parallel on N ranks."""
     from arraynet.callbacks import AT_CHANCE, Hooks, format_row
     from arraynet.layouts import is_layout_file, read_layout
     from arraynet.recipes import Recipe, recipe_for
     from arraynet.run import train_model
     from arraynet.runfolder import RunFolder
 
+    world = _world(comm)
     layout = None
     name = model
     if is_layout_file(model):
@@ -203,19 +222,25 @@ def train(
         if not t.is_file():
             raise CliError(f"--teacher {t}: no such weights file")
     recipe.validate(validation=val_split > 0)
+    if recipe.batch_size % world.size:
+        raise CliError(
+            f"--batch-size {recipe.batch_size} (the global batch) is not divisible by the "
+            f"{world.size} ranks; pick a multiple of {world.size}"
+        )
     rng_kind = _rng_kind(rng)
-    b = _backend(backend, device, threads)
-    con = _out(json_mode)
-    extra: list[Any] = []
-    if history is not None:
+    b = _backend(backend, *_rank_device(backend, device, threads, world))
+    con = _out(json_mode) if world.is_root else Console(quiet=True)
+    extra: list[Any] = []  # (files rank 0 alone writes)
+    if history is not None and world.is_root:
         from arraynet.callbacks import CSVLogger
 
         extra.append(CSVLogger(history))
-    if logdir is not None:
+    if logdir is not None and world.is_root:
         from arraynet.callbacks import TensorBoard
 
         extra.append(TensorBoard(logdir))
-    con.print(f"[bold]{name}[/] on {b.describe()}, recipe: {recipe.to_dict()}")
+    ranks = f", {world.size} ranks ({world.name})" if world.size > 1 else ""
+    con.print(f"[bold]{name}[/] on {b.describe()}{ranks}, recipe: {recipe.to_dict()}")
     progress = Progress(
         TextColumn("epoch {task.fields[epoch]}"),
         BarColumn(),
@@ -224,7 +249,7 @@ def train(
         TimeRemainingColumn(),
         console=err,
         transient=True,
-        disable=not err.is_terminal,  # (a log file gets the epoch lines, not bar redraws)
+        disable=not err.is_terminal or not world.is_root,  # (a log gets the epoch lines)
     )
     task: dict[str, Any] = {}
 
@@ -251,16 +276,46 @@ def train(
         result = train_model(
             name, b, recipe=recipe, seed=seed, out_dir=out, resume=resume, data_dir=data_dir,
             val_split=val_split, train_limit=train_limit, init=init,
-            teachers=teacher, callbacks=[hooks, *extra], layout=layout, data=data,
-            rng=rng_kind,
+            teachers=teacher, callbacks=[hooks, *extra] if world.is_root else [],
+            layout=layout, data=data, rng=rng_kind, comm=world, sync_bn=sync_bn,
+            lr_scaling=lr_scaling, lr_warmup_epochs=lr_warmup_epochs,
         )  # fmt: skip
     con.print(
         f"test error {100 * result['error_rate']:.2f}% ({result['correct']}/{result['total']}), "
         f"{result['epochs_run']} epochs, best epoch {result['best_epoch']}, "
         f"weights {out / 'model.safetensors'}"
     )
-    if json_mode:
+    if json_mode and world.is_root:
         _emit_json(result)
+
+
+CommOpt = Annotated[
+    str, typer.Option("--comm", help="auto (MPI under mpiexec/srun), single, mpi or nccl")
+]
+
+
+def _world(kind: str) -> Any:
+    """The job's communicator; a bad choice is a CliError."""
+    from arraynet.backends.comm import CommError, world
+
+    try:
+        return world(kind)
+    except CommError as e:
+        raise CliError(str(e)) from None
+
+
+def _rank_device(
+    backend: str, device: str | None, threads: int | None, world: Any
+) -> tuple[str | None, int | None]:
+    """A rank's device and threads: one GPU per local rank, the CPUs shared out."""
+    from arraynet.backends.numpy_backend import THREAD_VARS, usable_cpus
+
+    if world.local_size > 1:
+        if device is None and backend in ("cupy", "cp", "torch", "pytorch"):
+            device = f"cuda:{world.local_rank}"
+        if threads is None and not any(os.environ.get(v, "").strip() for v in THREAD_VARS):
+            threads = max(1, usable_cpus() // world.local_size)
+    return device, threads
 
 
 def _now() -> float:
@@ -320,6 +375,80 @@ def predict(
         _out(json_mode).print(f"{path}: {digit} ({100 * float(probs[digit]):.1f}%)")
     if json_mode:
         _emit_json({"predictions": rows})
+
+
+# -- export / serve ---------------------------------------------------------------------
+CHECK_TOL = 1e-5
+
+
+@app.command()
+def export(
+    weights: Annotated[Path, typer.Argument(help="weights file")],
+    out: Annotated[Path, typer.Argument(help="ONNX file to write, e.g. model.onnx")],
+    check: Annotated[
+        bool,
+        typer.Option(
+            help="score the 10,000 test images with onnxruntime and arraynet first; "
+            "write only when every class agrees and outputs are within 1e-5"
+        ),
+    ] = False,
+    threads: ThreadsOpt = None,
+    data_dir: DataDirOpt = None,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Write trained weights as an ONNX graph (opset 17, float32 NHWC input, batch axis N)."""
+    from arraynet.io import load_model
+    from arraynet.io.onnx_export import OPSET, compare, export_bytes, onnx_session
+
+    if out.is_dir():
+        raise CliError(f"{out}: is a folder; give the ONNX file to write")
+    if weights.exists() and out.exists() and out.resolve() == weights.resolve():
+        raise CliError(f"{out}: would overwrite the weights file")
+    b = _backend("numpy", None, threads)
+    model, _ = load_model(weights, b)
+    data = export_bytes(model, doc=f"arraynet export of {weights.name}")
+    con = _out(json_mode)
+    res: dict[str, Any] = {"weights": str(weights), "onnx": str(out), "opset": OPSET}
+    if check:
+        from arraynet.data import load_mnist
+
+        mnist = load_mnist(data_dir, quiet=True)
+        x = mnist.test_images[..., None].astype("float32") / 255.0
+        cmp = compare(model, onnx_session(data, b.threads or 1), x, mnist.test_labels)
+        res["check"] = cmp
+        n = cmp["images"]
+        con.print(
+            f"arraynet test error {100 * cmp['arraynet_error_rate']:.2f}% "
+            f"({cmp['arraynet_errors']}/{n}), onnxruntime test error "
+            f"{100 * cmp['onnx_error_rate']:.2f}% ({cmp['onnx_errors']}/{n}); predicted classes "
+            f"differ on {cmp['class_mismatches']} images, max |diff| {cmp['max_abs_diff']:.2e}"
+        )
+        if cmp["class_mismatches"] or not cmp["max_abs_diff"] <= CHECK_TOL:
+            raise CliError(f"export check failed (tolerance {CHECK_TOL:g}); {out} not written")
+    from arraynet.io import atomic_write_bytes
+
+    atomic_write_bytes(out, data)
+    con.print(f"wrote {out} ({len(data):,} bytes, ONNX opset {OPSET})")
+    if json_mode:
+        _emit_json(res)
+
+
+@app.command()
+def serve(
+    weights: Annotated[Path, typer.Argument(help="weights file (a model ending in softmax)")],
+    host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    threads: ThreadsOpt = None,
+) -> None:
+    """A web page to draw a digit on and see the model's top three classes; POST /predict
+    takes a PNG or JPEG and answers JSON."""
+    from arraynet.io import load_model
+    from arraynet.serve import run_server
+
+    if not 0 <= port <= 65535:
+        raise CliError(f"--port wants 0-65535, not {port}")
+    model, _ = load_model(weights, _backend("numpy", None, threads))
+    run_server(model, host=host, port=port, name=weights.name)
 
 
 # -- zoo / backends ---------------------------------------------------------------------
@@ -396,10 +525,15 @@ def _short(layer: Any) -> str:
 def backends(json_mode: JsonOpt = False) -> None:
     """Which backends import here and which devices they see."""
     from arraynet.backends import probe
+    from arraynet.backends.comm import probe_comm
 
     rows = probe()
+    comm = probe_comm(_world("auto"))
+    if not comm["is_root"]:
+        return
+    comm.pop("is_root")
     if json_mode:
-        _emit_json({"backends": rows})
+        _emit_json({"backends": rows, "distributed": comm})
         return
     t = Table("backend", "available", "devices", "note")
     for r in rows:
@@ -410,6 +544,10 @@ def backends(json_mode: JsonOpt = False) -> None:
             r["error"] or "",
         )
     Console().print(t)
+    Console().print(
+        f"ranks {comm['ranks']}, communicator {comm['communicator']}; mpi4py "
+        f"{comm['mpi4py'] or 'not installed'}, nccl {comm['nccl'] or 'not available'}"
+    )
 
 
 # -- parity / bench ---------------------------------------------------------------------
@@ -499,6 +637,61 @@ def bench(
         _emit_json(res)
 
 
+# -- sweep ------------------------------------------------------------------------------
+@app.command()
+def sweep(
+    model: Annotated[
+        list[str], typer.Option("--model", "-m", help="zoo entries (repeat, or comma-separated)")
+    ],
+    seeds: Annotated[str, typer.Option(help="seeds, e.g. 0,1,2")] = "0",
+    override: Annotated[
+        list[str] | None,
+        typer.Option(help="recipe settings 'KEY=VALUE,...' (repeat: one variant each)"),
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="epochs (default: each recipe's)")] = None,
+    train_limit: Annotated[int | None, typer.Option(help="use the first N training images")] = None,
+    ray: Annotated[str, typer.Option(help="'local' (start Ray here) or a cluster ADDRESS")] = (
+        "local"
+    ),
+    num_cpus: Annotated[int, typer.Option(help="--ray local: CPUs for Ray (one a trial)")] = 2,
+    max_failures: Annotated[int, typer.Option(help="retries of a failed trial")] = 2,
+    out: Annotated[Path, typer.Option(help="sweep folder (trials/, results.json/.csv)")] = Path(
+        "sweeps/latest"
+    ),
+    data_dir: DataDirOpt = None,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Independent trainings (models x seeds x overrides) as Ray Tune trials; one table."""
+    from arraynet.sweep import parse_overrides, plan, run_sweep
+
+    names = [m.strip() for text in model for m in text.split(",") if m.strip()]
+    try:
+        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError:
+        raise CliError(f"--seeds wants whole numbers like 0,1,2, not {seeds!r}") from None
+    if num_cpus < 1 or max_failures < 0:
+        raise CliError("--num-cpus wants at least 1 and --max-failures at least 0")
+    if epochs is not None and epochs < 1:
+        raise CliError(f"--epochs wants at least 1, not {epochs}")
+    trials = plan(names, seed_list, [parse_overrides(o) for o in override or []], epochs, out)
+    con = _out(json_mode)
+    con.print(f"sweep of {len(trials)} trials on Ray ({ray}) into {out}")
+    rows = run_sweep(trials, out, ray=ray, num_cpus=num_cpus, max_failures=max_failures,
+                     data_dir=data_dir, train_limit=train_limit)  # fmt: skip
+    t = Table("trial", "status", "test error", "epochs", "seconds")
+    for r in rows:
+        e = "-" if r["error_rate"] is None else f"{100 * r['error_rate']:.2f}%"
+        t.add_row(r["trial"], r["status"], e, str(r["epochs_run"] or "-"),
+                  str(r["train_seconds"] or "-"))  # fmt: skip
+    con.print(t)
+    con.print(f"table: {out / 'results.json'}, {out / 'results.csv'}")
+    if json_mode:
+        _emit_json({"trials": rows, "out": str(out)})
+    failed = [r for r in rows if r["status"] != "done"]
+    if failed:
+        raise CliError(f"{len(failed)} of {len(rows)} trials failed; first: {failed[0]['error']}")
+
+
 # -- plot -------------------------------------------------------------------------------
 @app.command()
 def plot(
@@ -569,6 +762,7 @@ def main() -> None:
         _fail(e)
     except KeyboardInterrupt:
         err.print("interrupted")
+        _abort_others(130)
         sys.exit(130)
     except SystemExit as e:  # typer turns Ctrl-C inside a command into exit status 130
         if e.code == 130:
@@ -576,8 +770,17 @@ def main() -> None:
         raise
     except Exception as e:
         if os.environ.get("ARRAYNET_DEBUG"):
-            raise
+            raise  # (under MPI, the uncaught-exception hook ends the other ranks)
         _fail(e, prefix=f"{type(e).__name__}: ")
+
+
+def _abort_others(code: int) -> None:
+    """In a job of several ranks, end them all (the others would wait for this one)."""
+    from arraynet.backends.comm import active_world
+
+    w = active_world()
+    if w is not None and w.size > 1:
+        w.abort(code)
 
 
 @contextlib.contextmanager
@@ -602,6 +805,12 @@ def script_errors(prog: str) -> Iterator[None]:
 def _fail(e: BaseException, prefix: str = "", prog: str = "arraynet") -> None:
     text = str(e).strip().splitlines()
     msg = text[0] if text else type(e).__name__
+    from arraynet.backends.comm import active_world
+
+    w = active_world()
+    if w is not None and w.size > 1:  # the other ranks would wait for this one: end them
+        sys.stderr.write(f"{prog}: error (rank {w.rank}): {prefix}{msg}\n")
+        _abort_others(1)
     sys.stderr.write(f"{prog}: error: {prefix}{msg}\n")
     sys.exit(1)
 

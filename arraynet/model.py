@@ -233,6 +233,12 @@ class Sequential:
         shape = cfg.get("input_shape", (28, 28, 1))  # (files from before shapes were saved)
         return cls([layer_from_config(c) for c in cfg["layers"]], shape)
 
+    def export_onnx(self, path: str) -> None:
+        """Write the built model as an ONNX file (needs the `onnx` extra)."""
+        from arraynet.io.onnx_export import export_onnx
+
+        export_onnx(self, path)
+
     def summary(self) -> str:
         lines = [f"input {self.input_shape}"]
         for i, layer in enumerate(self.layers):

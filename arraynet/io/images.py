@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -9,7 +10,13 @@ import numpy as np
 
 
 class ImageError(ValueError):
-    """An image that cannot be read or holds no digit."""
+    """An image that cannot be read or holds no digit. `reason` is one of 'empty',
+    'format' (not an accepted kind of picture), 'size' (too many pixels), 'unreadable'
+    (corrupt or missing) and 'blank' (no ink)."""
+
+    def __init__(self, message: str, reason: str = "unreadable") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def _grey(im) -> np.ndarray:
@@ -31,28 +38,57 @@ def _grey(im) -> np.ndarray:
 
 
 def load_digit(path: str | Path) -> np.ndarray:
-    """A PNG/JPEG digit as float32 (1, 28, 28, 1) in [0, 1], white ink on black.
+    """A PNG/JPEG digit file as float32 (1, 28, 28, 1) in [0, 1], white ink on black
+    (see `digit_from_bytes`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"{path}: no such image file")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ImageError(f"{path}: not a readable image ({e.strerror or e})") from None
+    return digit_from_bytes(data, str(path))
+
+
+def digit_from_bytes(
+    data: bytes,
+    label: str = "image",
+    formats: tuple[str, ...] | None = None,
+    max_pixels: int | None = None,
+) -> np.ndarray:
+    """An encoded digit picture as float32 (1, 28, 28, 1) in [0, 1], white ink on black.
 
     Greyscale; inverted when the picture is dark ink on a light background; cropped to the
     ink, scaled so its longer side is 20 pixels, and centred by its centre of mass in a
-    28x28 frame, as the MNIST digits were made.
+    28x28 frame, as the MNIST digits were made. `label` names the picture in errors;
+    `formats` (e.g. ("PNG", "JPEG")) and `max_pixels` refuse anything else before decoding.
     """
     try:
         from PIL import Image, UnidentifiedImageError
     except ImportError as e:
         raise ImageError("reading images needs Pillow: `uv sync --extra image`") from e
-    path = Path(path)
-    if not path.is_file():
-        raise ImageError(f"{path}: no such image file")
+    if not data:
+        raise ImageError(f"{label}: empty (no image data)", "empty")
     try:
         with warnings.catch_warnings():  # a huge picture is refused below, in one line
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with Image.open(io.BytesIO(data), formats=formats) as im:
+                if max_pixels is not None and im.width * im.height > max_pixels:
+                    raise ImageError(
+                        f"{label}: {im.width}x{im.height} pixels, more than the "
+                        f"{max_pixels:,} allowed",
+                        "size",
+                    )
                 im.load()
                 grey = _grey(im)
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombWarning,
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        kinds = " or ".join(formats) if formats else "readable"
+        raise ImageError(f"{label}: not a {kinds} image", "format") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning,
             Image.DecompressionBombError) as e:  # fmt: skip
-        raise ImageError(f"{path}: not a readable image ({e})") from None
+        raise ImageError(f"{label}: not a readable image ({e})") from None
     # The background is the most common value along the border.
     border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
     bg = float(np.median(border))
@@ -61,7 +97,7 @@ def load_digit(path: str | Path) -> np.ndarray:
     grey = np.clip((grey - bg) / max(1.0 - bg, 1e-6), 0.0, 1.0)
     ink = grey > 0.1
     if not ink.any():
-        raise ImageError(f"{path}: no digit found (the image is blank)")
+        raise ImageError(f"{label}: no digit found (the image is blank)", "blank")
     rows, cols = np.nonzero(ink)
     crop = grey[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
     h, w = crop.shape
