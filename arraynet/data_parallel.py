@@ -151,6 +151,16 @@ class DataParallel:
         return d
 
 
+def check_resume_ranks(path: Any, saved_meta: dict, size: int) -> None:
+    """A run resumes on as many ranks as it was begun with (one-line ValueError)."""
+    was = saved_meta.get("ranks", 1)
+    if was != size:
+        raise ValueError(
+            f"{path}: the run was trained on {was} rank(s), not {size}; resume it with as "
+            f"many (mpiexec -n {was})"
+        )
+
+
 def lr_scaling_for(batch_size: int, reference_batch: int, warmup_epochs: float) -> LinearScaling:
     """Linear scaling from the recipe's reference batch to the global batch."""
     if warmup_epochs < 0 or not math.isfinite(warmup_epochs):

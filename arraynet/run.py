@@ -14,7 +14,7 @@ from arraynet.backends.comm import Communicator, world
 from arraynet.callbacks import Callback, Hooks, ModelCheckpoint
 from arraynet.data import load_mnist, sha256_file
 from arraynet.data.arrays import check_inputs_fit, float_inputs, label_targets
-from arraynet.data_parallel import DataParallel, lr_scaling_for
+from arraynet.data_parallel import DataParallel, check_resume_ranks, lr_scaling_for
 from arraynet.distill import (
     check_teacher,
     describe_teacher,
@@ -191,11 +191,7 @@ def train_model(
              "data": "--data", "layout": "layout (--model file)"}  # fmt: skip
     saved = folder.saved_meta() if resume else {}
     if resume:
-        if saved.get("ranks", 1) != comm.size:
-            raise ValueError(
-                f"{out}: the run was trained on {saved.get('ranks', 1)} rank(s), not "
-                f"{comm.size}; resume it with as many (mpiexec -n {saved.get('ranks', 1)})"
-            )
+        check_resume_ranks(out, saved, comm.size)
         for key in ("sync_bn", "lr_scaling"):
             if saved.get(key) != meta.get(key):
                 raise ValueError(f"{out}: the run was begun with {key} {saved.get(key)}, not "

@@ -312,3 +312,55 @@ def test_a_failing_rank_ends_the_job_and_the_checkpoint_resumes(
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout.splitlines()[-1])
     assert res["epochs_run"] == 3 and res["ranks"] == 2
+
+
+@pytest.mark.slow
+def test_model_fit_under_mpiexec_is_the_one_process_fit(tmp_path):
+    """`model.fit` under mpiexec -n 2 (float64, SGD, global batch 8) ends within 1e-10 of
+    the one-process fit, bitwise equal on both ranks; rank 0 alone prints and writes the
+    run folder, whose checkpoint keeps both ranks' random streams."""
+    one = subprocess.run(py("dp_fit_worker.py", str(tmp_path / "one")),
+                         capture_output=True, text=True, cwd=REPO, timeout=60)  # fmt: skip
+    assert one.returncode == 0, one.stderr
+    (tmp_path / "two").mkdir()
+    two = mpiexec(2, *py("dp_fit_worker.py", str(tmp_path / "two")), timeout=60)
+    assert two.returncode == 0, two.stderr
+    a = json.loads((tmp_path / "one" / "report.json").read_text())
+    b = json.loads((tmp_path / "two" / "report.json").read_text())
+    assert a["ranks"] == 1 and b["ranks"] == 2
+    r0, r1 = (np.array(f) for f in b["finals"])
+    assert np.array_equal(r0.view(np.uint64), r1.view(np.uint64))
+    ref = np.array(a["finals"][0])
+    np.testing.assert_allclose(r0, ref, rtol=0, atol=1e-10)
+    assert np.abs(ref).max() > 1e-3
+    assert [h["epoch"] for h in b["history"]] == [1, 2]
+    for h1, h2 in zip(a["history"], b["history"], strict=True):
+        assert h2["train_loss"] == pytest.approx(h1["train_loss"], rel=1e-9)
+    assert two.stdout.count("epoch   1") == 1  # rank 0 alone prints
+    state = json.loads((tmp_path / "two" / "run" / "state.json").read_text())
+    assert len(state["rank_rng_states"]) == 2 and state["meta"]["ranks"] == 2
+    assert (tmp_path / "two" / "run" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("kind", ["host", "device"])
+def test_per_rank_streams_derive_from_the_seed_for_host_and_device_rng(kind):
+    """Each rank's dropout/augmentation generator is seeded with rank_seed(seed + 1, rank,
+    ranks), host or device alike; one rank keeps the one-process stream."""
+    import tests.dp_worker as w
+    from arraynet.recipes import Recipe
+    from arraynet.training import Training
+
+    b = get_backend("numpy", threads=1)
+    draws = []
+    for rank, size in ((0, 1), (0, 2), (1, 2)):
+        c = Communicator()
+        c.rank, c.size = rank, size  # (no collective is called here)
+        model = w.make_model("plain").build(b, seed=5, dtype="float64")
+        t = Training(model, Recipe(optimizer="sgd", lr=0.1, batch_size=8, epochs=1),
+                     w.tiny_data(b), seed=5, rng_kind=kind,
+                     parallel=DataParallel(c, b))  # fmt: skip
+        assert t.rng.kind == kind and model.rng is t.rng
+        again = b.rng(rank_seed(6, rank, size), host=kind == "host")
+        assert np.array_equal(t.rng.permutation(50), again.permutation(50))
+        draws.append(t.rng.permutation(50))
+    assert not np.array_equal(draws[1], draws[2])  # the two ranks' streams differ
