@@ -641,7 +641,10 @@ def bench(
 @app.command()
 def sweep(
     model: Annotated[
-        list[str], typer.Option("--model", "-m", help="zoo entries (repeat, or comma-separated)")
+        list[str],
+        typer.Option(
+            "--model", "-m", help="zoo entries or layout files (repeat, or comma-separated)"
+        ),
     ],
     seeds: Annotated[str, typer.Option(help="seeds, e.g. 0,1,2")] = "0",
     override: Annotated[

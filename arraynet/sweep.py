@@ -1,5 +1,6 @@
-"""Sweeps: many independent trainings (zoo entries x seeds x recipe overrides) as Ray Tune
-trials, each in its own run folder, with the results in one table (JSON and CSV).
+"""Sweeps: many independent trainings (zoo entries or layout files x seeds x recipe
+overrides) as Ray Tune trials, each in its own run folder, with the results in one table
+(JSON and CSV).
 
 A trial trains in-process with `arraynet.run.train_model` on one CPU thread. A trial that
 fails is retried by Tune (`max_failures`) and continues from its run folder's last
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from arraynet.io import atomic_write_bytes, atomic_write_json
+from arraynet.layouts import is_layout_file, read_layout
 from arraynet.recipes import Recipe, recipe_for
 
 COLUMNS = (
@@ -50,12 +52,18 @@ def parse_overrides(text: str) -> dict:
 def plan(
     models: list[str], seeds: list[int], overrides: list[dict], epochs: int | None, out: Path
 ) -> list[dict]:
-    """One trial config per (model, seed, override set), each recipe checked up front."""
+    """One trial config per (model, seed, override set), each recipe checked up front. A
+    model is a zoo entry or a layout file (its own recipe, or the default one)."""
     if not models or not seeds:
         raise ValueError("a sweep needs at least one --model and one seed")
     trials = []
     for model in models:
-        base = recipe_for(model)
+        layout = None
+        if is_layout_file(model):
+            model, layout, file_recipe = read_layout(model)
+            base = file_recipe or Recipe()
+        else:
+            base = recipe_for(model)
         for ov in overrides or [{}]:
             recipe = base.with_overrides(**ov, epochs=epochs).validate()
             for seed in seeds:
@@ -63,6 +71,7 @@ def plan(
                 trials.append({
                     "trial": tid, "model": model, "seed": seed, "overrides": ov,
                     "recipe": recipe.to_dict(), "out": str(out / "trials" / tid),
+                    **({"layout": layout} if layout is not None else {}),
                 })  # fmt: skip
     ids = [t["trial"] for t in trials]
     if len(set(ids)) != len(ids):
@@ -93,7 +102,7 @@ def run_trial(config: dict) -> dict:
         config["model"], get_backend("numpy", threads=config.get("threads", 1)),
         recipe=Recipe.from_dict(config["recipe"]), seed=config["seed"], out_dir=out,
         resume=resume, data_dir=config.get("data_dir"), train_limit=config.get("train_limit"),
-        quiet_data=True, comm=Communicator(),
+        quiet_data=True, comm=Communicator(), layout=config.get("layout"),
     )  # fmt: skip
     return {**row, **_metrics(res), "status": "done", "resumed": resume}
 

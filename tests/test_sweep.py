@@ -68,3 +68,23 @@ def test_two_trial_sweep_on_local_ray_writes_its_table(tmp_path, data_dir):
     assert [r["trial"] for r in rows] == ["m4-seed0", "m4-seed1"]
     for t in res["trials"]:
         assert (tmp_path / "sw" / "trials" / t["trial"] / "model.safetensors").is_file()
+
+
+def test_a_layout_file_is_a_trial_that_trains_its_layout(tmp_path, data_dir):
+    """--model takes layout files too: the trial trains the file's layout with its recipe
+    (here m4's, exported), to the zoo entry's numbers."""
+    from arraynet.layouts import zoo_layout
+
+    doc = {**zoo_layout("m4"), "name": "mine"}
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps(doc))
+    (cfg,) = plan([str(path)], [0], [{"lr": 0.05}], 1, tmp_path / "sw")
+    assert cfg["trial"] == "mine-seed0-lr0.05" and cfg["model"] == "mine"
+    assert cfg["layout"]["layers"] == doc["layers"] and cfg["recipe"]["lr"] == 0.05
+    cfg.update(data_dir=str(data_dir), train_limit=128)
+    row = run_trial(cfg)
+    assert row["status"] == "done" and row["epochs_run"] == 1
+    zoo = train_model("m4", get_backend("numpy", threads=1), out_dir=tmp_path / "zoo",
+                      recipe=recipe_for("m4").with_overrides(lr=0.05, epochs=1),
+                      data_dir=str(data_dir), train_limit=128, quiet_data=True)  # fmt: skip
+    assert row["error_rate"] == zoo["error_rate"]
