@@ -33,6 +33,7 @@ def worker(model: str, batch: int, steps: int, warmup: int, threads: int) -> dic
     from arraynet.data_parallel import DataParallel
     from arraynet.optimizers import make_optimizer
     from arraynet.recipes import recipe_for
+    from arraynet.step import train_step
     from arraynet.zoo import build_layout
 
     comm = world()
@@ -49,18 +50,23 @@ def worker(model: str, batch: int, steps: int, warmup: int, threads: int) -> dic
     recipe = recipe_for(model)
     opt = make_optimizer(recipe.optimizer)
     rows = []
+    marks: dict[str, float] = {}
+
+    def timed_mean(grads: dict) -> dict:  # the training step's gradient hook, timed
+        marks["t1"] = time.perf_counter()
+        comm.barrier()
+        marks["t2"] = time.perf_counter()
+        mean = par.grad_hook(grads)
+        marks["t3"] = time.perf_counter()
+        return mean
+
     for s in range(steps + warmup):
         lo = s * batch + comm.rank * local
         x, y = xs[lo : lo + local, ...], ys[lo : lo + local, ...]
         t0 = time.perf_counter()
-        net.loss_and_grads(x, y, recipe.loss)
-        t1 = time.perf_counter()
-        comm.barrier()
-        t2 = time.perf_counter()
-        grads = par.grad_hook(net.gradients())
-        t3 = time.perf_counter()
-        net.set_parameters(opt.step(net.parameters(), grads, recipe.lr, b))
+        train_step(net, opt, x, y, lr=recipe.lr, loss=recipe.loss, grad_hook=timed_mean)
         t4 = time.perf_counter()
+        t1, t2, t3 = marks["t1"], marks["t2"], marks["t3"]
         comm.barrier()  # (steps begin together, so a step's time is the slower rank's)
         t5 = time.perf_counter()
         if s >= warmup:
