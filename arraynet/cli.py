@@ -127,7 +127,9 @@ def train(
     schedule: Annotated[
         str | None, typer.Option(help="const, tunable, tunable5, keras, cosine")
     ] = None,
-    optimizer: Annotated[str | None, typer.Option(help="sgd, adam or adam-seed")] = None,
+    optimizer: Annotated[
+        str | None, typer.Option(help="sgd, adam, adam-seed or adam-seed-const")
+    ] = None,
     aug_p: Annotated[float | None, typer.Option(help="augmentation probability per batch")] = None,
     elastic: Annotated[
         str | None, typer.Option(help="elastic distortion 'ALPHA,SIGMA' in pixels (0: off)")
@@ -479,14 +481,19 @@ def zoo(
     for name, entry in ZOO.items():
         m = entry.layout().build(b, seed=0)
         shipped = models_dir / f"{name}.json"
-        err_shipped = None
+        err_shipped = opt_shipped = None
         if shipped.is_file():
             try:  # an unreadable record shows as '-' rather than stopping the table
-                err_shipped = json.loads(shipped.read_text(encoding="utf-8")).get("error_rate")
+                record = json.loads(shipped.read_text(encoding="utf-8"))
+                err_shipped = record.get("error_rate")
+                recipe = record.get("recipe")
+                opt_shipped = recipe.get("optimizer") if isinstance(recipe, dict) else None
             except (OSError, ValueError, AttributeError):
-                err_shipped = None
+                err_shipped = opt_shipped = None
             if not isinstance(err_shipped, int | float) or isinstance(err_shipped, bool):
                 err_shipped = None
+            if not isinstance(opt_shipped, str):
+                opt_shipped = None
         r = entry.recipe
         rows.append({
             "model": name,
@@ -495,13 +502,15 @@ def zoo(
             "recipe": f"{r.optimizer} {r.lr:g} {r.schedule} bs{r.batch_size} aug{r.aug_p:g}",
             "seed_error": entry.seed_error,
             "shipped_error": err_shipped,
+            "shipped_optimizer": opt_shipped,  # what trained the shipped weights
         })  # fmt: skip
     if json_mode:
         _emit_json({"models": rows})
         return
-    t = Table("model", "params", "layout", "recipe", "seed (target)", "shipped err")
+    t = Table("model", "params", "layout", "recipe", "seed (target)", "shipped err (optimizer)")
     for r in rows:
         se = "-" if r["shipped_error"] is None else f"{100 * r['shipped_error']:.2f}%"
+        se += f" ({r['shipped_optimizer']})" if r["shipped_optimizer"] else ""
         t.add_row(r["model"], f"{r['parameters']:,}", r["layers"], r["recipe"],
                   f"{100 * r['seed_error']:.2f}%", se)  # fmt: skip
     Console().print(t)

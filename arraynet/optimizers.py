@@ -11,13 +11,17 @@ Array = Any
 
 
 class Optimizer:
-    """Base: `step(params, grads, lr)` returns the updated parameters."""
+    """Base: `step(params, grads, lr)` returns the updated parameters; the training loop
+    calls `start_epoch(e)` (1-based) once before the first step of every epoch."""
 
     kind = "optimizer"
 
     def __init__(self) -> None:
         self.t = 0
         self.state: dict[str, Array] = {}
+
+    def start_epoch(self, epoch: int) -> None:
+        """Epoch `epoch` (1-based) begins; a no-op except for 'adam-seed'."""
 
     def step(
         self, params: dict[str, Array], grads: dict[str, Array], lr: float, backend: Any = None
@@ -46,12 +50,23 @@ class SGD(Optimizer):
         return {k: p - lr * grads[k] for k, p in params.items()}
 
 
-class Adam(Optimizer):
-    """Adam with bias correction: p <- p - lr * m_hat / (sqrt(v_hat) + eps).
+# What Adam's bias correction counts: steps (textbook), epochs (the seed library's own
+# Adam), or nothing (the correction of step 1 on every step).
+BIAS_COUNTS = {"adam": "step", "adam-seed": "epoch", "adam-seed-const": "one"}
 
-    `seed_correction=True` ('adam-seed') evaluates the bias correction at step 1 on every
-    step, as the seed library's published errors imply (see docs in recipes.py): the same
-    as uncorrected Adam at lr * sqrt(1 - beta2) / (1 - beta1), about 0.316 * lr.
+
+class Adam(Optimizer):
+    """Adam: m and v are per-step running averages, p <- p - lr * m_hat / (sqrt(v_hat) + eps)
+    with m_hat = m / (1 - b1^t), v_hat = v / (1 - b2^t), and t counted by `bias_count`:
+
+    - 'step' ('adam'): textbook Adam, t = the step number.
+    - 'epoch' ('adam-seed'): the seed library's Adam, t = e on every step of epoch e
+      (1-based, from `start_epoch`): the step is lr * m / sqrt(v) times
+      sqrt(1 - b2^e) / (1 - b1^e), 0.316 in epoch 1, 0.235 in epoch 2, about 0.15 in epochs
+      10-20, 0.31 at 100 (spec: seed-models.md).
+    - 'one' ('adam-seed-const'): t = 1 on every step, about 0.316 * lr * m / sqrt(v); the
+      zoo's 'adam-seed' before the seed's source was read, kept to name what trained the
+      models shipped then.
     """
 
     kind = "adam"
@@ -61,17 +76,29 @@ class Adam(Optimizer):
         beta1: float = 0.9,
         beta2: float = 0.999,
         eps: float = 1e-8,
-        seed_correction: bool = False,
+        bias_count: str = "step",
     ) -> None:
         super().__init__()
         self.b1, self.b2, self.eps = float(beta1), float(beta2), float(eps)
-        self.seed_correction = bool(seed_correction)
-        if self.seed_correction:
-            self.kind = "adam-seed"
+        kinds = {v: k for k, v in BIAS_COUNTS.items()}
+        if bias_count not in kinds:
+            raise ValueError(f"bias_count wants one of {', '.join(kinds)}, not {bias_count!r}")
+        self.bias_count = bias_count
+        self.kind = kinds[bias_count]
+        self.epoch = 1  # set by start_epoch; a loop that never calls it stays in epoch 1
+
+    def start_epoch(self, epoch: int) -> None:
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
+            raise ValueError(f"start_epoch wants a 1-based epoch number, not {epoch!r}")
+        self.epoch = epoch
+
+    def bias_t(self) -> int:
+        """The t of the bias correction for the next step."""
+        return {"step": self.t + 1, "epoch": self.epoch, "one": 1}[self.bias_count]
 
     def step(self, params, grads, lr, backend=None):
+        t, b1, b2 = self.bias_t(), self.b1, self.b2
         self.t += 1
-        t, b1, b2 = (1 if self.seed_correction else self.t), self.b1, self.b2
         fast = backend.kernel("adam_update") if backend is not None else None
         out = {}
         for k, p in params.items():
@@ -93,7 +120,7 @@ class Adam(Optimizer):
         return {"type": self.kind, "beta1": self.b1, "beta2": self.b2, "eps": self.eps}
 
 
-OPTIMIZERS = ("sgd", "adam", "adam-seed")
+OPTIMIZERS = ("sgd", "adam", "adam-seed", "adam-seed-const")
 
 
 def adam_update(p, g, m, v, lr: float, b1: float, b2: float, eps: float, t: int):
@@ -108,11 +135,10 @@ def adam_update(p, g, m, v, lr: float, b1: float, b2: float, eps: float, t: int)
 
 
 def make_optimizer(name: str, **kw: Any) -> Optimizer:
-    """'sgd', 'adam' or 'adam-seed' (Adam with the seed's step-1 bias correction)."""
+    """'sgd', 'adam' (textbook), 'adam-seed' (the seed's Adam: bias correction counted in
+    epochs) or 'adam-seed-const' (the bias correction of step 1 on every step)."""
     if name == "sgd":
         return SGD()
-    if name == "adam":
-        return Adam(**kw)
-    if name == "adam-seed":
-        return Adam(seed_correction=True, **kw)
+    if name in BIAS_COUNTS:
+        return Adam(bias_count=BIAS_COUNTS[name], **kw)
     raise ValueError(f"unknown optimizer {name!r}; choose from {', '.join(OPTIMIZERS)}")

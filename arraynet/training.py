@@ -178,9 +178,7 @@ def run_epoch(t: Training) -> dict:
     order = b.from_host_pinned(perm)  # one copy to the device an epoch
     nb = len(bounds)
     ranks = par.size if par is not None else 1
-    start = getattr(t.opt, "start_epoch", None)  # (optimizers that count epochs, 1-based)
-    if start is not None:
-        start(epoch + 1)
+    t.opt.start_epoch(epoch + 1)  # (1-based; 'adam-seed' counts its bias correction)
     t.each("on_epoch_begin", epoch, n)
     total = xp.zeros((), dtype=model.dtype, device=b.device)
     aug = r.augment

@@ -173,13 +173,16 @@ class ZooEntry:
 
 
 _CE, _MSE = "cross_entropy", "mse"
-# The seed's Adam: its published errors fit Adam whose bias correction stays at step 1
-# (an effective step of about 0.316 * lr), not textbook Adam. Model 4 (seed 2.64 %) gives
-# 3.48-3.83 % over three seeds with textbook Adam and 2.68 % with 'adam-seed'; model 5
-# (seed 2.19 %) 2.42 % against 2.30 %; and issue 3's check (model 4, 3 epochs on 20,000
-# images, < 5 %) gives 5.83 % against 4.77 %. (Model 6 meets its 2.02 % with either: 2.00 %
-# with textbook Adam.) The seed's source is not at hand, so this is an inference from its
-# numbers; `--optimizer adam` trains any entry with textbook Adam.
+# The seed's Adam ('adam-seed'), as its source does it: m and v are per-step running
+# averages, but the bias correction counts t in epochs (t = e on every step of epoch e), so
+# the step is lr * m / sqrt(v) times 0.316 in epoch 1, 0.235 in epoch 2, about 0.15 in
+# epochs 10-20 and 0.31 at 100 (spec: seed-models.md; `arraynet/optimizers.py`).
+# Before the source was read, 'adam-seed' was inferred from the seed's published errors as
+# the correction of step 1 on every step (0.316 * lr throughout); that version is now
+# 'adam-seed-const', and the models shipped with it say so in their records. With it,
+# model 4 (seed 2.64 %) gave 2.68 % against 3.48-3.83 % over three seeds with textbook Adam,
+# and model 5 (seed 2.19 %) 2.30 % against 2.42 %. `--optimizer` trains any entry with
+# another Adam.
 _SEED_ADAM = "adam-seed"
 
 

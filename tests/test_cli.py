@@ -354,13 +354,17 @@ def test_zoo_table_survives_unreadable_records(tmp_path):
     (tmp_path / "m5.json").write_bytes(b"\xff\xfe")
     (tmp_path / "m6.json").write_text('{"error_rate": "abc"}')
     (tmp_path / "m7.json").write_text('{"error_rate": 0.0194}')
+    (tmp_path / "m8.json").write_text('{"error_rate": 0.0138, "recipe": [1]}')
+    (tmp_path / "m9.json").write_text('{"error_rate": 0.007, "recipe": {"optimizer": "adam"}}')
     env = {**os.environ, "ARRAYNET_MODELS": str(tmp_path)}
     p = subprocess.run([sys.executable, "-m", "arraynet.cli", "zoo", "--json"],
                        capture_output=True, text=True, env=env, cwd=REPO, timeout=600)  # fmt: skip
     assert p.returncode == 0, p.stderr
     shipped = {r["model"]: r["shipped_error"] for r in last_json(p)["models"]}
     assert shipped["m4"] is shipped["m5"] is shipped["m6"] is None
-    assert shipped["m7"] == 0.0194
+    assert shipped["m7"] == 0.0194 and shipped["m8"] == 0.0138
+    opts = {r["model"]: r["shipped_optimizer"] for r in last_json(p)["models"]}
+    assert opts["m7"] is opts["m8"] is None and opts["m9"] == "adam"
 
 
 def test_digit_images_with_transparency_or_float_pixels(tmp_path, data_dir):
@@ -531,6 +535,10 @@ def test_own_layout_on_own_npz_trains_resumes_and_evaluates(tmp_path, data_dir):
     one_line_error(run("evaluate", str(tmp_path / "x" / "model.safetensors"), data_dir=data_dir),
                    "the model takes inputs of shape (8, 8, 1), but the data's samples are "
                    "(28, 28, 1)")  # fmt: skip
+    # the run's plots use its own data (grey 8x8 images, 4 classes)
+    run("plot", str(tmp_path / "x"), check=True)
+    pngs = {p.name for p in (tmp_path / "x").glob("*.png")}
+    assert pngs == {"curves.png", "confusion.png", "misclassified.png", "augmented.png"}
     # a resume with other data is refused
     np.savez(tmp_path / "other.npz", x_train=x[:100], y_train=y[:100], x_test=x[200:],
              y_test=y[200:])  # fmt: skip

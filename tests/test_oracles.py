@@ -247,15 +247,15 @@ def test_batchnorm_kernels_match_portable(shape, dtype, threads, monkeypatch):
     np.testing.assert_array_equal(evals[True], evals[False])
 
 
-def test_adam_seed_keeps_step_one_correction():
-    """'adam-seed' equals textbook Adam's formula with t = 1 at every step (fast and
+def test_adam_seed_const_keeps_step_one_correction():
+    """'adam-seed-const' equals textbook Adam's formula with t = 1 at every step (fast and
     portable), i.e. uncorrected Adam at about 0.316 * lr."""
     g = np.random.default_rng(9)
     grads = [{"w": g.standard_normal((6, 4)).astype(np.float32)} for _ in range(5)]
     p0 = {"w": g.standard_normal((6, 4)).astype(np.float32)}
     for fast in (True, False):
         b = get_backend("numpy", fast=fast)
-        opt = make_optimizer("adam-seed")
+        opt = make_optimizer("adam-seed-const")
         p = {"w": p0["w"].copy()}
         m = v = np.zeros((6, 4), np.float32)
         ref = p0["w"].copy()
@@ -263,7 +263,7 @@ def test_adam_seed_keeps_step_one_correction():
             p = opt.step(p, gr, 1e-2, b)
             ref, m, v = adam_update(ref, gr["w"], m, v, 1e-2, 0.9, 0.999, 1e-8, 1)
             np.testing.assert_allclose(p["w"], ref, rtol=1e-6, atol=1e-7)
-        assert opt.t == len(grads) and opt.config()["type"] == "adam-seed"
+        assert opt.t == len(grads) and opt.config()["type"] == "adam-seed-const"
     # after many steps textbook Adam's correction vanishes and the ratio is sqrt(1-b2)/(1-b1)
     lr_eff = np.sqrt(1 - 0.999) / (1 - 0.9)
     assert abs(lr_eff - 0.316) < 1e-3

@@ -90,3 +90,33 @@ def test_table_names_an_unreadable_record(tmp_path):
         p = subprocess.run([*script, "--models-dir", str(models)], capture_output=True, text=True)
         assert p.returncode == 1 and len(p.stderr.splitlines()) == 1, p.stderr
         assert f"{models / 'm7.json'}: " in p.stderr and "Traceback" not in p.stderr
+
+
+@pytest.mark.slow
+def test_a_retrain_with_another_recipe_keeps_the_replaced_figures(tmp_path, data_dir):
+    """The record a retrain replaces is kept under 'before' when its recipe differs (here
+    the optimizer), and shown in the table; a rerun of the same recipe keeps it."""
+    from arraynet.recipes import recipe_for
+
+    models = tmp_path / "models"
+    models.mkdir()
+    old_recipe = {**recipe_for("m4").to_dict(), "optimizer": "adam-seed-const"}
+    old = {"model": "m4", "error_rate": 0.0293, "correct": 9707, "total": 10000,
+           "epochs_run": 30, "train_seconds": 60.0, "seed": 0, "recipe": old_recipe}  # fmt: skip
+    (models / "m4.json").write_text(json.dumps(old))
+    env = {**os.environ, "ARRAYNET_DATA": str(data_dir)}
+    cmd = [
+        sys.executable, str(REPO / "scripts" / "train_zoo.py"), "m4", "--max-epochs", "1",
+        "--train-limit", "500", "--runs", str(tmp_path / "runs"), "--models-dir", str(models),
+    ]  # fmt: skip
+    for _ in range(2):  # the second run resumes the finished run: same recipe
+        p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+        assert p.returncode == 0, p.stderr
+        rec = json.loads((models / "m4.json").read_text())
+        assert rec["recipe"]["optimizer"] == "adam-seed" and rec["epochs_run"] == 1
+        assert rec["before"]["correct"] == 9707
+        assert rec["before"]["recipe"]["optimizer"] == "adam-seed-const"
+        row = next(x for x in (models / "README.md").read_text().splitlines() if "| m4 |" in x)
+        assert "adam-seed 0.01" in row and row.endswith(
+            "| 2.93 % (9,707/10,000), adam-seed-const 0.01 |"
+        )

@@ -27,7 +27,6 @@ def _plt() -> Any:
 def make_plots(run_dir: str | Path, backend: Any, data_dir: str | None = None) -> list[Path]:
     """Write curves.png, confusion.png, misclassified.png and augmented.png into run_dir."""
     from arraynet.augment import augment_batch
-    from arraynet.data import load_mnist, to_float
     from arraynet.io.weights import load_model
 
     run = Path(run_dir)
@@ -41,27 +40,33 @@ def make_plots(run_dir: str | Path, backend: Any, data_dir: str | None = None) -
     plt = _plt()
     hist = state.get("history") or []
     written = [_curves(plt, hist, run / "curves.png")]
-    mnist = load_mnist(data_dir, quiet=True)
+    from arraynet.data.arrays import float_inputs
+    from arraynet.run import fit_data, load_data
+
+    data = load_data((state.get("meta") or {}).get("data"), data_dir, quiet=True)
+    labels = np.asarray(data.y_test).astype(np.int64)
     weights = run / "model.safetensors"
     if weights.is_file():
         model, _ = load_model(weights, backend)
-        x = to_float(mnist.test_images, backend)
+        classes = fit_data(model, data)
+        xh = float_inputs(data.x_test, model.input_shape)
+        x = backend.from_host(xh, backend.dtype("float32"))
         probs = backend.to_host(model.predict(x, 500))
         pred = probs.argmax(1)
-        labels = mnist.test_labels.astype(np.int64)
-        written.append(_confusion(plt, labels, pred, run / "confusion.png"))
-        written.append(
-            _misclassified(plt, mnist.test_images, labels, pred, probs, run / "misclassified.png")
-        )
+        written.append(_confusion(plt, labels, pred, run / "confusion.png", classes))
+        if xh.ndim == 4:  # (images only)
+            written.append(_misclassified(plt, xh, labels, pred, probs, run / "misclassified.png"))
     rng = backend.rng(0)
-    sample = to_float(mnist.train_images[:32], backend)
-    a = (state.get("recipe") or {}).get("augment") or {}
-    kw = {k: a[k] for k in ("rotation", "shift", "elastic") if a.get(k) is not None}
-    if "zoom" in a:
-        kw["zoom"] = tuple(a["zoom"])
-    aug = backend.to_host(augment_batch(sample, rng, **kw))[..., 0]  # the run's ranges
-    written.append(_grid(plt, aug, [str(int(v)) for v in mnist.train_labels[:32]],
-                         "augmented training digits", run / "augmented.png"))  # fmt: skip
+    xs = float_inputs(data.x_train[:32])
+    if xs.ndim == 4:  # augmentation draws images only
+        sample = backend.from_host(xs, backend.dtype("float32"))
+        a = (state.get("recipe") or {}).get("augment") or {}
+        kw = {k: a[k] for k in ("rotation", "shift", "elastic") if a.get(k) is not None}
+        if "zoom" in a:
+            kw["zoom"] = tuple(a["zoom"])
+        aug = backend.to_host(augment_batch(sample, rng, **kw))  # the run's ranges
+        written.append(_grid(plt, aug, [str(int(v)) for v in data.y_train[:32]],
+                             "augmented training images", run / "augmented.png"))  # fmt: skip
     return written
 
 
@@ -89,17 +94,19 @@ def _curves(plt: Any, hist: list[dict], path: Path) -> Path:
     return out
 
 
-def _confusion(plt: Any, labels: np.ndarray, pred: np.ndarray, path: Path) -> Path:
-    cm = np.zeros((10, 10), dtype=np.int64)
+def _confusion(
+    plt: Any, labels: np.ndarray, pred: np.ndarray, path: Path, classes: int = 10
+) -> Path:
+    cm = np.zeros((classes, classes), dtype=np.int64)
     np.add.at(cm, (labels, pred), 1)
     fig, ax = plt.subplots(figsize=(6, 5.5))
     ax.imshow(np.log1p(cm), cmap="Blues")
-    for i in range(10):
-        for j in range(10):
+    for i in range(classes):
+        for j in range(classes):
             if cm[i, j]:
                 ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7)
     err = 100 * (labels != pred).mean()
-    ax.set(xlabel="predicted", ylabel="true", xticks=range(10), yticks=range(10),
+    ax.set(xlabel="predicted", ylabel="true", xticks=range(classes), yticks=range(classes),
            title=f"confusion matrix (test error {err:.2f} %)")  # fmt: skip
     out = _save(fig, path)
     plt.close(fig)
@@ -110,7 +117,7 @@ def _misclassified(plt: Any, images: np.ndarray, labels: np.ndarray, pred: np.nd
                    probs: np.ndarray, path: Path) -> Path:  # fmt: skip
     wrong = np.nonzero(labels != pred)[0][:48]
     titles = [f"{labels[i]}->{pred[i]} {100 * probs[i, pred[i]]:.0f}%" for i in wrong]
-    return _grid(plt, images[wrong] / 255.0, titles, "misclassified test digits", path)
+    return _grid(plt, images[wrong], titles, "misclassified test images", path)
 
 
 def _grid(plt: Any, imgs: np.ndarray, titles: list[str], title: str, path: Path) -> Path:
@@ -121,7 +128,13 @@ def _grid(plt: Any, imgs: np.ndarray, titles: list[str], title: str, path: Path)
     for k, ax in enumerate(axes.flat):
         ax.axis("off")
         if k < len(imgs):
-            ax.imshow(imgs[k], cmap="gray", vmin=0, vmax=1)
+            img = np.clip(imgs[k], 0.0, 1.0)  # (H, W, C) in [0, 1]
+            if img.ndim == 3 and img.shape[-1] == 1:
+                ax.imshow(img[..., 0], cmap="gray", vmin=0, vmax=1)
+            elif img.ndim == 3 and img.shape[-1] == 3:
+                ax.imshow(img)
+            else:  # other channel counts: the first channel
+                ax.imshow(img[..., 0], cmap="gray", vmin=0, vmax=1)
             ax.set_title(titles[k], fontsize=7)
     fig.suptitle(title)
     out = _save(fig, path)
