@@ -49,6 +49,13 @@ def _finite(obj: Any) -> Any:
 
 
 def _emit_json(obj: Any) -> None:
+    """One JSON line on stdout; a result object also names the ranks and communicator of
+    the job that computed it (1 and 'single' unless the command trained data-parallel)."""
+    from arraynet.backends.comm import active_world
+
+    w = active_world()
+    if isinstance(obj, dict) and "ranks" not in obj:
+        obj = {**obj, "ranks": w.size if w else 1, "communicator": w.name if w else "single"}
     sys.stdout.write(json.dumps(_finite(obj), allow_nan=False) + "\n")
     sys.stdout.flush()
 
@@ -160,16 +167,28 @@ def train(
         Path | None, typer.Option(help="write TensorBoard scalars here (needs tensorboardX)")
     ] = None,
     data_dir: DataDirOpt = None,
+    comm: CommOpt = "auto",
+    sync_bn: Annotated[
+        bool, typer.Option("--sync-bn", help="data-parallel: batch norm over the global batch")
+    ] = False,
+    lr_scaling: Annotated[
+        bool, typer.Option("--lr-scaling", help="scale the rate by batch / the recipe's batch")
+    ] = False,
+    lr_warmup_epochs: Annotated[
+        float, typer.Option(help="--lr-scaling: epochs of linear warm-up to the scaled rate")
+    ] = 5.0,
     json_mode: JsonOpt = False,
 ) -> None:
     """Train a zoo model with its seed recipe, or a layout file with its own recipe, on
-    MNIST or any dataset (any flag overrides one setting)."""
+    MNIST or any dataset (any flag overrides one setting). Under `mpiexec -n N` (or srun)
+    it trains data-parallel on N ranks."""
     from arraynet.callbacks import AT_CHANCE, Hooks, format_row
     from arraynet.layouts import is_layout_file, read_layout
     from arraynet.recipes import Recipe, recipe_for
     from arraynet.run import train_model
     from arraynet.runfolder import RunFolder
 
+    world = _world(comm)
     layout = None
     name = model
     if is_layout_file(model):
@@ -205,19 +224,25 @@ def train(
         if not t.is_file():
             raise CliError(f"--teacher {t}: no such weights file")
     recipe.validate(validation=val_split > 0)
+    if recipe.batch_size % world.size:
+        raise CliError(
+            f"--batch-size {recipe.batch_size} (the global batch) is not divisible by the "
+            f"{world.size} ranks; pick a multiple of {world.size}"
+        )
     rng_kind = _rng_kind(rng)
-    b = _backend(backend, device, threads)
-    con = _out(json_mode)
-    extra: list[Any] = []
-    if history is not None:
+    b = _backend(backend, *_rank_device(backend, device, threads, world))
+    con = _out(json_mode) if world.is_root else Console(quiet=True)
+    extra: list[Any] = []  # (files rank 0 alone writes)
+    if history is not None and world.is_root:
         from arraynet.callbacks import CSVLogger
 
         extra.append(CSVLogger(history))
-    if logdir is not None:
+    if logdir is not None and world.is_root:
         from arraynet.callbacks import TensorBoard
 
         extra.append(TensorBoard(logdir))
-    con.print(f"[bold]{name}[/] on {b.describe()}, recipe: {recipe.to_dict()}")
+    ranks = f", {world.size} ranks ({world.name})" if world.size > 1 else ""
+    con.print(f"[bold]{name}[/] on {b.describe()}{ranks}, recipe: {recipe.to_dict()}")
     progress = Progress(
         TextColumn("epoch {task.fields[epoch]}"),
         BarColumn(),
@@ -226,7 +251,7 @@ def train(
         TimeRemainingColumn(),
         console=err,
         transient=True,
-        disable=not err.is_terminal,  # (a log file gets the epoch lines, not bar redraws)
+        disable=not err.is_terminal or not world.is_root,  # (a log gets the epoch lines)
     )
     task: dict[str, Any] = {}
 
@@ -253,16 +278,46 @@ def train(
         result = train_model(
             name, b, recipe=recipe, seed=seed, out_dir=out, resume=resume, data_dir=data_dir,
             val_split=val_split, train_limit=train_limit, init=init,
-            teachers=teacher, callbacks=[hooks, *extra], layout=layout, data=data,
-            rng=rng_kind,
+            teachers=teacher, callbacks=[hooks, *extra] if world.is_root else [],
+            layout=layout, data=data, rng=rng_kind, comm=world, sync_bn=sync_bn,
+            lr_scaling=lr_scaling, lr_warmup_epochs=lr_warmup_epochs,
         )  # fmt: skip
     con.print(
         f"test error {100 * result['error_rate']:.2f}% ({result['correct']}/{result['total']}), "
         f"{result['epochs_run']} epochs, best epoch {result['best_epoch']}, "
         f"weights {out / 'model.safetensors'}"
     )
-    if json_mode:
+    if json_mode and world.is_root:
         _emit_json(result)
+
+
+CommOpt = Annotated[
+    str, typer.Option("--comm", help="auto (MPI under mpiexec/srun), single, mpi or nccl")
+]
+
+
+def _world(kind: str) -> Any:
+    """The job's communicator; a bad choice is a CliError."""
+    from arraynet.backends.comm import CommError, world
+
+    try:
+        return world(kind)
+    except CommError as e:
+        raise CliError(str(e)) from None
+
+
+def _rank_device(
+    backend: str, device: str | None, threads: int | None, world: Any
+) -> tuple[str | None, int | None]:
+    """A rank's device and threads: one GPU per local rank, the CPUs shared out."""
+    from arraynet.backends.numpy_backend import THREAD_VARS, usable_cpus
+
+    if world.local_size > 1:
+        if device is None and backend in ("cupy", "cp", "torch", "pytorch"):
+            device = f"cuda:{world.local_rank}"
+        if threads is None and not any(os.environ.get(v, "").strip() for v in THREAD_VARS):
+            threads = max(1, usable_cpus() // world.local_size)
+    return device, threads
 
 
 def _now() -> float:
@@ -479,10 +534,15 @@ def _short(layer: Any) -> str:
 def backends(json_mode: JsonOpt = False) -> None:
     """Which backends import here and which devices they see."""
     from arraynet.backends import probe
+    from arraynet.backends.comm import probe_comm
 
     rows = probe()
+    comm = probe_comm(_world("auto"))
+    if not comm["is_root"]:
+        return
+    comm.pop("is_root")
     if json_mode:
-        _emit_json({"backends": rows})
+        _emit_json({"backends": rows, "distributed": comm})
         return
     t = Table("backend", "available", "devices", "note")
     for r in rows:
@@ -493,6 +553,10 @@ def backends(json_mode: JsonOpt = False) -> None:
             r["error"] or "",
         )
     Console().print(t)
+    Console().print(
+        f"ranks {comm['ranks']}, communicator {comm['communicator']}; mpi4py "
+        f"{comm['mpi4py'] or 'not installed'}, nccl {comm['nccl'] or 'not available'}"
+    )
 
 
 # -- parity / bench ---------------------------------------------------------------------
@@ -582,6 +646,64 @@ def bench(
         _emit_json(res)
 
 
+# -- sweep ------------------------------------------------------------------------------
+@app.command()
+def sweep(
+    model: Annotated[
+        list[str],
+        typer.Option(
+            "--model", "-m", help="zoo entries or layout files (repeat, or comma-separated)"
+        ),
+    ],
+    seeds: Annotated[str, typer.Option(help="seeds, e.g. 0,1,2")] = "0",
+    override: Annotated[
+        list[str] | None,
+        typer.Option(help="recipe settings 'KEY=VALUE,...' (repeat: one variant each)"),
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="epochs (default: each recipe's)")] = None,
+    train_limit: Annotated[int | None, typer.Option(help="use the first N training images")] = None,
+    ray: Annotated[str, typer.Option(help="'local' (start Ray here) or a cluster ADDRESS")] = (
+        "local"
+    ),
+    num_cpus: Annotated[int, typer.Option(help="--ray local: CPUs for Ray (one a trial)")] = 2,
+    max_failures: Annotated[int, typer.Option(help="retries of a failed trial")] = 2,
+    out: Annotated[Path, typer.Option(help="sweep folder (trials/, results.json/.csv)")] = Path(
+        "sweeps/latest"
+    ),
+    data_dir: DataDirOpt = None,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Independent trainings (models x seeds x overrides) as Ray Tune trials; one table."""
+    from arraynet.sweep import parse_overrides, plan, run_sweep
+
+    names = [m.strip() for text in model for m in text.split(",") if m.strip()]
+    try:
+        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError:
+        raise CliError(f"--seeds wants whole numbers like 0,1,2, not {seeds!r}") from None
+    if num_cpus < 1 or max_failures < 0:
+        raise CliError("--num-cpus wants at least 1 and --max-failures at least 0")
+    if epochs is not None and epochs < 1:
+        raise CliError(f"--epochs wants at least 1, not {epochs}")
+    trials = plan(names, seed_list, [parse_overrides(o) for o in override or []], epochs, out)
+    con = _out(json_mode)
+    con.print(f"sweep of {len(trials)} trials on Ray ({ray}) into {out}")
+    rows = run_sweep(trials, out, ray=ray, num_cpus=num_cpus, max_failures=max_failures,
+                     data_dir=data_dir, train_limit=train_limit)  # fmt: skip
+    t = Table("trial", "status", "test error", "epochs", "seconds")
+    for r in rows:
+        e = "-" if r["error_rate"] is None else f"{100 * r['error_rate']:.2f}%"
+        t.add_row(r["trial"], r["status"], e, str(r["epochs_run"] or "-"),
+                  str(r["train_seconds"] or "-"))  # fmt: skip
+    con.print(t)
+    con.print(f"table: {out / 'results.json'}, {out / 'results.csv'}")
+    if json_mode:
+        _emit_json({"trials": rows, "out": str(out)})
+    failed = [r for r in rows if r["status"] != "done"]
+    if failed:
+        raise CliError(f"{len(failed)} of {len(rows)} trials failed; first: {failed[0]['error']}")
+
+
 # -- plot -------------------------------------------------------------------------------
 @app.command()
 def plot(
@@ -652,6 +774,7 @@ def main() -> None:
         _fail(e)
     except KeyboardInterrupt:
         err.print("interrupted")
+        _abort_others(130)
         sys.exit(130)
     except SystemExit as e:  # typer turns Ctrl-C inside a command into exit status 130
         if e.code == 130:
@@ -659,8 +782,17 @@ def main() -> None:
         raise
     except Exception as e:
         if os.environ.get("ARRAYNET_DEBUG"):
-            raise
+            raise  # (under MPI, the uncaught-exception hook ends the other ranks)
         _fail(e, prefix=f"{type(e).__name__}: ")
+
+
+def _abort_others(code: int) -> None:
+    """In a job of several ranks, end them all (the others would wait for this one)."""
+    from arraynet.backends.comm import active_world
+
+    w = active_world()
+    if w is not None and w.size > 1:
+        w.abort(code)
 
 
 @contextlib.contextmanager
@@ -685,6 +817,12 @@ def script_errors(prog: str) -> Iterator[None]:
 def _fail(e: BaseException, prefix: str = "", prog: str = "arraynet") -> None:
     text = str(e).strip().splitlines()
     msg = text[0] if text else type(e).__name__
+    from arraynet.backends.comm import active_world
+
+    w = active_world()
+    if w is not None and w.size > 1:  # the other ranks would wait for this one: end them
+        sys.stderr.write(f"{prog}: error (rank {w.rank}): {prefix}{msg}\n")
+        _abort_others(1)
     sys.stderr.write(f"{prog}: error: {prefix}{msg}\n")
     sys.exit(1)
 

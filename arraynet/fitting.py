@@ -1,6 +1,7 @@
 """`Sequential.fit`, `evaluate` and `predict` on plain arrays: the data are checked against
 the model, moved to its backend, and trained through the same loop, callbacks and run
-folders as the CLI (`arraynet.training`, `arraynet.runfolder`)."""
+folders as the CLI (`arraynet.training`, `arraynet.runfolder`). Under `mpiexec -n N` a fit
+is data-parallel, as `arraynet train` is (`arraynet.data_parallel`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 from array_api_compat import array_namespace
 
 from arraynet.backends import Backend, get_backend
+from arraynet.backends.comm import Communicator, world
 from arraynet.callbacks import Callback, ModelCheckpoint, Progress
 from arraynet.data.arrays import (
     backend_name_of,
@@ -19,6 +21,7 @@ from arraynet.data.arrays import (
     host_array,
     label_targets,
 )
+from arraynet.data_parallel import DataParallel, check_resume_ranks
 from arraynet.recipes import Recipe
 from arraynet.runfolder import RunFolder
 from arraynet.training import Dataset, Training, evaluate, fit_loop
@@ -101,9 +104,12 @@ def fit(
     resume: bool = False,
     verbose: bool = False,
     rng: str | None = None,
+    comm: Communicator | None = None,
+    sync_bn: bool = False,
 ) -> list[dict]:
     """Train `model` on (x, y); see `Sequential.fit`. Returns the history rows."""
     ensure_built(model, backend, seed, x)
+    comm = comm or world()
     base = recipe or FIT_RECIPE
     settings = dict(
         epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, loss=loss,
@@ -111,6 +117,10 @@ def fit(
     )  # fmt: skip
     settings.update(_augment(base, augment))
     r = base.with_overrides(**settings).validate()
+    par = None
+    if comm.size > 1 or sync_bn:
+        par = DataParallel(comm, model.backend, sync_bn=sync_bn)
+        par.check_batch(r.batch_size)
     if validation_data is not None and validation_split:
         raise ValueError("give validation_data or validation_split, not both")
     n = int(host_array(y).shape[0])
@@ -131,9 +141,11 @@ def fit(
     train = to_dataset(model, x, y)
     val = to_dataset(model, *validation_data) if validation_data is not None else None
     cbs = list(callbacks or [])
-    if verbose:
+    if verbose and comm.is_root:
         cbs.append(Progress())
     meta: dict[str, Any] = {"model": "fit", "layout": model.config()}
+    if par is not None:
+        meta.update(ranks=comm.size, sync_bn=sync_bn)
     folder = None
     if out_dir is not None:
         folder = RunFolder(out_dir)
@@ -141,19 +153,24 @@ def fit(
         cbs.append(ModelCheckpoint(folder))
         if resume:
             folder.check_resumable()
-            folder.check_same(meta, {"layout": "model layout", "data": "data"})
+            check_resume_ranks(folder.path, folder.saved_meta(), comm.size)
+            folder.check_same(meta, {"layout": "model layout", "data": "data",
+                                     "sync_bn": "sync_bn"})  # fmt: skip
         else:
-            folder.check_new()
+            folder.check_new(probe=comm.is_root)
     elif resume:
         raise ValueError("resume=True needs the out_dir of the run to continue")
-    t = Training(model, r, train, val, seed=seed, callbacks=cbs, meta=meta, rng_kind=rng)
+    if par is not None:
+        par.setup(model)  # rank 0's weights on every rank
+    t = Training(model, r, train, val, seed=seed, callbacks=cbs, meta=meta, rng_kind=rng,
+                 parallel=par)  # fmt: skip
     if folder is not None and resume:
         folder.resume(t)
     fit_loop(t)
     if folder is not None:
         metrics = {}
         if val is not None:
-            ev = evaluate(model, val)
+            ev = evaluate(model, val, parallel=par)
             metrics = {"val_error": ev["error_rate"], "val_loss": ev["loss"]}
         folder.save_final(t, metrics)
     return t.history

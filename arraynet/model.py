@@ -149,7 +149,9 @@ class Sequential:
         fraction or a count of the last samples), callbacks, backend, seed, out_dir (a
         run folder, checkpointed every epoch), resume (continue the run in out_dir
         exactly), verbose, rng ('host' or 'device': where dropout masks and augmentation
-        are drawn; default the backend's, see the README). An unbuilt model is built
+        are drawn; default the backend's, see the README), sync_bn and comm (under
+        `mpiexec -n N` the fit is data-parallel: batch_size is the global batch, rank 0
+        alone writes and prints; see the README). An unbuilt model is built
         first (on the backend that holds `x` unless `backend` says otherwise). Returns the
         history: one dict per epoch.
         """

@@ -10,9 +10,11 @@ from typing import Any
 
 from arraynet.augment import affine_matrix, affine_resample
 from arraynet.backends import Backend
+from arraynet.backends.comm import Communicator, world
 from arraynet.callbacks import Callback, Hooks, ModelCheckpoint
 from arraynet.data import load_mnist, sha256_file
 from arraynet.data.arrays import check_inputs_fit, float_inputs, label_targets
+from arraynet.data_parallel import DataParallel, check_resume_ranks, lr_scaling_for
 from arraynet.distill import (
     check_teacher,
     describe_teacher,
@@ -85,11 +87,13 @@ def fit_data(model: Sequential, data: Any) -> int:
     return num_outputs
 
 
-def _val_metrics(model: Sequential, val_ds: Dataset | None) -> dict:
+def _val_metrics(
+    model: Sequential, val_ds: Dataset | None, par: DataParallel | None = None
+) -> dict:
     """Error and loss of the final weights on the validation split (empty without one)."""
     if val_ds is None:
         return {}
-    m = evaluate(model, val_ds)
+    m = evaluate(model, val_ds, parallel=par)
     return {"val_error": m["error_rate"], "val_loss": m["loss"]}
 
 
@@ -120,6 +124,10 @@ def train_model(
     layout: dict | None = None,
     data: str | None = None,
     rng: str | None = None,
+    comm: Communicator | None = None,
+    sync_bn: bool = False,
+    lr_scaling: bool = False,
+    lr_warmup_epochs: float = 5.0,
 ) -> dict:
     """Train zoo model `name` (or, with `layout`, that layout under the name `name`) on
     MNIST (or the dataset `data`); writes checkpoints and `model.safetensors` into `out_dir`.
@@ -132,6 +140,12 @@ def train_model(
     `rng`: 'host' or 'device' generator for dropout and augmentation (None: the backend's
     default; a resume keeps the run's own).
 
+    Under a launcher with several ranks (`mpiexec -n N`, `srun`), or given `comm`, the run
+    is data-parallel (arraynet.data_parallel): `recipe.batch_size` is the global batch,
+    `sync_bn` normalises over it, `lr_scaling` scales the rate linearly from the recipe's
+    own batch (zoo entries: the zoo recipe's) with `lr_warmup_epochs` of warm-up; rank 0
+    alone writes, and loads (fetches) the data before the others.
+
     Returns the summary: error_rate, correct, total (test set), epochs_run, and more.
     """
     folder = RunFolder(out_dir)
@@ -139,11 +153,24 @@ def train_model(
     if recipe is None:
         recipe = recipe_for(name) if layout is None else Recipe()
     recipe = recipe.validate(validation=val_split > 0)
+    comm = comm or world()
+    par = None
+    if comm.size > 1 or sync_bn or lr_scaling:
+        scaling = None
+        if lr_scaling:
+            reference = recipe_for(name).batch_size if layout is None else recipe.batch_size
+            scaling = lr_scaling_for(recipe.batch_size, reference, lr_warmup_epochs)
+        par = DataParallel(comm, backend, sync_bn=sync_bn, lr_scaling=scaling)
+        par.check_batch(recipe.batch_size)
     if resume:
         folder.check_resumable()
     else:
-        folder.check_new()
-    ds = load_data(data, data_dir, quiet=quiet_data)
+        folder.check_new(probe=comm.is_root)
+    if comm.size > 1 and not comm.is_root:
+        comm.barrier()  # rank 0 loads (fetches, when missing) the files first
+    ds = load_data(data, data_dir, quiet=quiet_data or not comm.is_root)
+    if comm.size > 1 and comm.is_root:
+        comm.barrier()
     model = Sequential.from_config(layout) if layout is not None else build_layout(name)
     if model.input_shape is None:  # a layout file may leave it to the data
         model.input_shape = tuple(float_inputs(ds.x_test[:1]).shape[1:])
@@ -157,10 +184,18 @@ def train_model(
         meta["data"] = data
     if layout is not None:
         meta["layout"] = model.config()
+    if par is not None:
+        meta.update(ranks=comm.size, sync_bn=sync_bn,
+                    lr_scaling=par.lr_scaling.to_dict() if par.lr_scaling else None)  # fmt: skip
     flags = {"model": "--model", "val_split": "--val-split", "train_limit": "--train-limit",
              "data": "--data", "layout": "layout (--model file)"}  # fmt: skip
     saved = folder.saved_meta() if resume else {}
     if resume:
+        check_resume_ranks(out, saved, comm.size)
+        for key in ("sync_bn", "lr_scaling"):
+            if saved.get(key) != meta.get(key):
+                raise ValueError(f"{out}: the run was begun with {key} {saved.get(key)}, not "
+                                 f"{meta.get(key)}")  # fmt: skip
         folder.check_same(meta, flags)
     if init is not None:
         meta["init"] = _start_from(model, Path(init))
@@ -177,13 +212,16 @@ def train_model(
     elif teachers:
         raise ValueError("--teacher needs a recipe that distills (--distill WEIGHT)")
     cbs = [*_callbacks(callbacks), ModelCheckpoint(folder)]
-    t = Training(model, recipe, train, val_ds, seed=seed, callbacks=cbs, meta=meta, rng_kind=rng)
+    if par is not None:
+        par.setup(model)  # rank 0's weights (or --init's, the same) on every rank
+    t = Training(model, recipe, train, val_ds, seed=seed, callbacks=cbs, meta=meta,
+                 rng_kind=rng, parallel=par)  # fmt: skip
     if resume:
         folder.resume(t)
     t0 = time.perf_counter()
     summary = fit_loop(t, epochs)
     test = make_dataset(ds.x_test, ds.y_test, backend, num_classes)
-    metrics = evaluate(model, test)
+    metrics = evaluate(model, test, parallel=par)
     result = {
         "model": name,
         "error_rate": metrics["error_rate"],
@@ -191,7 +229,7 @@ def train_model(
         "total": metrics["total"],
         "test_loss": metrics["loss"],
         **summary,
-        **_val_metrics(model, val_ds),
+        **_val_metrics(model, val_ds, par),
         "train_seconds": round(t.elapsed, 2),
         "wall_seconds_this_session": round(time.perf_counter() - t0, 2),
         "backend": backend.name,
@@ -199,7 +237,11 @@ def train_model(
         "threads": backend.threads,
         "seed": seed,
         "out": str(out),
+        "ranks": comm.size,
+        "communicator": comm.name,
     }
+    if par is not None:
+        result["distributed"] = par.describe()
     if data is not None:
         result["data"] = data
     folder.save_final(t, result)

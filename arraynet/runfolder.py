@@ -4,6 +4,10 @@ A run folder holds `checkpoint.safetensors` (model, optimizer, weight averages, 
 early-stopping window and, in its metadata, the whole run state), `state.json` (a readable
 copy of that state, written after it) and at the end `model.safetensors`. The CLI,
 `arraynet.run.train_model` and `Sequential.fit` all go through `RunFolder`.
+
+In a data-parallel run (`Training.parallel`) every rank calls the same methods: rank 0
+alone writes, and the checkpoint keeps every rank's random stream (`rank_rng_states`), so
+a resume on as many ranks continues each rank's own.
 """
 
 from __future__ import annotations
@@ -37,9 +41,10 @@ class RunFolder:
         return self.path / "model.safetensors"
 
     # -- a new run -------------------------------------------------------------------
-    def check_new(self) -> None:
+    def check_new(self, probe: bool = True) -> None:
         """A fresh run's folder must not hold another run (or weights), and must be
-        writable: both are checked before any training, so nothing is lost or wasted."""
+        writable: both are checked before any training, so nothing is lost or wasted.
+        `probe=False` skips the write test (data-parallel ranks other than 0 write nothing)."""
         out = self.path
         found = [f for f in RUN_FILES if (out / f).exists()]
         if found == ["checkpoint.safetensors"]:  # a save cut between its two files
@@ -52,6 +57,8 @@ class RunFolder:
                 f"{out} already holds {found[0]}: continue that run with --resume, "
                 "or pick another --out"
             )
+        if not probe:
+            return
         try:
             out.mkdir(parents=True, exist_ok=True)
             probe = out / ".arraynet-write-test"
@@ -161,6 +168,15 @@ class RunFolder:
                 )
             t.use_rng(kind)
         t.rng.set_state(state["rng_state"])
+        par = t.parallel
+        if par is not None and par.size > 1:
+            states = state.get("rank_rng_states") or []
+            if len(states) != par.size:
+                raise WeightsError(
+                    f"{self.path}: the checkpoint holds {len(states) or 1} rank(s)' random "
+                    f"streams, not {par.size}; resume with as many ranks as it was trained on"
+                )
+            t.rng.set_state(states[par.rank])
         t.shuffle.set_state(state["shuffle_state"])
         t.epoch = state["epoch"]
         t.history = state["history"]
@@ -170,6 +186,10 @@ class RunFolder:
     # -- saving ----------------------------------------------------------------------
     def save_checkpoint(self, t: Training) -> None:
         """checkpoint.safetensors (arrays, with the state in its metadata) + state.json."""
+        par = t.parallel
+        rank_rng = par.gather_json(t.rng.get_state()) if par is not None and par.size > 1 else None
+        if par is not None and not par.is_root:
+            return  # rank 0 alone writes
         b = t.backend
         arrays = {f"model.{k}": b.to_host(v) for k, v in t.model.state_dict().items()}
         arrays.update({f"opt.{k}": b.to_host(v) for k, v in t.opt.state_dict().items()})
@@ -195,13 +215,18 @@ class RunFolder:
             "meta": t.meta,
             "arraynet_version": __version__,
         }
+        if rank_rng is not None:
+            state["rank_rng_states"] = rank_rng  # every rank's dropout/augmentation stream
         # The checkpoint carries the whole state, so weights and state change in one atomic
         # rename; state.json is a readable copy written after it.
         save_arrays(self.checkpoint, arrays, {"epoch": t.epoch, "state": state})
         atomic_write_json(self.path / "state.json", state)
 
     def save_final(self, t: Training, metrics: dict) -> None:
-        """model.safetensors: the final weights with layout, recipe, metrics, run facts."""
+        """model.safetensors: the final weights with layout, recipe, metrics, run facts
+        (rank 0 writes)."""
+        if t.parallel is not None and not t.parallel.is_root:
+            return
         meta = {
             **t.meta,
             "recipe": t.recipe.to_dict(),

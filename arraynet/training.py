@@ -3,7 +3,9 @@ stopping, weight averaging, checkpoints, progress, logs) is a callback.
 
 `Training` holds what the loop and its callbacks share (model, optimizer, data, random
 streams, the run's progress); `fit_loop` runs it. Each batch goes through
-`arraynet.step.train_step`, the one training step of the project.
+`arraynet.step.train_step`, the one training step of the project. A data-parallel run
+(`parallel`, see `arraynet.data_parallel`) takes its rank's share of every batch, averages
+the gradients over the ranks in the step's gradient hook and all-reduces the epoch totals.
 """
 
 from __future__ import annotations
@@ -12,18 +14,22 @@ import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from array_api_compat import array_namespace
 
 from arraynet import ops
 from arraynet.augment import maybe_augment
 from arraynet.backends import HostRNG
+from arraynet.data.sharding import epoch_batches
 from arraynet.model import Sequential
 from arraynet.optimizers import make_optimizer
 from arraynet.recipes import Recipe
 from arraynet.schedules import learning_rate
 from arraynet.step import GradHook, WeightEMA, train_step
+
+if TYPE_CHECKING:
+    from arraynet.data_parallel import DataParallel
 
 Array = Any
 RNG_KINDS = ("host", "device")
@@ -42,9 +48,12 @@ class Dataset:
         return int(self.x.shape[0])
 
 
-def evaluate(model: Sequential, data: Dataset, batch_size: int = 500) -> dict:
+def evaluate(
+    model: Sequential, data: Dataset, batch_size: int = 500, parallel: DataParallel | None = None
+) -> dict:
     """Error rate and mean loss of `model` in eval mode on `data` (cross-entropy for a
-    softmax output, else mean squared error over all outputs, as the MSE loss).
+    softmax output, else mean squared error over all outputs, as the MSE loss). With
+    `parallel`, each rank scores every N-th batch and the sums are all-reduced.
 
     Each batch makes one device-to-host copy: its predicted classes and its summed loss,
     packed into one array (class indices are exact in any float dtype up to 2**24)."""
@@ -53,7 +62,8 @@ def evaluate(model: Sequential, data: Dataset, batch_size: int = 500) -> dict:
     correct = 0
     loss_sum = 0.0
     n = len(data)
-    for i in range(0, n, batch_size):
+    rank, ranks = (parallel.rank, parallel.size) if parallel is not None else (0, 1)
+    for i in range(rank * batch_size, n, batch_size * ranks):
         j = min(i + batch_size, n)  # (the standard leaves slices past the end undefined)
         out = model.forward(data.x[i:j, ...], False)
         if model.fused_softmax:
@@ -69,6 +79,9 @@ def evaluate(model: Sequential, data: Dataset, batch_size: int = 500) -> dict:
             loss_sum += float(packed[-1])
         else:
             loss_sum += float(packed[-1]) / out.shape[1]
+    if ranks > 1:
+        total_correct, loss_sum = parallel.sum_floats([correct, loss_sum])
+        correct = round(total_correct)
     return {
         "error_rate": (n - correct) / n if n else 0.0,
         "correct": correct,
@@ -92,12 +105,17 @@ class Training:
     meta: dict = field(default_factory=dict)
     grad_hook: GradHook | None = None
     rng_kind: str | None = None  # 'host', 'device' or None: the backend's default
+    parallel: DataParallel | None = None  # a data-parallel run (arraynet.data_parallel)
 
     def __post_init__(self) -> None:
         from arraynet.callbacks import recipe_callbacks
 
         self.recipe.validate(validation=self.val is not None)
         self.backend = self.model.backend
+        par = self.parallel
+        if par is not None and par.size > 1:  # the ranks' mean first, then the caller's hook
+            hook = self.grad_hook
+            self.grad_hook = par.grad_hook if hook is None else lambda g: hook(par.grad_hook(g))
         self.opt = make_optimizer(self.recipe.optimizer)
         self.use_rng(self.rng_kind or self.backend.default_rng_kind())
         self.shuffle = HostRNG(self.backend, self.seed + 2)
@@ -112,11 +130,18 @@ class Training:
 
     def use_rng(self, kind: str) -> None:
         """Draw dropout masks and augmentation from a 'host' or a 'device' generator. The
-        model keeps its own when it is of that kind (a second fit continues its stream)."""
+        model keeps its own when it is of that kind (a second fit continues its stream).
+        Data-parallel ranks draw from their own streams, derived from (seed, rank, ranks)."""
         if kind not in RNG_KINDS:
             raise ValueError(f"--rng must be one of {', '.join(RNG_KINDS)}, not {kind!r}")
-        if getattr(self.model.rng, "kind", "host") != kind:
-            self.model.set_rng(self.backend.rng(self.seed + 1, host=kind == "host"))
+        par = self.parallel
+        ranks = (par.rank, par.size) if par is not None else (0, 1)
+        rng = self.model.rng
+        if getattr(rng, "kind", "host") != kind or getattr(rng, "rank_stream", (0, 1)) != ranks:
+            seed = par.stream_seed(self.seed + 1) if par is not None else self.seed + 1
+            rng = self.backend.rng(seed, host=kind == "host")
+            rng.rank_stream = ranks
+            self.model.set_rng(rng)
         self.rng = self.model.rng
 
     def averaged(self) -> Any:
@@ -144,15 +169,22 @@ def run_epoch(t: Training) -> dict:
     epoch = t.epoch
     lr = learning_rate(r.schedule, r.lr, epoch, r.epochs, r.warmup)
     n = len(t.train)
-    order = b.from_host_pinned(t.shuffle.permutation(n))  # one copy to the device an epoch
-    nb = math.ceil(n / r.batch_size)
+    par = t.parallel
+    perm = t.shuffle.permutation(n)  # the same global order on every rank
+    if par is not None:
+        perm, bounds = par.batches(perm, r.batch_size)  # this rank's share of each batch
+    else:
+        perm, bounds = epoch_batches(perm, r.batch_size)
+    order = b.from_host_pinned(perm)  # one copy to the device an epoch
+    nb = len(bounds)
+    ranks = par.size if par is not None else 1
     t.opt.start_epoch(epoch + 1)  # (1-based; 'adam-seed' counts its bias correction)
     t.each("on_epoch_begin", epoch, n)
     total = xp.zeros((), dtype=model.dtype, device=b.device)
     aug = r.augment
     t0 = time.perf_counter()
-    for i in range(nb):
-        idx = order[i * r.batch_size : min((i + 1) * r.batch_size, n)]
+    for i, (lo, hi) in enumerate(bounds):
+        idx = order[lo:hi]
         xb = xp.take(t.train.x, idx, axis=0)
         yb = xp.take(t.train.y, idx, axis=0)
         if r.aug_p > 0:
@@ -161,11 +193,18 @@ def run_epoch(t: Training) -> dict:
                 zoom=tuple(aug["zoom"]), rotation=aug["rotation"], shift=aug["shift"],
                 elastic=aug.get("elastic"),
             )  # fmt: skip
-        loss = train_step(model, t.opt, xb, yb, lr=lr, loss=r.loss, smoothing=r.label_smoothing,
-                          grad_hook=t.grad_hook, ema=t.ema)  # fmt: skip
+        step_lr = par.step_lr(lr, epoch, i, nb) if par is not None else lr
+        loss = train_step(model, t.opt, xb, yb, lr=step_lr, loss=r.loss,
+                          smoothing=r.label_smoothing, grad_hook=t.grad_hook,
+                          ema=t.ema)  # fmt: skip
         total = total + loss * idx.shape[0]
-        t.each("on_batch_end", i + 1, int(idx.shape[0]))
-    train_loss = float(b.to_host(total)) / n
+        t.each("on_batch_end", i + 1, int(idx.shape[0]) * ranks)
+    loss_sum, used = float(b.to_host(total)), float(perm.shape[0])
+    if par is not None:
+        loss_sum, used = par.sum_floats([loss_sum, used])
+        par.end_epoch(model)
+    n = int(used)
+    train_loss = loss_sum / n if n else 0.0
     b.synchronize()
     secs = time.perf_counter() - t0
     row = {
@@ -179,7 +218,7 @@ def run_epoch(t: Training) -> dict:
         row["at_chance"] = True  # no better than uniform guessing: likely a dead network
     if t.val is not None:
         with t.averaged():
-            ev = evaluate(model, t.val)
+            ev = evaluate(model, t.val, parallel=par)
         row["val_loss"] = ev["loss"]
         row["val_error"] = ev["error_rate"]
     return row

@@ -1,0 +1,398 @@
+"""Communicators: what data-parallel training needs from MPI or NCCL, behind one interface.
+
+Three forms:
+- `SingleProcess`: one rank, no MPI (every operation is the identity); mpi4py is not imported.
+- `MPIComm`: mpi4py on host buffers. NumPy arrays go to MPI directly; CuPy and torch arrays
+  are staged through the host (one copy each way per call), or handed to MPI directly when
+  the MPI library is CUDA-aware (`ARRAYNET_MPI_CUDA_AWARE=1`, or MPI reports it).
+- `NCCLComm`: CuPy device buffers through `cupy.cuda.nccl`, with NCCL's unique id broadcast
+  over MPI (which also carries the small host-side messages). Written against CuPy's NCCL
+  bindings; it has not been run in arraynet's CI, which has no GPU.
+
+`world()` finds the job from the launcher's environment (mpiexec, mpirun, srun): a job of
+one process is `SingleProcess` unless MPI is asked for, and mpi4py is imported only for a
+job of more than one rank.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+import numpy as np
+
+from arraynet.backends.base import Array, Backend
+
+# (rank, size, local rank, local size) variables, by launcher
+_ENV = (
+    ("PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID", "MPI_LOCALNRANKS"),  # MPICH / Hydra
+    ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE",
+     "OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE"),  # Open MPI
+    ("PMIX_RANK", "PMIX_SIZE", "PMIX_LOCAL_RANK", "PMIX_LOCAL_SIZE"),  # PMIx
+    ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_NTASKS_PER_NODE"),  # srun
+)  # fmt: skip
+
+COMM_KINDS = ("auto", "single", "mpi", "nccl")
+
+
+class CommError(RuntimeError):
+    """The communicator asked for cannot be set up here (the message says why)."""
+
+
+def launcher_world() -> tuple[int, int, int, int]:
+    """(rank, size, local_rank, local_size) from the launcher's environment; (0, 1, 0, 1)
+    outside one."""
+    for rank_v, size_v, lrank_v, lsize_v in _ENV:
+        size = _int_env(size_v)
+        if size is not None and _int_env(rank_v) is not None:
+            rank = _int_env(rank_v) or 0
+            lrank = _int_env(lrank_v)
+            lsize = _int_env(lsize_v)
+            return rank, size, lrank if lrank is not None else rank, lsize or size
+    return 0, 1, 0, 1
+
+
+def _int_env(name: str) -> int | None:
+    text = os.environ.get(name, "").split("(")[0].split(",")[0].strip()  # '2(x3)' on Slurm
+    return int(text) if text.isdigit() else None
+
+
+class Communicator:
+    """The interface; `SingleProcess` is the identity everywhere."""
+
+    name = "single"
+
+    def __init__(self) -> None:
+        self.rank, self.size, self.local_rank, self.local_size = 0, 1, 0, 1
+
+    @property
+    def is_root(self) -> bool:
+        return self.rank == 0
+
+    # -- arrays --------------------------------------------------------------------------
+    def broadcast_arrays(self, arrays: dict[str, Array], backend: Backend) -> dict[str, Array]:
+        """Rank 0's arrays, on every rank (names and shapes must agree across ranks)."""
+        return arrays
+
+    def allreduce_mean(self, arrays: dict[str, Array], backend: Backend) -> dict[str, Array]:
+        """The mean over ranks of each array, all reduced in one flat buffer per dtype."""
+        return arrays
+
+    def allreduce_sum(self, x: Array, backend: Backend) -> Array:
+        """The sum over ranks of one (small) array, e.g. batch-norm channel sums."""
+        return x
+
+    # -- host values ---------------------------------------------------------------------
+    def sum_floats(self, values: list[float]) -> list[float]:
+        """The sum over ranks of a few numbers (float64 on the host)."""
+        return [float(v) for v in values]
+
+    def bcast_json(self, obj: Any) -> Any:
+        """Rank 0's JSON-able object on every rank (sent as JSON text, not pickled)."""
+        return obj
+
+    def gather_json(self, obj: Any) -> list | None:
+        """Every rank's JSON-able object, as a list on rank 0 (None elsewhere)."""
+        return [obj]
+
+    # -- control -------------------------------------------------------------------------
+    def barrier(self) -> None:
+        """Wait until every rank gets here."""
+
+    def abort(self, code: int = 1) -> None:
+        """End every rank of the job now with status `code`."""
+        sys.exit(code)
+
+    def describe(self) -> dict:
+        """What `--json` results and `arraynet backends` report."""
+        return {"communicator": self.name, "ranks": self.size, "rank": self.rank}
+
+
+SingleProcess = Communicator
+
+
+class MPIComm(Communicator):
+    """MPI over host buffers (mpi4py), device buffers directly when CUDA-aware."""
+
+    name = "mpi"
+
+    def __init__(self, comm: Any = None, cuda_aware: bool | None = None) -> None:
+        super().__init__()
+        try:
+            from mpi4py import MPI
+        except ImportError as e:
+            raise CommError(
+                f"MPI needs mpi4py ({e}); install the extra: pip install 'arraynet[mpi]'"
+            ) from None
+        self.MPI = MPI
+        self.comm = comm if comm is not None else MPI.COMM_WORLD
+        self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
+        local = self.comm.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)
+        self.local_rank, self.local_size = local.Get_rank(), local.Get_size()
+        local.Free()
+        self.cuda_aware = _cuda_aware(MPI) if cuda_aware is None else cuda_aware
+        if self.cuda_aware:
+            self.name = "mpi-cuda-aware"
+        if self.size > 1:
+            _abort_on_uncaught(self)
+
+    # -- buffers -------------------------------------------------------------------------
+    def _direct(self, backend: Backend) -> bool:
+        """True when MPI may read and write this backend's arrays in place."""
+        return backend.name == "numpy" or (self.cuda_aware and backend.name in ("cupy", "torch"))
+
+    def _allreduce_inplace(self, flat: Array, backend: Backend) -> Array:
+        """Sum `flat` (1-D, contiguous) over ranks; returns the summed array."""
+        if self._direct(backend):
+            if backend.name != "numpy":
+                backend.synchronize()  # the kernels that wrote it have finished
+            self.comm.Allreduce(self.MPI.IN_PLACE, _buffer(flat), op=self.MPI.SUM)
+            return flat
+        host = np.ascontiguousarray(backend.to_host(flat))  # staged through the host
+        self.comm.Allreduce(self.MPI.IN_PLACE, host, op=self.MPI.SUM)
+        return backend.from_host(host, dtype=flat.dtype)
+
+    def _bcast_inplace(self, flat: Array, backend: Backend) -> Array:
+        if self._direct(backend):
+            if backend.name != "numpy":
+                backend.synchronize()
+            self.comm.Bcast(_buffer(flat), root=0)
+            return flat
+        host = np.ascontiguousarray(backend.to_host(flat))
+        self.comm.Bcast(host, root=0)
+        return backend.from_host(host, dtype=flat.dtype)
+
+    def broadcast_arrays(self, arrays: dict[str, Array], backend: Backend) -> dict[str, Array]:
+        return _flat_apply(arrays, backend, self._bcast_inplace, scale=None)
+
+    def allreduce_mean(self, arrays: dict[str, Array], backend: Backend) -> dict[str, Array]:
+        return _flat_apply(arrays, backend, self._allreduce_inplace, scale=1.0 / self.size)
+
+    def allreduce_sum(self, x: Array, backend: Backend) -> Array:
+        xp = backend.xp
+        flat = xp.reshape(xp.asarray(x, copy=True), (-1,))
+        return xp.reshape(self._allreduce_inplace(flat, backend), x.shape)
+
+    def sum_floats(self, values: list[float]) -> list[float]:
+        buf = np.asarray(values, dtype=np.float64)
+        self.comm.Allreduce(self.MPI.IN_PLACE, buf, op=self.MPI.SUM)
+        return [float(v) for v in buf]
+
+    def bcast_json(self, obj: Any) -> Any:
+        data = json.dumps(obj).encode() if self.rank == 0 else b""
+        n = np.array([len(data)], dtype=np.int64)
+        self.comm.Bcast(n, root=0)
+        buf = np.frombuffer(data, dtype=np.uint8).copy() if self.rank == 0 else None
+        if buf is None:
+            buf = np.empty(int(n[0]), dtype=np.uint8)
+        self.comm.Bcast(buf, root=0)
+        return json.loads(buf.tobytes().decode())
+
+    def gather_json(self, obj: Any) -> list | None:
+        data = np.frombuffer(json.dumps(obj).encode(), dtype=np.uint8)
+        sizes = np.zeros(self.size, dtype=np.int64)
+        self.comm.Gather(np.array([data.size], dtype=np.int64), sizes, root=0)
+        recv = None
+        if self.rank == 0:
+            recv = np.empty(int(sizes.sum()), dtype=np.uint8)
+            self.comm.Gatherv(data, (recv, sizes), root=0)
+            bounds = np.concatenate([[0], np.cumsum(sizes)])
+            return [
+                json.loads(recv[bounds[i] : bounds[i + 1]].tobytes().decode())
+                for i in range(self.size)
+            ]
+        self.comm.Gatherv(data, None, root=0)
+        return None
+
+    def barrier(self) -> None:
+        self.comm.Barrier()
+
+    def abort(self, code: int = 1) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.comm.Abort(code)
+
+    def describe(self) -> dict:
+        version = self.MPI.Get_library_version().strip().splitlines()
+        return {
+            **super().describe(),
+            "local_ranks": self.local_size,
+            "mpi": version[0].strip() if version else "",
+            "cuda_aware": self.cuda_aware,
+        }
+
+
+class NCCLComm(MPIComm):
+    """NCCL all-reduce and broadcast of CuPy arrays on the GPU; MPI for everything else.
+
+    Untested in CI (no GPU there): written to CuPy's `cupy.cuda.nccl.NcclCommunicator`.
+    """
+
+    name = "nccl"
+
+    def __init__(self, comm: Any = None) -> None:
+        super().__init__(comm, cuda_aware=False)
+        self.name = "nccl"
+        try:
+            import cupy
+            from cupy.cuda import nccl
+        except ImportError as e:
+            raise CommError(f"NCCL needs CuPy with NCCL ({e}); use --comm mpi") from None
+        self.nccl = nccl
+        # one GPU per rank on a node (the device NCCL binds this rank to, and the one the
+        # CLI gives the cupy backend)
+        cupy.cuda.Device(self.local_rank % cupy.cuda.runtime.getDeviceCount()).use()
+        uid = nccl.get_unique_id() if self.rank == 0 else None
+        uid = self.bcast_json(list(uid) if uid is not None else None)
+        self.nc = nccl.NcclCommunicator(self.size, tuple(uid), self.rank)
+
+    def _nccl_type(self, dtype: Any) -> int:
+        n = self.nccl
+        types = {"float32": n.NCCL_FLOAT32, "float64": n.NCCL_FLOAT64, "float16": n.NCCL_FLOAT16}
+        return types[str(np.dtype(str(dtype).split(".")[-1]))]
+
+    def _check(self, backend: Backend) -> None:
+        if backend.name != "cupy":
+            raise CommError(f"the nccl communicator needs the cupy backend, not {backend.name}")
+
+    def _allreduce_inplace(self, flat: Array, backend: Backend) -> Array:
+        self._check(backend)
+        import cupy
+
+        stream = cupy.cuda.get_current_stream().ptr
+        self.nc.allReduce(flat.data.ptr, flat.data.ptr, flat.size,
+                          self._nccl_type(flat.dtype), self.nccl.NCCL_SUM, stream)  # fmt: skip
+        return flat
+
+    def _bcast_inplace(self, flat: Array, backend: Backend) -> Array:
+        self._check(backend)
+        import cupy
+
+        stream = cupy.cuda.get_current_stream().ptr
+        self.nc.bcast(flat.data.ptr, flat.size, self._nccl_type(flat.dtype), 0, stream)
+        return flat
+
+    def abort(self, code: int = 1) -> None:
+        try:
+            self.nc.abort()
+        finally:
+            super().abort(code)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "nccl": str(self.nccl.get_version())}
+
+
+def _cuda_aware(MPI: Any) -> bool:
+    flag = os.environ.get("ARRAYNET_MPI_CUDA_AWARE", "").strip()
+    if flag:
+        return flag not in ("0", "no", "false")
+    query = getattr(MPI, "Query_cuda_support", None)  # MPIX extension (Open MPI, MPICH 4+)
+    try:
+        return bool(query()) if query else False
+    except Exception:
+        return False
+
+
+def _buffer(flat: Array) -> Any:
+    """What mpi4py takes for an array: NumPy itself, a device array by DLPack / CAI."""
+    return flat
+
+
+def _flat_apply(arrays: dict[str, Array], backend: Backend, op: Any, scale: float | None) -> dict:
+    """Pack `arrays` into one flat buffer per dtype, apply `op` in place, unpack (and scale)."""
+    xp = backend.xp
+    out = dict(arrays)
+    groups: dict[str, list[str]] = {}
+    for k, v in arrays.items():
+        groups.setdefault(str(v.dtype), []).append(k)
+    for names in groups.values():
+        flat = xp.concat([xp.reshape(arrays[k], (-1,)) for k in names])
+        flat = op(flat, backend)
+        if scale is not None:
+            flat = flat * scale
+        i = 0
+        for k in names:
+            shape = tuple(arrays[k].shape)
+            n = 1
+            for d in shape:
+                n *= d
+            out[k] = xp.reshape(flat[i : i + n], shape)
+            i += n
+    return out
+
+
+_WORLD: Communicator | None = None
+
+
+def world(kind: str = "auto") -> Communicator:
+    """The job's communicator (made once per process).
+
+    'auto': MPI when the launcher started more than one rank (NCCL is never picked
+    automatically), else `SingleProcess`. 'single', 'mpi' and 'nccl' ask for one form;
+    'mpi' and 'nccl' import mpi4py even for one rank.
+    """
+    global _WORLD
+    if _WORLD is not None:
+        if kind not in ("auto", _WORLD.name) and not _WORLD.name.startswith(kind):
+            raise CommError(f"the communicator is already {_WORLD.name}, not {kind}")
+        return _WORLD
+    if kind not in COMM_KINDS:
+        raise CommError(f"unknown communicator {kind!r}; choose from {', '.join(COMM_KINDS)}")
+    _, size, _, _ = launcher_world()
+    if kind == "single" or (kind == "auto" and size == 1):
+        if kind == "single" and size > 1:
+            raise CommError(f"--comm single, but the launcher started {size} ranks")
+        _WORLD = Communicator()
+    elif kind == "nccl":
+        _WORLD = NCCLComm()
+    else:
+        _WORLD = MPIComm()
+    return _WORLD
+
+
+def active_world() -> Communicator | None:
+    """The communicator made so far, if any (for error handling: abort the others)."""
+    return _WORLD
+
+
+def rank_seed(seed: int, rank: int, size: int) -> int:
+    """A seed for rank `rank` of `size`: `seed` itself for one process (today's streams),
+    else an independent stream derived from (seed, rank, size)."""
+    if size == 1:
+        return seed
+    return int(np.random.SeedSequence([seed, rank, size]).generate_state(1, dtype=np.uint64)[0])
+
+
+def probe_comm(comm: Communicator) -> dict:
+    """This job's ranks and communicator, and which distributed libraries are installed
+    (by their package metadata: neither mpi4py nor CuPy is imported for it)."""
+    from importlib import metadata
+
+    def version(dist: str) -> str | None:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return None
+
+    cupy = next((v for d in ("cupy-cuda12x", "cupy-cuda13x", "cupy") if (v := version(d))), None)
+    return {
+        **comm.describe(),
+        "is_root": comm.is_root,
+        "mpi4py": version("mpi4py"),
+        "mpich": version("mpich"),
+        "nccl": f"via cupy {cupy}" if cupy else None,
+    }
+
+
+def _abort_on_uncaught(comm: MPIComm) -> None:
+    """An exception that reaches the top of a rank ends the whole job (as `python -m
+    mpi4py` does) instead of leaving the other ranks waiting for it."""
+    previous = sys.excepthook
+
+    def hook(kind: Any, value: Any, tb: Any) -> None:
+        previous(kind, value, tb)
+        comm.abort(1)
+
+    sys.excepthook = hook
