@@ -320,10 +320,13 @@ def test_ctrl_c_during_training_says_interrupted(tmp_path, data_dir):
     import signal
 
     env = {**os.environ, "ARRAYNET_DATA": str(data_dir)}
+    # A suite started in the background (`nohup ... &`) inherits SIGINT as ignored, and so
+    # would the child: give it the default disposition, as a terminal's Ctrl-C finds it.
     p = subprocess.Popen(
         [sys.executable, "-m", "arraynet.cli", "train", "--model", "m4", "--epochs", "500",
          "--out", str(tmp_path / "run")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     p.stdout.readline()  # the header: the command is running
     p.send_signal(signal.SIGINT)
