@@ -183,19 +183,12 @@ def train(
     MNIST or any dataset (any flag overrides one setting). Under `mpiexec -n N` (or srun)
     it trains data-parallel on N ranks."""
     from arraynet.callbacks import AT_CHANCE, Hooks, format_row
-    from arraynet.layouts import is_layout_file, read_layout
-    from arraynet.recipes import Recipe, recipe_for
+    from arraynet.layouts import model_and_recipe
     from arraynet.run import train_model
     from arraynet.runfolder import RunFolder
 
     world = _world(comm)
-    layout = None
-    name = model
-    if is_layout_file(model):
-        name, layout, file_recipe = read_layout(model)
-        base = file_recipe or Recipe()
-    else:
-        base = recipe_for(model)
+    name, layout, base = model_and_recipe(model)
     # a resume continues the run's own recipe (flags still override single settings)
     if resume:
         base = RunFolder(out).saved_recipe()

@@ -59,6 +59,18 @@ def read_layout(path: str | Path) -> tuple[str, dict, Recipe | None]:
     return str(doc.get("name") or path.stem), cfg, recipe
 
 
+def model_and_recipe(model: str) -> tuple[str, dict | None, Recipe]:
+    """A `--model` value: (name, layout or None for a zoo entry, base recipe). A layout
+    file brings its own recipe (the default one when it has none); a zoo entry its seed
+    recipe."""
+    from arraynet.recipes import recipe_for
+
+    if is_layout_file(model):
+        name, layout, file_recipe = read_layout(model)
+        return name, layout, file_recipe or Recipe()
+    return model, None, recipe_for(model)
+
+
 def recipe_from_dict(d: object, where: str | Path) -> Recipe:
     """A recipe from a mapping of its settings; unknown settings are refused (a typo would
     otherwise be silently ignored), the values are checked by Recipe.validate."""

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from arraynet.io import atomic_write_bytes, atomic_write_json
-from arraynet.layouts import is_layout_file, read_layout
-from arraynet.recipes import Recipe, recipe_for
+from arraynet.layouts import model_and_recipe
+from arraynet.recipes import Recipe
 
 COLUMNS = (
     "trial", "model", "seed", "overrides", "status", "error_rate", "test_loss", "epochs_run",
@@ -58,12 +58,7 @@ def plan(
         raise ValueError("a sweep needs at least one --model and one seed")
     trials = []
     for model in models:
-        layout = None
-        if is_layout_file(model):
-            model, layout, file_recipe = read_layout(model)
-            base = file_recipe or Recipe()
-        else:
-            base = recipe_for(model)
+        model, layout, base = model_and_recipe(model)
         for ov in overrides or [{}]:
             recipe = base.with_overrides(**ov, epochs=epochs).validate()
             for seed in seeds:

@@ -37,7 +37,7 @@ def digest(pred: np.ndarray) -> str:
     return hashlib.sha256(np.asarray(pred, dtype=np.uint8).tobytes()).hexdigest()
 
 
-def test_outputs(models: Path, data_dir: str | None = None):
+def model_outputs(models: Path, data_dir: str | None = None):
     """A function name -> (10000, classes) outputs of models/<name>.safetensors (cached),
     and the test labels."""
     b = get_backend("numpy")
@@ -75,7 +75,7 @@ def main() -> None:
         models = Path(args.models_dir)
         names = args.names or sorted(p.stem for p in models.glob("*.json"))
         records = {n: json.loads((models / f"{n}.json").read_text()) for n in names}
-        outputs, labels = test_outputs(models, args.data_dir)
+        outputs, labels = model_outputs(models, args.data_dir)
         for name, rec in records.items():
             pred = predictions(name, rec, outputs, models)
             correct = int((pred == labels).sum())

@@ -8,7 +8,6 @@ figures the top-level README quotes agree with the records.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import re
@@ -57,10 +56,15 @@ FINGERPRINT = (
 )
 
 
-def _digest(pred: np.ndarray) -> str:
-    """The records' `predictions_sha256`: the predicted classes, one byte each, in order
-    (scripts/record_predictions.py writes it)."""
-    return hashlib.sha256(np.asarray(pred, dtype=np.uint8).tobytes()).hexdigest()
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# the records' `predictions_sha256`: the predicted classes, one byte each, in order
+_digest = _script("record_predictions").digest
 
 
 @pytest.mark.parametrize("name", sorted(RECORDS))
@@ -79,25 +83,9 @@ def test_fingerprint_sees_one_changed_image():
 
 @pytest.fixture(scope="module")
 def scored(data_dir):
-    """Outputs of each shipped model on the whole test set, computed once (numpy)."""
-    from arraynet.data import load_mnist
-    from arraynet.run import make_dataset
-
-    b = get_backend("numpy")
-    m = load_mnist(data_dir, quiet=True)
-    test = make_dataset(m.test_images, m.test_labels, b)
-    cache: dict[str, np.ndarray] = {}
-
-    def outputs(name: str) -> np.ndarray:
-        """`arraynet evaluate`'s forward passes (eval mode, batches of 500)."""
-        from arraynet.run import predict_probs
-
-        if name not in cache:
-            model, _ = load_model(MODELS / f"{name}.safetensors", b)
-            cache[name] = np.asarray(b.to_host(predict_probs(model, test.x, False)))
-        return cache[name]
-
-    return outputs, test.labels
+    """Outputs of each shipped model on the whole test set, computed once, as `arraynet
+    evaluate` computes them (numpy, eval mode, batches of 500)."""
+    return _script("record_predictions").model_outputs(MODELS, str(data_dir))
 
 
 @pytest.mark.slow
@@ -137,10 +125,7 @@ def test_ensemble_scores_exactly_its_record(name, scored):
 # -- the tables and the README's figures ------------------------------------------------
 def test_models_readme_is_the_table_of_the_records():
     """models/README.md is exactly what `scripts/train_zoo.py --table-only` renders."""
-    spec = importlib.util.spec_from_file_location("train_zoo", REPO / "scripts" / "train_zoo.py")
-    zoo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(zoo)
-    assert zoo.table_text(MODELS) == (MODELS / "README.md").read_text()
+    assert _script("train_zoo").table_text(MODELS) == (MODELS / "README.md").read_text()
 
 
 README = (REPO / "README.md").read_text()
