@@ -13,7 +13,12 @@ from arraynet.backends import Backend
 from arraynet.backends.comm import Communicator, world
 from arraynet.callbacks import Callback, Hooks, ModelCheckpoint
 from arraynet.data import load_mnist, sha256_file
-from arraynet.data.arrays import check_inputs_fit, float_inputs, label_targets
+from arraynet.data.arrays import (
+    check_inputs_fit,
+    data_fingerprint,
+    float_inputs,
+    label_targets,
+)
 from arraynet.data_parallel import DataParallel, check_resume_ranks, lr_scaling_for
 from arraynet.distill import (
     check_teacher,
@@ -181,7 +186,8 @@ def train_model(
     val_ds = make_dataset(*val, backend, num_classes) if val else None
     meta: dict[str, Any] = {"model": name, "val_split": val_split, "train_limit": train_limit}
     if data is not None:
-        meta["data"] = data
+        meta["data"] = data  # the path, for the record; the contents are checked by hash
+        meta["data_sha256"] = data_fingerprint(ds.x_train, ds.y_train)["sha256"]
     if layout is not None:
         meta["layout"] = model.config()
     if par is not None:
@@ -196,6 +202,11 @@ def train_model(
             if saved.get(key) != meta.get(key):
                 raise ValueError(f"{out}: the run was begun with {key} {saved.get(key)}, not "
                                  f"{meta.get(key)}")  # fmt: skip
+        if "data_sha256" in saved:  # the contents decide, wherever the files now lie
+            del flags["data"]
+            if saved["data_sha256"] != meta.get("data_sha256"):
+                raise ValueError(f"{out}: the training data differ from the run's "
+                                 f"(SHA-256 of the --data arrays)")  # fmt: skip
         folder.check_same(meta, flags)
     if init is not None:
         meta["init"] = _start_from(model, Path(init))

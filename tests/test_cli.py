@@ -588,9 +588,15 @@ def test_own_layout_on_own_npz_trains_resumes_and_evaluates(tmp_path, data_dir):
     run("plot", str(tmp_path / "x"), check=True)
     pngs = {p.name for p in (tmp_path / "x").glob("*.png")}
     assert pngs == {"curves.png", "confusion.png", "misclassified.png", "augmented.png"}
-    # a resume with other data is refused
-    np.savez(tmp_path / "other.npz", x_train=x[:100], y_train=y[:100], x_test=x[200:],
+    # the data are checked by their contents: the same arrays under another path resume...
+    shutil.copy(tmp_path / "my.npz", tmp_path / "moved.npz")
+    more = last_json(run("train", "--model", str(tmp_path / "my.json"), "--data",
+                         str(tmp_path / "moved.npz"), "--out", str(tmp_path / "x"), "--resume",
+                         "--epochs", "4", "--json", check=True))  # fmt: skip
+    assert more["epochs_run"] == 4
+    # ... and other arrays are refused, even under the run's own path
+    np.savez(tmp_path / "my.npz", x_train=x[:100], y_train=y[:100], x_test=x[200:],
              y_test=y[200:])  # fmt: skip
-    p = run("train", "--model", str(tmp_path / "my.json"), "--data", str(tmp_path / "other.npz"),
-            "--out", str(tmp_path / "x"), "--resume", "--epochs", "4")  # fmt: skip
-    one_line_error(p, "the run was begun with --data")
+    p = run("train", "--model", str(tmp_path / "my.json"), "--data", str(tmp_path / "my.npz"),
+            "--out", str(tmp_path / "x"), "--resume", "--epochs", "5")  # fmt: skip
+    one_line_error(p, "the training data differ from the run's")
