@@ -11,9 +11,7 @@ from arraynet import __version__
 from arraynet.augment import augment_batch
 from arraynet.backends import Backend
 from arraynet.optimizers import make_optimizer
-from arraynet.recipes import recipe_for
 from arraynet.step import train_step
-from arraynet.zoo import build_layout
 
 
 def _median_rate(fn: Any, batch: int, steps: int, warmup: int, backend: Backend) -> float:
@@ -44,11 +42,16 @@ def run_bench(
 ) -> dict:
     """Median images/s of training (augmentation off, then on) and of evaluation, on
     batches of MNIST (or of the dataset `data`)."""
+    from arraynet.data.arrays import float_inputs
+    from arraynet.layouts import model_factory
     from arraynet.run import fit_data, load_data, make_dataset
 
-    recipe = recipe_for(model)
+    name, make, recipe = model_factory(model)
     ds = load_data(data, data_dir, quiet=True)
-    net = build_layout(model).build(backend, seed=seed)
+    net = make()
+    if net.input_shape is None:  # a layout file may leave it to the data
+        net.input_shape = tuple(float_inputs(ds.x_test[:1]).shape[1:])
+    net.build(backend, seed=seed)
     classes = fit_data(net, ds)
     n_pool = max(batch_size * (steps + warmup), eval_batch_size)
     n_pool = min(n_pool, ds.x_train.shape[0])
@@ -74,7 +77,7 @@ def run_bench(
         train_step(net, opt, x, y, lr=recipe.lr, loss=recipe.loss)
 
     result: dict[str, Any] = {
-        "model": model,
+        "model": name,
         "backend": backend.name,
         "device": backend.device_name(),
         "threads": backend.threads,

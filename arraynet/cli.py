@@ -553,9 +553,22 @@ def backends(json_mode: JsonOpt = False) -> None:
 
 
 # -- parity / bench ---------------------------------------------------------------------
+def _check_model(model: str) -> None:
+    """A --model value must be a zoo entry or a layout file (one line otherwise)."""
+    from arraynet.layouts import is_layout_file
+    from arraynet.zoo import LAYOUTS
+
+    if model not in LAYOUTS and not is_layout_file(model):
+        raise CliError(
+            f"unknown model {model!r}; choose from {', '.join(LAYOUTS)}, or give a layout .json"
+        )
+
+
 @app.command()
 def parity(
-    model: Annotated[str, typer.Option("--model", "-m")] = "m12",
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="zoo entry or a layout .json file")
+    ] = "m12",
     backends_: Annotated[
         str, typer.Option("--backends", help="comma-separated")
     ] = "numpy,array-api-strict",
@@ -572,10 +585,8 @@ def parity(
     """Forward and backward of one batch on several backends, compared with the first.
     A backend may name a device: torch@cuda:0, array-api-strict@device1."""
     from arraynet.parity import run_parity
-    from arraynet.zoo import LAYOUTS
 
-    if model not in LAYOUTS:
-        raise CliError(f"unknown model {model!r}; choose from {', '.join(LAYOUTS)}")
+    _check_model(model)
     names = [n.strip() for n in backends_.split(",") if n.strip()]
     if len(names) < 2:
         raise CliError("--backends needs at least two names, e.g. numpy,array-api-strict")
@@ -607,7 +618,13 @@ def parity(
 
 @app.command()
 def bench(
-    model: Annotated[str, typer.Option("--model", "-m")] = "m12",
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="zoo entry or a layout .json file")
+    ] = "m12",
+    data: Annotated[
+        str | None,
+        typer.Option(help="dataset: mnist (default), an IDX folder, an .npz or an image folder"),
+    ] = None,
     backend: BackendOpt = "numpy",
     device: DeviceOpt = None,
     threads: ThreadsOpt = None,
@@ -620,18 +637,21 @@ def bench(
     data_dir: DataDirOpt = None,
     json_mode: JsonOpt = False,
 ) -> None:
-    """Median training and evaluation throughput (images/s) on real MNIST batches."""
+    """Median training and evaluation throughput (images/s) on real batches (MNIST, or
+    the --data set)."""
     from arraynet.bench import run_bench
 
+    _check_model(model)
     for flag, value in (("--batch-size", batch_size), ("--steps", steps),
                         ("--eval-batch-size", eval_batch_size)):  # fmt: skip
         if value < 1:
             raise CliError(f"{flag} wants at least 1, not {value}")
     b = _backend(backend, device, threads)
     res = run_bench(model, b, batch_size=batch_size, steps=steps, eval_batch_size=eval_batch_size,
-                    data_dir=data_dir, augment=not no_augment)  # fmt: skip
+                    data_dir=data_dir, augment=not no_augment, data=data)  # fmt: skip
     con = _out(json_mode)
-    line = f"{model} {b.describe()} batch {batch_size}: train {res['train_img_per_s']:,.0f} img/s"
+    line = f"{res['model']} {b.describe()} batch {batch_size}: "
+    line += f"train {res['train_img_per_s']:,.0f} img/s"
     if "train_aug_img_per_s" in res:
         line += f", train+aug {res['train_aug_img_per_s']:,.0f} img/s"
     con.print(line + f", eval {res['eval_img_per_s']:,.0f} img/s (batch {res['eval_batch_size']})")

@@ -13,6 +13,7 @@ keep their defaults (`arraynet.recipes.Recipe`).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 
@@ -69,6 +70,17 @@ def model_and_recipe(model: str) -> tuple[str, dict | None, Recipe]:
         name, layout, file_recipe = read_layout(model)
         return name, layout, file_recipe or Recipe()
     return model, None, recipe_for(model)
+
+
+def model_factory(model: str) -> tuple[str, Callable[[], Sequential], Recipe]:
+    """A `--model` value (a zoo entry or a layout file) as (name, a function that makes a
+    fresh unbuilt model, base recipe): what bench and parity need."""
+    name, layout, recipe = model_and_recipe(model)
+    if layout is None:
+        from arraynet.zoo import build_layout
+
+        return name, lambda: build_layout(name), recipe
+    return name, lambda: Sequential.from_config(layout), recipe
 
 
 def recipe_from_dict(d: object, where: str | Path) -> Recipe:

@@ -7,7 +7,6 @@ from typing import Any
 from array_api_compat import array_namespace
 
 from arraynet.backends import HostRNG, get_backend
-from arraynet.zoo import build_layout
 
 
 def _batch(
@@ -76,11 +75,15 @@ def run_parity(
     each backend's device generator instead (they then differ between libraries, so only
     layouts without dropout can agree).
     """
-    from arraynet.recipes import recipe_for
+    from arraynet.layouts import model_factory
 
-    loss = loss or recipe_for(model).loss
+    name_, make, recipe = model_factory(model)
+    loss = loss or recipe.loss
     devices = devices or {}
-    shape_of = build_layout(model).build(get_backend("numpy"), seed=seed)
+    shape_of = make()
+    if shape_of.input_shape is None:
+        raise ValueError(f"{model}: parity needs the layout's input_shape (it is null)")
+    shape_of.build(get_backend("numpy"), seed=seed)
     x_host, y_host, source = _batch(
         batch_size, seed, data_dir, shape_of.input_shape, int(shape_of.output_shape[-1])
     )
@@ -92,7 +95,7 @@ def run_parity(
     for entry in names:
         name, _, device = entry.partition("@")
         b = get_backend(name, device or devices.get(name))
-        m = build_layout(model).build(b, seed=seed, dtype=dtype)
+        m = make().build(b, seed=seed, dtype=dtype)
         if ref_state is None:
             ref_state = {k: b.to_host(v).copy() for k, v in m.state_dict().items()}
         m.load_state_dict({k: b.from_host(v, dtype=m.dtype) for k, v in ref_state.items()})
@@ -117,7 +120,7 @@ def run_parity(
             worst = max(worst, diff)
             rows.append({"backend": other, "tensor": key, "max_abs_diff": diff, "ok": passed})
     return {
-        "model": model,
+        "model": name_,
         "backends": names,
         "batch_size": batch_size,
         "dtype": dtype,

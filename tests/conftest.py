@@ -29,3 +29,19 @@ def data_dir() -> Path:
     except DataError as e:
         message = str(e)
     pytest.fail(message, pytrace=False)  # (outside the except: one message, no chained one)
+
+
+@pytest.fixture(scope="session")
+def mnist_sample(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first 512 MNIST training and 256 test images as an .npz (`--data`): for the
+    subprocess trainings whose point is not the score, so that scoring 10,000 test images
+    does not dominate them."""
+    import numpy as np
+
+    from arraynet.data import load_mnist
+
+    m = load_mnist(str(data_dir), download=False, verify=False, quiet=True)
+    path = tmp_path_factory.mktemp("mnist-sample") / "mnist-sample.npz"
+    np.savez(path, x_train=m.train_images[:512], y_train=m.train_labels[:512],
+             x_test=m.test_images[:256], y_test=m.test_labels[:256])  # fmt: skip
+    return path

@@ -1,13 +1,15 @@
 """A data-parallel run where one rank fails mid-run, as `mpiexec -n 2 python
-tests/dp_fail_worker.py OUT MODE`: in epoch 2 rank 1 either kills itself (MODE 'kill',
-SIGKILL) or raises (MODE 'raise'); nothing catches the exception, so what ends the other
-rank is arraynet's MPI communicator (its uncaught-exception hook) or the launcher."""
+tests/dp_fail_worker.py OUT MODE`: in epoch 2 rank 1 kills itself (MODE 'kill', SIGKILL),
+raises (MODE 'raise') or hangs without dying (MODE 'hang'); nothing catches the exception,
+so what ends the other rank is arraynet's MPI communicator (its uncaught-exception hook, or
+its collective timeout, ARRAYNET_COMM_TIMEOUT) or the launcher."""
 
 from __future__ import annotations
 
 import os
 import signal
 import sys
+import time
 
 from arraynet.backends import get_backend
 from arraynet.backends.comm import world
@@ -26,6 +28,8 @@ def main(out: str, mode: str) -> None:
         if comm.rank == 1 and epoch[0] == 1 and i == 3:
             if mode == "kill":
                 os.kill(os.getpid(), signal.SIGKILL)
+            if mode == "hang":
+                time.sleep(3600)
             raise RuntimeError("rank 1 fails on purpose")
 
     recipe = recipe_for("m4").with_overrides(epochs=3)

@@ -150,6 +150,38 @@ def test_bench_json(data_dir):
     assert res["train_img_per_s"] > 0 and res["eval_img_per_s"] > 0
 
 
+def test_bench_and_parity_take_a_layout_file_and_own_data(tmp_path, data_dir):
+    """A user's layout (8x8x3 inputs, 5 classes) is benchmarked on its own .npz and
+    compared across backends; an unknown name is one line."""
+    layout = {
+        "input_shape": [8, 8, 3],
+        "layers": [
+            {"type": "conv2d", "filters": 4, "kernel_size": 3, "padding": "same"},
+            {"type": "activation", "fn": "relu"}, {"type": "maxpool2d", "pool_size": 2},
+            {"type": "flatten"}, {"type": "dense", "units": 5},
+            {"type": "activation", "fn": "softmax"},
+        ],
+        "recipe": {"lr": 0.003, "batch_size": 8},
+    }  # fmt: skip
+    (tmp_path / "mine.json").write_text(json.dumps(layout))
+    g = np.random.default_rng(0)
+    x = (g.random((64, 8, 8, 3)) * 255).astype(np.uint8)
+    y = g.integers(0, 5, 64)
+    np.savez(tmp_path / "mine.npz", x_train=x[:48], y_train=y[:48], x_test=x[48:],
+             y_test=y[48:])  # fmt: skip
+    p = run("bench", "--model", str(tmp_path / "mine.json"), "--data", str(tmp_path / "mine.npz"),
+            "--batch-size", "8", "--steps", "3", "--eval-batch-size", "16", "--json",
+            check=True)  # fmt: skip
+    res = last_json(p)
+    assert res["model"] == "mine" and res["parameters"] == 4 * 28 + 5 * 65
+    assert res["train_img_per_s"] > 0 and res["eval_batch_size"] == 16
+    p = run("parity", "--model", str(tmp_path / "mine.json"), "--json", check=True)
+    res = last_json(p)
+    assert res["ok"] is True and res["data"] == "random" and res["model"] == "mine"
+    one_line_error(run("bench", "--model", "m99", data_dir=data_dir),
+                   "unknown model 'm99'; choose from m1")  # fmt: skip
+
+
 BAD_INPUT = [
     (["train", "--model", "m99", "--epochs", "1"], "unknown model 'm99'"),
     (["train", "--model", "m4", "--backend", "tensorflow"], "unknown backend 'tensorflow'"),

@@ -133,8 +133,10 @@ M9 = ["--model", "m9", "--train-limit", "320", "--batch-size", "16", "--seed", "
 
 
 @pytest.mark.slow
-def test_sigkill_mid_epoch_then_resume_is_bitwise_an_uninterrupted_run(tmp_path, data_dir):
-    args = [*M9, "--epochs", "3", "--backend", "numpy"]
+def test_sigkill_mid_epoch_then_resume_is_bitwise_an_uninterrupted_run(
+    tmp_path, data_dir, mnist_sample
+):
+    args = [*M9, "--epochs", "3", "--backend", "numpy", "--data", str(mnist_sample)]
     res = _killed_and_resumed_equals_straight(args, tmp_path, data_dir, 1, 3)
     assert res["epochs_run"] == 3
 
@@ -153,9 +155,10 @@ CASES = {"early-stop": (M14_ES, 1, 3), "swa": (M14_SWA, 2, 4)}  # args, kill aft
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_resume_of_m14_runs_on_numpy(case, tmp_path, data_dir):
+def test_resume_of_m14_runs_on_numpy(case, tmp_path, data_dir, mnist_sample):
     args, kill_after, epochs = CASES[case]
-    args = [*args, "--train-limit", "160", "--batch-size", "32", "--backend", "numpy"]
+    args = [*args, "--train-limit", "160", "--batch-size", "32", "--backend", "numpy",
+            "--data", str(mnist_sample)]  # fmt: skip
     res = _killed_and_resumed_equals_straight(args, tmp_path, data_dir, kill_after, epochs)
     state = json.loads((tmp_path / "killed" / "state.json").read_text())
     assert res["epochs_run"] == epochs

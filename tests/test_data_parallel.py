@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -294,16 +295,25 @@ def test_backends_reports_ranks_and_communicator():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["kill", "raise"])
+@pytest.mark.parametrize("mode", ["kill", "raise", "hang"])
 def test_a_failing_rank_ends_the_job_and_the_checkpoint_resumes(
     tmp_path, data_dir, mode, monkeypatch
 ):
+    """A rank that dies, raises or hangs (alive, never joining the next all-reduce) ends
+    the job; the last checkpoint is intact and resumes."""
     out = tmp_path / "run"
     monkeypatch.setenv("ARRAYNET_DATA", str(data_dir))
+    monkeypatch.setenv("ARRAYNET_COMM_TIMEOUT", "3")
     t0 = time.monotonic()
     p = mpiexec(2, *py("dp_fail_worker.py", str(out), mode), timeout=60)
     assert time.monotonic() - t0 < 30
     assert p.returncode != 0
+    if mode == "hang":
+        assert re.search(
+            r"arraynet: error: rank 0 waited \d+ s for the other ranks at an "
+            r"all-reduce \(ARRAYNET_COMM_TIMEOUT=3\)",
+            p.stderr,
+        ), p.stderr
     arrays, meta = load_arrays(out / "checkpoint.safetensors")
     assert meta["epoch"] == 1 and math.isfinite(float(arrays["model.1.kernel"].sum()))
     args = ("train", "--model", "m4", "--train-limit", "256", "--epochs", "3", "--out",
@@ -364,3 +374,18 @@ def test_per_rank_streams_derive_from_the_seed_for_host_and_device_rng(kind):
         assert np.array_equal(t.rng.permutation(50), again.permutation(50))
         draws.append(t.rng.permutation(50))
     assert not np.array_equal(draws[1], draws[2])  # the two ranks' streams differ
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("", 900.0), ("2.5", 2.5), ("0", None), ("abc", "a number"),
+                            ("-1", "0 (no limit) or positive"), ("nan", "positive")],
+)  # fmt: skip
+def test_the_collective_timeout_is_read_from_the_environment(monkeypatch, value, expected):
+    from arraynet.backends.comm import CommError, comm_timeout
+
+    monkeypatch.setenv("ARRAYNET_COMM_TIMEOUT", value)
+    if isinstance(expected, str):
+        with pytest.raises(CommError, match=re.escape(expected)):
+            comm_timeout()
+    else:
+        assert comm_timeout() == expected

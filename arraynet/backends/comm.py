@@ -9,6 +9,10 @@ Three forms:
   over MPI (which also carries the small host-side messages). Written against CuPy's NCCL
   bindings; it has not been run in arraynet's CI, which has no GPU.
 
+A collective that waits longer than `ARRAYNET_COMM_TIMEOUT` seconds (default 900; 0 waits
+forever) for the other ranks ends the job with one line: a rank that hangs without dying
+cannot keep the others waiting for ever.
+
 `world()` finds the job from the launcher's environment (mpiexec, mpirun, srun): a job of
 one process is `SingleProcess` unless MPI is asked for, and mpi4py is imported only for a
 job of more than one rank.
@@ -19,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from typing import Any
 
 import numpy as np
@@ -35,6 +40,22 @@ _ENV = (
 )  # fmt: skip
 
 COMM_KINDS = ("auto", "single", "mpi", "nccl")
+DEFAULT_TIMEOUT_S = 900.0  # a step, a checkpoint write or rank 0's download of MNIST fits
+
+
+def comm_timeout() -> float | None:
+    """Seconds a collective may wait for the other ranks (ARRAYNET_COMM_TIMEOUT; None: no
+    limit)."""
+    raw = os.environ.get("ARRAYNET_COMM_TIMEOUT", "").strip()
+    if not raw:
+        return DEFAULT_TIMEOUT_S
+    try:
+        t = float(raw)
+    except ValueError:
+        raise CommError(f"ARRAYNET_COMM_TIMEOUT must be a number of seconds, not {raw!r}") from None
+    if not t >= 0 or t == float("inf"):
+        raise CommError(f"ARRAYNET_COMM_TIMEOUT must be 0 (no limit) or positive, not {raw!r}")
+    return t or None
 
 
 class CommError(RuntimeError):
@@ -133,6 +154,7 @@ class MPIComm(Communicator):
         self.local_rank, self.local_size = local.Get_rank(), local.Get_size()
         local.Free()
         self.cuda_aware = _cuda_aware(MPI) if cuda_aware is None else cuda_aware
+        self.timeout = comm_timeout()
         if self.cuda_aware:
             self.name = "mpi-cuda-aware"
         if self.size > 1:
@@ -148,20 +170,23 @@ class MPIComm(Communicator):
         if self._direct(backend):
             if backend.name != "numpy":
                 backend.synchronize()  # the kernels that wrote it have finished
-            self.comm.Allreduce(self.MPI.IN_PLACE, _buffer(flat), op=self.MPI.SUM)
+            self._wait(
+                self.comm.Iallreduce(self.MPI.IN_PLACE, _buffer(flat), op=self.MPI.SUM),
+                "an all-reduce",
+            )
             return flat
         host = np.ascontiguousarray(backend.to_host(flat))  # staged through the host
-        self.comm.Allreduce(self.MPI.IN_PLACE, host, op=self.MPI.SUM)
+        self._wait(self.comm.Iallreduce(self.MPI.IN_PLACE, host, op=self.MPI.SUM), "an all-reduce")
         return backend.from_host(host, dtype=flat.dtype)
 
     def _bcast_inplace(self, flat: Array, backend: Backend) -> Array:
         if self._direct(backend):
             if backend.name != "numpy":
                 backend.synchronize()
-            self.comm.Bcast(_buffer(flat), root=0)
+            self._wait(self.comm.Ibcast(_buffer(flat), root=0), "a broadcast")
             return flat
         host = np.ascontiguousarray(backend.to_host(flat))
-        self.comm.Bcast(host, root=0)
+        self._wait(self.comm.Ibcast(host, root=0), "a broadcast")
         return backend.from_host(host, dtype=flat.dtype)
 
     def broadcast_arrays(self, arrays: dict[str, Array], backend: Backend) -> dict[str, Array]:
@@ -177,37 +202,59 @@ class MPIComm(Communicator):
 
     def sum_floats(self, values: list[float]) -> list[float]:
         buf = np.asarray(values, dtype=np.float64)
-        self.comm.Allreduce(self.MPI.IN_PLACE, buf, op=self.MPI.SUM)
+        self._wait(self.comm.Iallreduce(self.MPI.IN_PLACE, buf, op=self.MPI.SUM), "an all-reduce")
         return [float(v) for v in buf]
 
     def bcast_json(self, obj: Any) -> Any:
         data = json.dumps(obj).encode() if self.rank == 0 else b""
         n = np.array([len(data)], dtype=np.int64)
-        self.comm.Bcast(n, root=0)
+        self._wait(self.comm.Ibcast(n, root=0), "a broadcast")
         buf = np.frombuffer(data, dtype=np.uint8).copy() if self.rank == 0 else None
         if buf is None:
             buf = np.empty(int(n[0]), dtype=np.uint8)
-        self.comm.Bcast(buf, root=0)
+        self._wait(self.comm.Ibcast(buf, root=0), "a broadcast")
         return json.loads(buf.tobytes().decode())
 
     def gather_json(self, obj: Any) -> list | None:
         data = np.frombuffer(json.dumps(obj).encode(), dtype=np.uint8)
         sizes = np.zeros(self.size, dtype=np.int64)
-        self.comm.Gather(np.array([data.size], dtype=np.int64), sizes, root=0)
+        mine = np.array([data.size], dtype=np.int64)  # alive until the gather completes
+        self._wait(self.comm.Igather(mine, sizes, root=0), "a gather")
         recv = None
         if self.rank == 0:
             recv = np.empty(int(sizes.sum()), dtype=np.uint8)
-            self.comm.Gatherv(data, (recv, sizes), root=0)
+            self._wait(self.comm.Igatherv(data, (recv, sizes), root=0), "a gather")
             bounds = np.concatenate([[0], np.cumsum(sizes)])
             return [
                 json.loads(recv[bounds[i] : bounds[i + 1]].tobytes().decode())
                 for i in range(self.size)
             ]
-        self.comm.Gatherv(data, None, root=0)
+        self._wait(self.comm.Igatherv(data, None, root=0), "a gather")
         return None
 
     def barrier(self) -> None:
-        self.comm.Barrier()
+        self._wait(self.comm.Ibarrier(), "a barrier")
+
+    def _wait(self, request: Any, what: str) -> None:
+        """Complete a non-blocking collective, or end the job with one line when the other
+        ranks have not joined it within the timeout (a rank that hangs, or a deadlock)."""
+        if self.timeout is None:
+            request.Wait()
+            return
+        start = time.monotonic()
+        while not request.Test():
+            waited = time.monotonic() - start
+            if waited > self.timeout:
+                sys.stderr.write(
+                    f"arraynet: error: rank {self.rank} waited {waited:.0f} s for the other "
+                    f"ranks at {what} (ARRAYNET_COMM_TIMEOUT={self.timeout:g}); a rank hangs "
+                    "or is far behind; ending the job\n"
+                )
+                self.abort(1)
+            # spin for the first millisecond, then sleep 1 % of the wait so far (at most
+            # 10 ms): polling adds at most about 1 % to any wait
+            if waited > 1e-3:
+                time.sleep(min(0.01 * waited, 0.01))
 
     def abort(self, code: int = 1) -> None:
         sys.stdout.flush()
