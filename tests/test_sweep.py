@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from arraynet.backends import get_backend
+from arraynet.io import load_arrays
 from arraynet.recipes import recipe_for
 from arraynet.run import train_model
 from arraynet.sweep import parse_overrides, plan, run_trial
@@ -68,6 +69,15 @@ def test_two_trial_sweep_on_local_ray_writes_its_table(tmp_path, data_dir):
     assert [r["trial"] for r in rows] == ["m4-seed0", "m4-seed1"]
     for t in res["trials"]:
         assert (tmp_path / "sw" / "trials" / t["trial"] / "model.safetensors").is_file()
+    # each Ray trial is the one-process run of its model and seed, bitwise
+    direct = train_model("m4", get_backend("numpy", threads=1), seed=1, out_dir=tmp_path / "one",
+                         recipe=recipe_for("m4").with_overrides(epochs=1),
+                         data_dir=str(data_dir), train_limit=128, quiet_data=True)  # fmt: skip
+    trial = next(t for t in res["trials"] if t["trial"] == "m4-seed1")
+    assert trial["error_rate"] == direct["error_rate"]
+    a, _ = load_arrays(out / "trials" / "m4-seed1" / "model.safetensors")
+    b, _ = load_arrays(tmp_path / "one" / "model.safetensors")
+    assert a.keys() == b.keys() and all(a[k].tobytes() == b[k].tobytes() for k in a)
 
 
 def test_a_layout_file_is_a_trial_that_trains_its_layout(tmp_path, data_dir):
