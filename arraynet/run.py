@@ -187,7 +187,7 @@ def train_model(
     meta: dict[str, Any] = {"model": name, "val_split": val_split, "train_limit": train_limit}
     if data is not None:
         meta["data"] = data  # the path, for the record; the contents are checked by hash
-        meta["data_sha256"] = data_fingerprint(ds.x_train, ds.y_train)["sha256"]
+    meta["data_sha256"] = data_fingerprint(ds.x_train, ds.y_train)["sha256"]
     if layout is not None:
         meta["layout"] = model.config()
     if par is not None:
@@ -204,9 +204,11 @@ def train_model(
                                  f"{meta.get(key)}")  # fmt: skip
         if "data_sha256" in saved:  # the contents decide, wherever the files now lie
             del flags["data"]
-            if saved["data_sha256"] != meta.get("data_sha256"):
+            if saved["data_sha256"] != meta["data_sha256"]:
                 raise ValueError(f"{out}: the training data differ from the run's "
-                                 f"(SHA-256 of the --data arrays)")  # fmt: skip
+                                 f"(SHA-256 of the training arrays)")  # fmt: skip
+        elif data not in (None, "mnist") and "data" not in saved:  # (an older MNIST run)
+            raise ValueError(f"{out}: the run was begun on MNIST, not --data {data}")
         folder.check_same(meta, flags)
     if init is not None:
         meta["init"] = _start_from(model, Path(init))

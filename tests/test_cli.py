@@ -368,7 +368,7 @@ def test_ctrl_c_during_training_says_interrupted(tmp_path, data_dir):
 
 
 @pytest.mark.slow
-def test_a_run_folder_is_never_overwritten_or_mixed(tmp_path, data_dir):
+def test_a_run_folder_is_never_overwritten_or_mixed(tmp_path, data_dir, mnist_sample):
     """A fresh run refuses a folder that holds a run or weights (nothing is touched), a
     resume refuses other data or another model, and an unwritable folder is refused before
     any training."""
@@ -390,6 +390,10 @@ def test_a_run_folder_is_never_overwritten_or_mixed(tmp_path, data_dir):
         (["--model", "m4", "--train-limit", "32"], "begun with --train-limit 64, not 32"),
         (["--model", "m4", "--train-limit", "64", "--val-split", "16"], "--val-split 0, not 16"),
         (["--model", "m3", "--train-limit", "64"], "begun with --model m4, not m3"),
+        (
+            ["--model", "m4", "--train-limit", "64", "--data", str(mnist_sample)],
+            "the training data differ from the run's",
+        ),
     ):
         p = run("train", *args, "--epochs", "2", "--out", str(out), "--resume", data_dir=data_dir)
         one_line_error(p, text)
