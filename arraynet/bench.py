@@ -42,15 +42,13 @@ def run_bench(
 ) -> dict:
     """Median images/s of training (augmentation off, then on) and of evaluation, on
     batches of MNIST (or of the dataset `data`)."""
-    from arraynet.data.arrays import float_inputs
     from arraynet.layouts import model_factory
-    from arraynet.run import fit_data, load_data, make_dataset
+    from arraynet.run import fit_data, load_data, make_dataset, shape_from_data
 
     name, make, recipe = model_factory(model)
     ds = load_data(data, data_dir, quiet=True)
     net = make()
-    if net.input_shape is None:  # a layout file may leave it to the data
-        net.input_shape = tuple(float_inputs(ds.x_test[:1]).shape[1:])
+    shape_from_data(net, ds)
     net.build(backend, seed=seed)
     classes = fit_data(net, ds)
     n_pool = max(batch_size * (steps + warmup), eval_batch_size)

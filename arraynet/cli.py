@@ -91,6 +91,10 @@ ThreadsOpt = Annotated[
                  "OPENBLAS_NUM_THREADS or all usable CPUs)"),
 ]  # fmt: skip
 DataDirOpt = Annotated[str | None, typer.Option("--data-dir", help="folder with the MNIST files")]
+DataOpt = Annotated[
+    str | None,
+    typer.Option(help="dataset: mnist (default), an IDX folder, an .npz or an image folder"),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="last line of stdout is one JSON object")]
 
 
@@ -114,10 +118,7 @@ def train(
     model: Annotated[
         str, typer.Option("--model", "-m", help="zoo entry (e.g. m4, m12) or a layout .json file")
     ] = "m4",
-    data: Annotated[
-        str | None,
-        typer.Option(help="dataset: mnist (default), an IDX folder, an .npz or an image folder"),
-    ] = None,
+    data: DataOpt = None,
     backend: BackendOpt = "numpy",
     device: DeviceOpt = None,
     threads: ThreadsOpt = None,
@@ -621,10 +622,7 @@ def bench(
     model: Annotated[
         str, typer.Option("--model", "-m", help="zoo entry or a layout .json file")
     ] = "m12",
-    data: Annotated[
-        str | None,
-        typer.Option(help="dataset: mnist (default), an IDX folder, an .npz or an image folder"),
-    ] = None,
+    data: DataOpt = None,
     backend: BackendOpt = "numpy",
     device: DeviceOpt = None,
     threads: ThreadsOpt = None,

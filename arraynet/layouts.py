@@ -76,11 +76,16 @@ def model_factory(model: str) -> tuple[str, Callable[[], Sequential], Recipe]:
     """A `--model` value (a zoo entry or a layout file) as (name, a function that makes a
     fresh unbuilt model, base recipe): what bench and parity need."""
     name, layout, recipe = model_and_recipe(model)
+    return name, lambda: new_model(name, layout), recipe
+
+
+def new_model(name: str, layout: dict | None) -> Sequential:
+    """A fresh unbuilt model: the layout's, or zoo entry `name`'s when layout is None."""
     if layout is None:
         from arraynet.zoo import build_layout
 
-        return name, lambda: build_layout(name), recipe
-    return name, lambda: Sequential.from_config(layout), recipe
+        return build_layout(name)
+    return Sequential.from_config(layout)
 
 
 def recipe_from_dict(d: object, where: str | Path) -> Recipe:

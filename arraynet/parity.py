@@ -77,7 +77,7 @@ def run_parity(
     """
     from arraynet.layouts import model_factory
 
-    name_, make, recipe = model_factory(model)
+    model_name, make, recipe = model_factory(model)
     loss = loss or recipe.loss
     devices = devices or {}
     shape_of = make()
@@ -120,7 +120,7 @@ def run_parity(
             worst = max(worst, diff)
             rows.append({"backend": other, "tensor": key, "max_abs_diff": diff, "ok": passed})
     return {
-        "model": name_,
+        "model": model_name,
         "backends": names,
         "batch_size": batch_size,
         "dtype": dtype,

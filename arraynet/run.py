@@ -27,11 +27,11 @@ from arraynet.distill import (
     teacher_probabilities,
 )
 from arraynet.io import WeightsError, load_arrays, load_model
+from arraynet.layouts import new_model
 from arraynet.model import Sequential
 from arraynet.recipes import Recipe, recipe_for
 from arraynet.runfolder import RUN_FILES, RunFolder
 from arraynet.training import Dataset, Training, evaluate, fit_loop
-from arraynet.zoo import build_layout
 
 __all__ = ["RUN_FILES", "evaluate_weights", "make_dataset", "train_model"]
 
@@ -75,6 +75,12 @@ def split_train(data: Any, val_split: int, train_limit: int | None) -> tuple[tup
         tr = (tr[0][:train_limit], tr[1][:train_limit])
     val = (data.x_train[cut:], data.y_train[cut:]) if val_split else None
     return tr, val
+
+
+def shape_from_data(model: Sequential, data: Any) -> None:
+    """A layout file may leave its input shape to the data: take it from a test sample."""
+    if model.input_shape is None:
+        model.input_shape = tuple(float_inputs(data.x_test[:1]).shape[1:])
 
 
 def fit_data(model: Sequential, data: Any) -> int:
@@ -176,9 +182,8 @@ def train_model(
     ds = load_data(data, data_dir, quiet=quiet_data or not comm.is_root)
     if comm.size > 1 and comm.is_root:
         comm.barrier()
-    model = Sequential.from_config(layout) if layout is not None else build_layout(name)
-    if model.input_shape is None:  # a layout file may leave it to the data
-        model.input_shape = tuple(float_inputs(ds.x_test[:1]).shape[1:])
+    model = new_model(name, layout)
+    shape_from_data(model, ds)
     model.build(backend, seed=seed)
     num_classes = fit_data(model, ds)
     (trx, try_), val = split_train(ds, val_split, train_limit)
