@@ -833,7 +833,7 @@ def _fail(e: BaseException, prefix: str = "", prog: str = "arraynet") -> None:
     w = active_world()
     if w is not None and w.size > 1:  # the other ranks would wait for this one: end them
         sys.stderr.write(f"{prog}: error (rank {w.rank}): {prefix}{msg}\n")
-        _abort_others(1)
+        _abort_others(1)  # (does not return)
     sys.stderr.write(f"{prog}: error: {prefix}{msg}\n")
     sys.exit(1)
 

@@ -257,9 +257,19 @@ class MPIComm(Communicator):
                 time.sleep(min(0.01 * waited, 0.01))
 
     def abort(self, code: int = 1) -> None:
+        """End every rank with status `code`. The caller has already said why on stderr,
+        so MPICH's own "Abort(1) on node ..." line is dropped (stderr goes to /dev/null
+        first), and this never returns (MPICH's MPI_Abort can, before the launcher's
+        kill arrives)."""
         sys.stdout.flush()
         sys.stderr.flush()
+        try:
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, 2)
+        except OSError:
+            pass
         self.comm.Abort(code)
+        os._exit(code)
 
     def describe(self) -> dict:
         version = self.MPI.Get_library_version().strip().splitlines()
