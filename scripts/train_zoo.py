@@ -256,8 +256,10 @@ def table_text(models: Path, pending: dict[str, dict] | None = None) -> str:
         "lr x m / sqrt(v) times 0.316 in epoch 1, about 0.15 in epochs 10-20, 0.31 at 100);",
         "`adam-seed-const` keeps the correction of step 1 on every step (0.316 throughout),",
         "the zoo's reading of the seed's Adam before its source was known (see",
-        "`arraynet/recipes.py`). The zoo's recipes now use `adam-seed`; rows that say",
-        '`adam-seed-const` or `adam` were trained before. "Before" is the shipped row a',
+        "`arraynet/recipes.py`). The recipes of the seed's NumPy models (m1-m12) now use",
+        "`adam-seed`; rows among them that say `adam-seed-const` or `adam` were trained",
+        "before. m13, the seed's Keras model, trains with Keras's Adam, which is textbook",
+        '`adam`. "Before" is the shipped row a',
         "retrain with another recipe replaced (all its figures are under `before` in the",
         "model's JSON); the zoo ships the seed's recipe whichever way the error moved.",
     ]
