@@ -259,9 +259,9 @@ def table_text(models: Path, pending: dict[str, dict] | None = None) -> str:
         "`arraynet/recipes.py`). The recipes of the seed's NumPy models (m1-m12) now use",
         "`adam-seed`; rows among them that say `adam-seed-const` or `adam` were trained",
         "before. m13, the seed's Keras model, trains with Keras's Adam, which is textbook",
-        '`adam`. "Before" is the shipped row a',
-        "retrain with another recipe replaced (all its figures are under `before` in the",
-        "model's JSON); the zoo ships the seed's recipe whichever way the error moved.",
+        '`adam`. "Before" is the shipped row a retrain with another recipe replaced (all',
+        "its figures are under `before` in the model's JSON); the zoo ships the seed's",
+        "recipe whichever way the error moved.",
     ]
     for r in rows:
         if r["model"] in TABLE_NOTES:
