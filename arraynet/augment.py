@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from array_api_compat import array_namespace, is_array_api_obj
 
-from arraynet import ops
+from arraynet.backends.portable import clip
 from arraynet.data.affine import affine_matrix, random_affine_params, random_elastic_field
 
 if TYPE_CHECKING:
@@ -104,7 +104,7 @@ def affine_resample(x: Array, inv_maps: Any, displacement: Any = None) -> Array:
     # keeps in-range reads exact and sends every out-of-range read (with its +1 neighbour,
     # reached by offsetting the flat view) onto zeros, so no masks are needed.
     hp, wp = h + 4, w + 4
-    cx, cy = ops.clip(fx0, -2, w), ops.clip(fy0, -2, h)
+    cx, cy = clip(fx0, -2, w), clip(fy0, -2, h)
     if hp * wp * xp.finfo(dt).eps <= 1:  # in-image offsets are exact in dt: fewer int64 ops
         local = xp.astype(cy * wp + cx, xp.int64)
     else:

@@ -79,6 +79,8 @@ def run_bench(
         "backend": backend.name,
         "device": backend.device_name(),
         "threads": backend.threads,
+        "tf32": backend.tf32,
+        "kernels": type(backend.kernels).__name__,
         "batch_size": batch_size,
         "steps": steps,
         "parameters": net.num_parameters(),

@@ -60,12 +60,14 @@ def _emit_json(obj: Any) -> None:
     sys.stdout.flush()
 
 
-def _backend(name: str, device: str | None = None, threads: int | None = None) -> Any:
+def _backend(
+    name: str, device: str | None = None, threads: int | None = None, tf32: bool = False
+) -> Any:
     from arraynet.backends import get_backend
 
     if threads is not None and threads < 1:
         raise CliError(f"--threads wants at least 1, not {threads}")
-    return get_backend(name, device, threads=threads)
+    return get_backend(name, device, threads=threads, tf32=tf32)
 
 
 BackendOpt = Annotated[
@@ -89,6 +91,11 @@ ThreadsOpt = Annotated[
     int | None,
     typer.Option(help="CPU threads of the numpy backend (default: ARRAYNET_THREADS, "
                  "OPENBLAS_NUM_THREADS or all usable CPUs)"),
+]  # fmt: skip
+Tf32Opt = Annotated[
+    bool,
+    typer.Option("--tf32", help="NVIDIA GPUs: float32 products and convolutions in TF32 "
+                 "(faster, 10-bit mantissa inputs); off: plain float32"),
 ]  # fmt: skip
 DataDirOpt = Annotated[str | None, typer.Option("--data-dir", help="folder with the MNIST files")]
 DataOpt = Annotated[
@@ -122,6 +129,7 @@ def train(
     backend: BackendOpt = "numpy",
     device: DeviceOpt = None,
     threads: ThreadsOpt = None,
+    tf32: Tf32Opt = False,
     epochs: Annotated[int | None, typer.Option(help="epochs (default: the recipe's)")] = None,
     batch_size: Annotated[int | None, typer.Option(help="mini-batch size")] = None,
     lr: Annotated[float | None, typer.Option(help="learning rate")] = None,
@@ -224,7 +232,7 @@ def train(
             f"{world.size} ranks; pick a multiple of {world.size}"
         )
     rng_kind = _rng_kind(rng)
-    b = _backend(backend, *_rank_device(backend, device, threads, world))
+    b = _backend(backend, *_rank_device(backend, device, threads, world), tf32=tf32)
     con = _out(json_mode) if world.is_root else Console(quiet=True)
     extra: list[Any] = []  # (files rank 0 alone writes)
     if history is not None and world.is_root:
@@ -327,6 +335,7 @@ def evaluate(
     backend: BackendOpt = "numpy",
     device: DeviceOpt = None,
     threads: ThreadsOpt = None,
+    tf32: Tf32Opt = False,
     data: Annotated[
         str | None, typer.Option(help="dataset whose test set to score (default: mnist)")
     ] = None,
@@ -337,7 +346,7 @@ def evaluate(
     """Test error of trained weights on a test set (the 10,000 MNIST images by default)."""
     from arraynet.run import evaluate_weights
 
-    b = _backend(backend, device, threads)
+    b = _backend(backend, device, threads, tf32)
     res = evaluate_weights([str(w) for w in weights], b, data_dir, tta=tta, data=data)
     res = {**res, "weights": [str(w) for w in weights], "backend": b.name, "tta": tta}
     if data is not None:
@@ -626,6 +635,7 @@ def bench(
     backend: BackendOpt = "numpy",
     device: DeviceOpt = None,
     threads: ThreadsOpt = None,
+    tf32: Tf32Opt = False,
     batch_size: Annotated[int, typer.Option()] = 16,
     steps: Annotated[int, typer.Option(help="timed steps (after a warm-up)")] = 100,
     eval_batch_size: Annotated[int, typer.Option()] = 500,
@@ -644,7 +654,7 @@ def bench(
                         ("--eval-batch-size", eval_batch_size)):  # fmt: skip
         if value < 1:
             raise CliError(f"{flag} wants at least 1, not {value}")
-    b = _backend(backend, device, threads)
+    b = _backend(backend, device, threads, tf32)
     res = run_bench(model, b, batch_size=batch_size, steps=steps, eval_batch_size=eval_batch_size,
                     data_dir=data_dir, augment=not no_augment, data=data)  # fmt: skip
     con = _out(json_mode)

@@ -106,9 +106,10 @@ def fit(
     rng: str | None = None,
     comm: Communicator | None = None,
     sync_bn: bool = False,
+    tf32: bool = False,
 ) -> list[dict]:
     """Train `model` on (x, y); see `Sequential.fit`. Returns the history rows."""
-    ensure_built(model, backend, seed, x)
+    ensure_built(model, backend, seed, x).set_tf32(tf32)
     comm = comm or world()
     base = recipe or FIT_RECIPE
     settings = dict(

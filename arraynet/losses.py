@@ -7,8 +7,8 @@ from typing import Any
 
 from array_api_compat import array_namespace
 
-from arraynet import ops
-from arraynet.layers.activations import log_softmax, softmax
+from arraynet.backends.kernels import Kernels
+from arraynet.backends.portable import clip
 
 Array = Any
 
@@ -25,24 +25,24 @@ def cross_entropy(prob: Array, target: Array, eps: float = 1e-7) -> tuple[Array,
     """Categorical cross-entropy of probabilities (mean over the batch)."""
     xp = array_namespace(prob)
     n = prob.shape[0]
-    p = ops.clip(prob, eps, 1.0)
+    p = clip(prob, eps, 1.0)
     loss = -xp.sum(target * xp.log(p)) / n
     return loss, -(target / p) / n
 
 
 def softmax_cross_entropy(
-    logits: Array, target: Array, smoothing: float = 0.0
+    logits: Array, target: Array, smoothing: float = 0.0, kernels: Kernels | None = None
 ) -> tuple[Array, Array]:
     """Softmax + cross-entropy fused, stable; gradient (softmax - y) / batch.
 
-    `smoothing` > 0 mixes the one-hot targets with the uniform distribution.
+    `smoothing` > 0 mixes the one-hot targets with the uniform distribution. The work is
+    the kernel contract's `softmax_cross_entropy`: `kernels` (a backend's, e.g.
+    `model.backend.kernels`), else the portable definition.
     """
-    xp = array_namespace(logits)
-    n, k = logits.shape
-    if smoothing:
-        target = target * (1.0 - smoothing) + smoothing / k
-    loss = -xp.sum(target * log_softmax(logits)) / n
-    return loss, (softmax(logits) - target) / n
+    return (kernels or _PORTABLE).softmax_cross_entropy(logits, target, smoothing)
+
+
+_PORTABLE = Kernels()
 
 
 LOSSES = {"mse": mse, "cross_entropy": cross_entropy}

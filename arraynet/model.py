@@ -112,7 +112,7 @@ class Sequential:
         """Forward in training mode, the loss, and backward. Returns (loss, logits)."""
         if loss == "cross_entropy" and self.fused_softmax:
             z = self.logits(x, True)
-            value, dz = softmax_cross_entropy(z, y, smoothing)
+            value, dz = softmax_cross_entropy(z, y, smoothing, self.backend.kernels)
             self.backward(dz)
             return value, z
         if loss not in LOSS_NAMES:
@@ -149,7 +149,8 @@ class Sequential:
         fraction or a count of the last samples), callbacks, backend, seed, out_dir (a
         run folder, checkpointed every epoch), resume (continue the run in out_dir
         exactly), verbose, rng ('host' or 'device': where dropout masks and augmentation
-        are drawn; default the backend's, see the README), sync_bn and comm (under
+        are drawn; default the backend's, see the README), tf32 (NVIDIA GPUs: float32
+        products and convolutions in TF32; default off, plain float32), sync_bn and comm (under
         `mpiexec -n N` the fit is data-parallel: batch_size is the global batch, rank 0
         alone writes and prints; see the README). An unbuilt model is built
         first (on the backend that holds `x` unless `backend` says otherwise). Returns the

@@ -1,11 +1,19 @@
-"""Optimizers over named parameters. Updates replace arrays (no in-place writes), except
-through a backend's fast kernel, which tests check against this code."""
+"""Optimizers over named parameters. Adam's update is the kernel contract's `adam_update`
+(`backend.kernels`): the portable definition replaces arrays, a backend's kernel may
+update them in place; tests check the two agree.
+
+A step is two parts: `prepare` writes the numbers that change from step to step (the
+learning rate, Adam's bias corrections) into a small array on the parameters' device, and
+`apply` updates the parameters from device arrays alone. So `apply` launches the same
+work with the same arguments at every step, as a captured CUDA graph replays it."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from array_api_compat import array_namespace
+
+from arraynet.backends.kernels import Kernels, adam_one
 
 Array = Any
 
@@ -19,6 +27,7 @@ class Optimizer:
     def __init__(self) -> None:
         self.t = 0
         self.state: dict[str, Array] = {}
+        self.scalars: Array | None = None  # this step's numbers, on the parameters' device
 
     def start_epoch(self, epoch: int) -> None:
         """Epoch `epoch` (1-based) begins; a no-op except for 'adam-seed'."""
@@ -26,6 +35,33 @@ class Optimizer:
     def step(
         self, params: dict[str, Array], grads: dict[str, Array], lr: float, backend: Any = None
     ) -> dict[str, Array]:
+        """One update: `prepare` then `apply`; returns the new parameters."""
+        self.prepare(params, lr, backend)
+        return self.apply(params, grads, backend)
+
+    def prepare(self, params: dict[str, Array], lr: float, backend: Any = None) -> None:
+        """Count the step and write its numbers (`step_numbers`) into `scalars`."""
+        self.t += 1
+        values = self.step_numbers(lr)
+        if not params:  # (nothing to train)
+            return
+        p = next(iter(params.values()))
+        xp = array_namespace(p)
+        if backend is None:  # (no adapter: a fresh array from the host numbers)
+            self.scalars = xp.asarray(values, dtype=p.dtype, device=p.device)
+            return
+        if self.scalars is None:  # made on the device: no host-to-device copy
+            self.scalars = xp.zeros((len(values),), dtype=p.dtype, device=p.device)
+        backend.set_scalars(self.scalars, values)
+
+    def step_numbers(self, lr: float) -> list[float]:
+        """The numbers of the step being prepared (`t` already counts it)."""
+        raise NotImplementedError
+
+    def apply(
+        self, params: dict[str, Array], grads: dict[str, Array], backend: Any = None
+    ) -> dict[str, Array]:
+        """The update from device arrays alone (`scalars` holds this step's numbers)."""
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, Array]:
@@ -45,8 +81,13 @@ class SGD(Optimizer):
 
     kind = "sgd"
 
-    def step(self, params, grads, lr, backend=None):
-        self.t += 1
+    def step_numbers(self, lr):
+        return [lr]
+
+    def apply(self, params, grads, backend=None):
+        if not params:
+            return {}
+        lr = self.scalars[0]
         return {k: p - lr * grads[k] for k, p in params.items()}
 
 
@@ -96,25 +137,31 @@ class Adam(Optimizer):
         """The t of the bias correction for the next step."""
         return {"step": self.t + 1, "epoch": self.epoch, "one": 1}[self.bias_count]
 
-    def step(self, params, grads, lr, backend=None):
-        t, b1, b2 = self.bias_t(), self.b1, self.b2
-        self.t += 1
-        fast = backend.kernel("adam_update") if backend is not None else None
-        out = {}
-        for k, p in params.items():
-            g = grads[k]
+    def step_numbers(self, lr):
+        """[lr / (1 - b1^t), 1 / sqrt(1 - b2^t)] for the bias-correction t of this step."""
+        t = {"step": self.t, "epoch": self.epoch, "one": 1}[self.bias_count]
+        return [lr / (1.0 - self.b1**t), 1.0 / (1.0 - self.b2**t) ** 0.5]
+
+    def apply(self, params, grads, backend=None):
+        names = list(params)
+        if not names:
+            return {}
+        for k in names:
             if k + ".m" not in self.state:
-                xp = array_namespace(p)
-                self.state[k + ".m"] = xp.zeros_like(p)
-                self.state[k + ".v"] = xp.zeros_like(p)
-            m, v = self.state[k + ".m"], self.state[k + ".v"]
-            if fast is not None:
-                p, m, v = fast(p, g, m, v, lr, b1, b2, self.eps, t)
-            else:
-                p, m, v = adam_update(p, g, m, v, lr, b1, b2, self.eps, t)
+                xp = array_namespace(params[k])
+                self.state[k + ".m"] = xp.zeros_like(params[k])
+                self.state[k + ".v"] = xp.zeros_like(params[k])
+        kernels = backend.kernels if backend is not None else _PORTABLE
+        new_p, new_m, new_v = kernels.adam_update(
+            [params[k] for k in names],
+            [grads[k] for k in names],
+            [self.state[k + ".m"] for k in names],
+            [self.state[k + ".v"] for k in names],
+            self.scalars, self.b1, self.b2, self.eps,
+        )  # fmt: skip
+        for k, m, v in zip(names, new_m, new_v, strict=True):
             self.state[k + ".m"], self.state[k + ".v"] = m, v
-            out[k] = p
-        return out
+        return dict(zip(names, new_p, strict=True))
 
     def config(self) -> dict:
         return {"type": self.kind, "beta1": self.b1, "beta2": self.b2, "eps": self.eps}
@@ -123,15 +170,12 @@ class Adam(Optimizer):
 OPTIMIZERS = ("sgd", "adam", "adam-seed", "adam-seed-const")
 
 
+_PORTABLE = Kernels()
+
+
 def adam_update(p, g, m, v, lr: float, b1: float, b2: float, eps: float, t: int):
-    """One portable Adam step for one parameter; returns new (p, m, v)."""
-    xp = array_namespace(p)
-    m = b1 * m + (1.0 - b1) * g
-    v = b2 * v + (1.0 - b2) * (g * g)
-    c1 = 1.0 - b1**t
-    c2 = 1.0 - b2**t
-    p = p - (lr / c1) * m / (xp.sqrt(v) * (1.0 / c2**0.5) + eps)
-    return p, m, v
+    """One portable Adam step for one parameter at step t; returns new (p, m, v)."""
+    return adam_one(p, g, m, v, lr / (1.0 - b1**t), 1.0 / (1.0 - b2**t) ** 0.5, b1, b2, eps)
 
 
 def make_optimizer(name: str, **kw: Any) -> Optimizer:

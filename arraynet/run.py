@@ -253,6 +253,7 @@ def train_model(
         "backend": backend.name,
         "device": backend.device_name(),
         "threads": backend.threads,
+        "tf32": backend.tf32,
         "seed": seed,
         "out": str(out),
         "ranks": comm.size,

@@ -234,6 +234,7 @@ class RunFolder:
             "history": t.history,
             "backend": t.backend.name,
             "device": t.backend.device_name(),
+            "tf32": t.backend.tf32,
             "arraynet_version": __version__,
             "seed": t.seed,
         }

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 from array_api_compat import array_namespace
 
-from arraynet import ops
 from arraynet.augment import maybe_augment
 from arraynet.backends import HostRNG
+from arraynet.backends.portable import clip
 from arraynet.data.sharding import epoch_batches
 from arraynet.model import Sequential
 from arraynet.optimizers import make_optimizer
@@ -67,7 +67,7 @@ def evaluate(
         j = min(i + batch_size, n)  # (the standard leaves slices past the end undefined)
         out = model.forward(data.x[i:j, ...], False)
         if model.fused_softmax:
-            p = ops.clip(out, 1e-7, 1.0)
+            p = clip(out, 1e-7, 1.0)
             batch_loss = -xp.sum(data.y[i:j, ...] * xp.log(p))
         else:
             d = out - data.y[i:j, ...]

@@ -55,6 +55,7 @@ def module_at(ref: str, path: str, name: str) -> types.ModuleType:
     if src.returncode != 0:
         sys.exit(f"bench_kernels_ab: error: no {path} at {ref!r}")
     module = types.ModuleType(name)
+    sys.modules[name] = module  # (dataclasses look their module up there)
     exec(compile(src.stdout, f"{ref}:{path}", "exec"), module.__dict__)
     return module
 
@@ -66,6 +67,23 @@ def kernels_at(ref: str) -> types.ModuleType:
     if "ops" in module.__dict__:
         module.ops = module_at(ref, OPS_PATH, "ops_at_ref")
     return module
+
+
+# What a revision without a kernel of this name computed instead (its layers' own code).
+# Adam: a revision before the step's numbers moved to the device has `adam_update(..., lr,
+# ..., t)` instead, so it runs today's `adam_step` (a small share of a step).
+PORTABLE_FALLBACKS = {
+    "dense_forward": lambda x, kernel, bias: x @ kernel + bias,
+    "batchnorm_inference": lambda x, mean, inv, gamma, beta: (x - mean) * inv * gamma + beta,
+    "adam_step": current.adam_step,
+}
+
+
+def kernels_from(functions: dict, workers) -> current.NumpyKernels:
+    """A revision's table of kernel functions behind today's contract (`NumpyKernels`):
+    the raw functions keep their signatures across revisions; those a revision lacked are
+    what its layers computed instead."""
+    return current.NumpyKernels(workers or current.SERIAL, {**PORTABLE_FALLBACKS, **functions})
 
 
 def blas_for(workers) -> int:
@@ -104,9 +122,9 @@ def compare(
     x = to_float(data.train_images[:n], get_backend("numpy"))
     y = one_hot(data.train_labels[:n]).astype(x.dtype)
     runs = {}
-    for name, (kernels, _, _) in variants.items():
+    for name, (kernels, _, workers) in variants.items():
         b = get_backend("numpy")
-        b.kernels = dict(kernels)  # same NumPy arrays, different fast kernels
+        b.kernels = kernels_from(kernels, workers)  # same NumPy arrays, other kernels
         runs[name] = (b, build_layout(model).build(b, seed=0), make_optimizer(recipe.optimizer))
     times: dict[str, list[float]] = {k: [] for k in variants}
     saved_chunk = current.CHUNK_BYTES

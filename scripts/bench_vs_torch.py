@@ -1,11 +1,13 @@
-"""arraynet (NumPy backend) against PyTorch CPU eager on the same layouts, timed alternately.
+"""arraynet against PyTorch CPU eager on the same layouts, timed alternately.
 
     uv run python scripts/bench_vs_torch.py --models m8,m12 --batch-sizes 16,64 \
-        [--steps 60] [--rounds 5] [--json benchmarks/cpu-vs-torch.json]
+        [--backend numpy|torch] [--steps 60] [--rounds 5] [--json benchmarks/cpu-vs-torch.json]
 
 For every model and batch size: median training throughput (forward, backward, Adam step
 on real MNIST batches, augmentation off) and evaluation throughput (batch 500), arraynet
 and torch interleaved round by round so both see the same machine state; then the ratios.
+`--backend` is the array library arraynet's layers run on: numpy (default, its own fast
+kernels) or torch (CPU tensors, torch's kernels behind arraynet's kernel contract).
 """
 
 from __future__ import annotations
@@ -45,14 +47,22 @@ def per_step_times(step, steps: int) -> list[float]:
 
 
 def bench_pair(
-    name: str, bs: int, steps: int, rounds: int, x_host, y_host, labels, threads: int
+    name: str,
+    bs: int,
+    steps: int,
+    rounds: int,
+    x_host,
+    y_host,
+    labels,
+    threads: int,
+    backend: str = "numpy",
 ) -> dict:
     import torch
     import torch.nn.functional as F
 
     recipe = recipe_for(name)
     # arraynet
-    b = get_backend("numpy", threads=threads)
+    b = get_backend(backend, threads=threads) if backend == "numpy" else get_backend(backend)
     net = build_layout(name).build(b, seed=0)
     opt = make_optimizer(recipe.optimizer)
     xs = b.from_host(x_host)
@@ -83,10 +93,11 @@ def bench_pair(
         i = pos["t"] % (n - bs)
         pos["t"] += bs
         tm.train()
-        out = tm(xt[i : i + bs])
-        loss = F.mse_loss(out, yt[i : i + bs]) if mse else F.cross_entropy(out, lt[i : i + bs])
-        topt.zero_grad(set_to_none=True)
-        loss.backward()
+        with torch.enable_grad():  # (arraynet's torch backend turns autograd off)
+            out = tm(xt[i : i + bs])
+            loss = F.mse_loss(out, yt[i : i + bs]) if mse else F.cross_entropy(out, lt[i : i + bs])
+            topt.zero_grad(set_to_none=True)
+            loss.backward()
         topt.step()
 
     def t_eval():
@@ -105,6 +116,7 @@ def bench_pair(
         et += per_step_times(t_eval, 3)
     row = {
         "model": name,
+        "backend": backend,
         "batch_size": bs,
         "arraynet_train_img_per_s": bs / statistics.median(ta),
         "torch_train_img_per_s": bs / statistics.median(tt),
@@ -121,6 +133,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--models", default="m8,m12")
+    ap.add_argument(
+        "--backend", default="numpy", choices=("numpy", "torch"), help="arraynet's array library"
+    )
     ap.add_argument("--batch-sizes", default="16,64")
     ap.add_argument("--steps", type=int, default=60, help="timed steps per round")
     ap.add_argument("--rounds", type=int, default=5)
@@ -144,10 +159,11 @@ def main() -> None:
     rows = []
     for name in args.models.split(","):
         for bs in (int(s) for s in args.batch_sizes.split(",")):
-            row = bench_pair(name, bs, args.steps, args.rounds, x, y, labels, threads)
+            row = bench_pair(name, bs, args.steps, args.rounds, x, y, labels, threads, args.backend)
             rows.append(row)
             print(
-                f"{name:>4} batch {bs:>3}: train arraynet {row['arraynet_train_img_per_s']:>9,.0f}"
+                f"{name:>4} batch {bs:>3} ({args.backend}): "
+                f"train arraynet {row['arraynet_train_img_per_s']:>9,.0f}"
                 f"  torch {row['torch_train_img_per_s']:>9,.0f}  ratio {row['train_ratio']:.2f}"
                 f" | eval arraynet {row['arraynet_eval_img_per_s']:>9,.0f}"
                 f"  torch {row['torch_eval_img_per_s']:>9,.0f}  ratio {row['eval_ratio']:.2f}",
@@ -164,6 +180,7 @@ def main() -> None:
         "versions": {**versions(), "torch": torch.__version__},
         "torch_threads": torch.get_num_threads(),
         "arraynet_threads": threads,
+        "arraynet_backend": args.backend,
         "env": {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE")},
         "rows": rows,
     }

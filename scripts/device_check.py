@@ -1,6 +1,7 @@
-"""One short GPU check: device, parity of every zoo layout, m12 speed against PyTorch, host
-against device random numbers (speed, and the host transfers and synchronisations of each
-training step), and a short m12 training run; everything lands in ONE JSON file,
+"""One short GPU check: device, parity of every zoo layout, m12 speed against PyTorch (arraynet
+on CuPy and on torch CUDA tensors), column sums (sum(axis=0) against products with ones),
+host against device random numbers (speed, and the host transfers and synchronisations of
+each training step), and a short m12 training run; everything lands in ONE JSON file,
 `<out>/device_check.json`.
 
     python scripts/device_check.py                 # CUDA machine: CuPy against NumPy and torch
@@ -97,13 +98,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bench-warmup", type=int, help="untimed steps before each measurement")
     p.add_argument("--eval-batch", type=int, help="evaluation batch size")
     p.add_argument("--bench-augment", type=int, choices=(0, 1), help="also time augmented steps")
+    p.add_argument(
+        "--tf32", type=int, choices=(0, 1), default=0,
+        help="1: float32 products and convolutions in TF32 (arraynet's backends and PyTorch "
+        "eager alike); 0 (default): plain float32",
+    )  # fmt: skip
     p.add_argument("--train-model", default="m12")
     p.add_argument("--epochs", type=int)
     p.add_argument("--train-limit", type=int, help="training images (0: all)")
     p.add_argument("--train-out", help="training run folder (default a fresh /tmp folder)")
     p.add_argument(
         "--steps",
-        default="device,parity,bench,rng,train",
+        default="device,parity,bench,reductions,rng,train",
         help="which steps to run (comma-separated)",
     )
     args = p.parse_args(argv)
@@ -197,7 +203,7 @@ def step_device(args: argparse.Namespace, rep: Report, ctx: dict) -> None:
                 rep.doc["device"] = smi.stdout.strip().splitlines()[0]  # kept if CuPy fails
         except (OSError, subprocess.SubprocessError) as e:
             info["nvidia_smi_L"] = f"unavailable: {e}"
-        b = get_backend("cupy", args.device)
+        b = get_backend("cupy", args.device, tf32=bool(args.tf32))
         ctx["backend"] = b
         cp = b.cupy
         props = cp.cuda.runtime.getDeviceProperties(b.device.id)
@@ -217,6 +223,7 @@ def step_device(args: argparse.Namespace, rep: Report, ctx: dict) -> None:
         info["cores"] = os.cpu_count()
     rep.doc["device"] = b.device_name() if args.mode == "gpu" else f"cpu ({cpu_name()})"
     rep.doc["backend"] = b.name
+    rep.doc["tf32"] = bool(args.tf32)
     log(f"device: {rep.doc['device']}")
 
 
@@ -367,33 +374,49 @@ def torch_bench(args: argparse.Namespace, batch_size: int) -> dict:
     return out
 
 
-def step_bench(args: argparse.Namespace, rep: Report, ctx: dict) -> None:
+def _bench_arraynet(args: argparse.Namespace, b: Any, bs: int) -> dict:
     from arraynet.bench import run_bench
+
+    r = run_bench(
+        args.bench_model, b, batch_size=bs, steps=args.bench_steps, warmup=args.bench_warmup,
+        eval_batch_size=args.eval_batch, data_dir=args.data_dir, augment=bool(args.bench_augment),
+    )  # fmt: skip
+    r.pop("versions", None)
+    r.pop("machine", None)
+    log(f"bench {b.name} {args.bench_model} b{bs}: train {r['train_img_per_s']} img/s, "
+        f"eval {r['eval_img_per_s']} img/s")  # fmt: skip
+    return r
+
+
+def step_bench(args: argparse.Namespace, rep: Report, ctx: dict) -> None:
+    """arraynet on the check's backend (CuPy on a GPU), arraynet's layers on torch tensors
+    (torch's kernels behind arraynet's contract, same device) and PyTorch eager, per batch
+    size, with the ratios of both arraynet rows to PyTorch's."""
+    from arraynet.backends import get_backend
 
     b = ctx.get("backend")
     require_mnist(args)
     sizes = [int(s) for s in str(args.batch_sizes).split(",") if s.strip()]
     bench: dict[str, Any] = {
         "model": args.bench_model, "backend": b.name if b else None, "steps": args.bench_steps,
-        "warmup": args.bench_warmup, "arraynet": {}, "torch": {}, "ratios": {}, "errors": {},
+        "warmup": args.bench_warmup, "tf32": bool(args.tf32), "arraynet": {},
+        "arraynet_torch": {}, "torch": {}, "ratios": {}, "errors": {},
     }  # fmt: skip
     rep.doc["bench"] = bench
     have_torch = _has("torch")
+    tb = None
+    if have_torch:
+        try:
+            dev = args.device if args.mode == "gpu" else "cpu"
+            tb = get_backend("torch", dev, tf32=bool(args.tf32))
+        except Exception as e:
+            bench["errors"]["arraynet_torch"] = f"{type(e).__name__}: {e}"
     for bs in sizes:
         key = f"b{bs}"
         try:
             if b is None:
                 raise RuntimeError("no arraynet backend (the device step failed)")
-            r = run_bench(
-                args.bench_model, b, batch_size=bs, steps=args.bench_steps,
-                warmup=args.bench_warmup, eval_batch_size=args.eval_batch,
-                data_dir=args.data_dir, augment=bool(args.bench_augment),
-            )  # fmt: skip
-            r.pop("versions", None)
-            r.pop("machine", None)
-            bench["arraynet"][key] = r
-            log(f"bench {b.name} {args.bench_model} b{bs}: train {r['train_img_per_s']} img/s, "
-                f"eval {r['eval_img_per_s']} img/s")  # fmt: skip
+            bench["arraynet"][key] = _bench_arraynet(args, b, bs)
         except Exception as e:
             bench["errors"][f"arraynet {key}"] = f"{type(e).__name__}: {e}"
             log(f"bench arraynet b{bs} FAILED: {e}")
@@ -401,6 +424,13 @@ def step_bench(args: argparse.Namespace, rep: Report, ctx: dict) -> None:
         if not have_torch:
             bench["errors"][f"torch {key}"] = "torch is not installed (skipped)"
             continue
+        if tb is not None:
+            try:
+                bench["arraynet_torch"][key] = _bench_arraynet(args, tb, bs)
+            except Exception as e:
+                bench["errors"][f"arraynet_torch {key}"] = f"{type(e).__name__}: {e}"
+                log(f"bench arraynet on torch b{bs} FAILED: {e}")
+            rep.save()
         try:
             t = torch_bench(args, bs)
             bench["torch"][key] = t
@@ -409,14 +439,22 @@ def step_bench(args: argparse.Namespace, rep: Report, ctx: dict) -> None:
         except Exception as e:
             bench["errors"][f"torch {key}"] = f"{type(e).__name__}: {e}"
             log(f"bench torch b{bs} FAILED: {e}")
-        a, t = bench["arraynet"].get(key), bench["torch"].get(key)
-        if a and t:
-            bench["ratios"][f"train_{key}"] = round(a["train_img_per_s"] / t["train_img_per_s"], 3)
-            bench["ratios"][f"eval_b{t['eval_batch_size']}"] = round(
-                a["eval_img_per_s"] / t["eval_img_per_s"], 3
-            )
+        t = bench["torch"].get(key)
+        for prefix, a in (("", bench["arraynet"].get(key)),
+                          ("torch_backend_", bench["arraynet_torch"].get(key))):  # fmt: skip
+            if a and t:
+                ratios = bench["ratios"]
+                ratios[f"{prefix}train_{key}"] = round(
+                    a["train_img_per_s"] / t["train_img_per_s"], 3
+                )
+                ratios[f"{prefix}eval_b{t['eval_batch_size']}"] = round(
+                    a["eval_img_per_s"] / t["eval_img_per_s"], 3
+                )
         rep.save()
-    bench["ratio_meaning"] = f"{bench['backend']} images/s divided by PyTorch eager images/s"
+    bench["ratio_meaning"] = (
+        f"{bench['backend']} images/s divided by PyTorch eager images/s; torch_backend_*: "
+        "arraynet's layers on torch tensors (torch's kernels) divided by PyTorch eager"
+    )
     log(f"bench ratios ({bench['backend']}/torch): {bench['ratios']}")
     real = {k: v for k, v in bench["errors"].items() if "skipped" not in v}
     if real:
@@ -530,7 +568,36 @@ def step_rng(args: argparse.Namespace, rep: Report, ctx: dict) -> None:
         raise RuntimeError(f"rng runs failed: {', '.join(failed)}")
 
 
-# -- step 5: a short training run ------------------------------------------------------------
+# -- step 5: column sums, plain against a product with ones ----------------------------------
+def step_reductions(args: argparse.Namespace, rep: Report, ctx: dict) -> None:
+    """scripts/bench_reductions.py's timings on the check's backend and on torch (same
+    device): the sums over every axis but the last that bias gradients and batch norm
+    take, as `sum(axis=0)` and as the portable definitions' products with ones."""
+    from bench_reductions import SHAPES, measure
+
+    from arraynet.backends import get_backend
+
+    b = ctx.get("backend")
+    if b is None:
+        raise RuntimeError("no backend (the device step failed)")
+    backends = [b]
+    if _has("torch"):
+        backends.append(get_backend("torch", args.device if args.mode == "gpu" else "cpu"))
+    shapes = SHAPES if args.mode == "gpu" else [s for s in SHAPES if "b16" in s[0]]
+    rounds, reps = (5, 10) if args.mode == "gpu" else (1, 2)
+    rows: list[dict] = []
+    rep.doc["reductions"] = {"rows": rows, "meaning": "microseconds; sum_over_ones > 1: "
+                             "the product with ones is faster"}  # fmt: skip
+    for be in backends:
+        for label, shape in shapes:
+            r = measure(be, shape, rounds, reps)
+            rows.append({"backend": be.name, "shape_name": label, "shape": list(shape), **r})
+            log(f"reductions {be.name} {label}: {r['us']} (sum/ones {r['sum_over_ones']}, "
+                f"sum64/two-level {r['sum64_over_two_level']})")  # fmt: skip
+            rep.save()
+
+
+# -- step 6: a short training run ------------------------------------------------------------
 def step_train(args: argparse.Namespace, rep: Report, ctx: dict) -> None:
     from arraynet.recipes import recipe_for
     from arraynet.run import train_model
@@ -643,8 +710,8 @@ def main(argv: list[str] | None = None) -> int:
     ctx: dict[str, Any] = {}
     rep.step("versions", lambda: doc["versions"].update(versions()))
     log(f"versions: {doc['versions']}")
-    steps = {"device": step_device, "parity": step_parity, "bench": step_bench, "rng": step_rng,
-             "train": step_train}  # fmt: skip
+    steps = {"device": step_device, "parity": step_parity, "bench": step_bench,
+             "reductions": step_reductions, "rng": step_rng, "train": step_train}  # fmt: skip
     for name in args.steps:
         if name not in steps:
             doc["errors"][name] = f"unknown step {name!r}; choose from {', '.join(steps)}"

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # GPU check of arraynet in one short run (about 3-6 minutes on an H100/H200): the GPU, parity
 # of every zoo layout (NumPy against CuPy and against torch on CUDA), m12 training/evaluation
-# images/s on CuPy beside PyTorch eager at batch 16 and 128, and 3 epochs of m12 on CuPy.
+# images/s on CuPy and on torch CUDA tensors (arraynet's layers, torch's kernels) beside
+# PyTorch eager at batch 16 and 128, column sums as sum(axis=0) against products with ones,
+# host against device random numbers, and 3 epochs of m12 on CuPy. `--tf32 1` runs float32
+# products and convolutions in TF32 (arraynet and PyTorch alike; default: plain float32).
 # Everything goes into ONE file, $OUT/device_check.json (default runs/device_check/).
 #
 #   bash scripts/device_check.sh                 # on a CUDA machine

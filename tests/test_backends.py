@@ -88,3 +88,36 @@ def test_probe_lists_every_backend():
     assert rows["numpy"]["available"] and rows["numpy"]["devices"] == ["cpu"]
     if not rows["cupy"]["available"]:
         assert "uv sync --extra cuda" in rows["cupy"]["error"] or "CUDA" in rows["cupy"]["error"]
+
+
+@pytest.mark.parametrize("name", CPU_BACKENDS)
+def test_tf32_is_off_by_default_and_a_cpu_has_none(name):
+    """TF32 is a GPU precision: a CPU backend reports it off whatever was asked."""
+    assert get_backend(name).tf32 is False
+    assert get_backend(name, tf32=True).tf32 is False
+    assert "TF32" not in get_backend(name, tf32=True).describe()
+
+
+def test_tf32_sets_torchs_switches():
+    """torch's cuBLAS and cuDNN TF32 switches follow the backend's setting (they are
+    process-wide; torch's own default allows TF32 in cuDNN convolutions)."""
+    torch = pytest.importorskip("torch")
+    get_backend("torch", tf32=True)
+    assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    get_backend("torch")
+    assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+
+
+def test_fit_takes_tf32(monkeypatch):
+    """fit(tf32=...) reaches the backend's switch (on every call: off unless asked)."""
+    import arraynet as an
+    from arraynet.backends.base import Backend
+
+    seen = []
+    monkeypatch.setattr(Backend, "set_tf32", lambda self, on: seen.append(on))
+    g = np.random.default_rng(0)
+    x, y = g.random((8, 4)).astype(np.float32), g.integers(0, 2, 8)
+    model = an.Sequential([an.layers.Dense(2), an.layers.Activation("softmax")], (4,))
+    model.fit(x, y, epochs=1, batch_size=4, tf32=True)
+    model.fit(x, y, epochs=1, batch_size=4)
+    assert seen[-2:] == [True, False]

@@ -34,6 +34,12 @@ def test_device_check_cpu_writes_report(tmp_path: Path, data_dir: Path) -> None:
     assert set(doc["parity_max_abs_diff"]) == {"m8", "m12"}
     assert doc["parity"]["m12"]["numpy-vs-array-api-strict"]["ok"] is True
     assert doc["bench"]["arraynet"]["b16"]["train_img_per_s"] > 0
+    assert doc["tf32"] is False and doc["bench"]["tf32"] is False
+    if "torch" in doc["versions"]:  # arraynet's layers on torch tensors, against PyTorch
+        assert doc["bench"]["arraynet_torch"]["b16"]["kernels"] == "TorchKernels"
+        assert doc["bench"]["ratios"]["torch_backend_train_b16"] > 0
+    sums = doc["reductions"]["rows"]  # column sums: plain against a product with ones
+    assert sums and all(r["us"]["ones"] > 0 and r["sum_over_ones"] > 0 for r in sums)
     rng = doc["rng"]  # host against device generator, with the transfers of each step
     assert rng["numpy host"]["train_img_per_s"] > 0 and rng["numpy device"]["train_img_per_s"] > 0
     assert rng["numpy device"]["host_to_device_per_step"] == 0

@@ -132,13 +132,13 @@ def _trainer(out_dir, seen: list[int]) -> Training:
     assert recipe.optimizer == "adam-seed"
     tr = Training(build_layout("m4").build(b, seed=0), recipe, Dataset(x, y, labels),
                   seed=0, callbacks=[ModelCheckpoint(out_dir)])  # fmt: skip
-    step = tr.opt.step
+    prepare = tr.opt.prepare  # (each step's numbers are prepared once, before its update)
 
     def spy(*args, **kw):
         seen.append(tr.opt.bias_t())
-        return step(*args, **kw)
+        return prepare(*args, **kw)
 
-    tr.opt.step = spy
+    tr.opt.prepare = spy
     return tr
 
 

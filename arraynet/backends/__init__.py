@@ -11,16 +11,29 @@ __all__ = ["NAMES", "Array", "Backend", "BackendUnavailable", "HostRNG", "get_ba
 
 
 def get_backend(
-    name: str = "numpy", device: str | None = None, fast: bool = True, threads: int | None = None
+    name: str = "numpy",
+    device: str | None = None,
+    fast: bool = True,
+    threads: int | None = None,
+    tf32: bool = False,
 ) -> Backend:
     """Return the backend `name` ('numpy', 'cupy', 'torch', 'array-api-strict' or 'auto').
 
     'auto' picks CuPy when a CUDA device is usable, else NumPy. `threads` is the number of
     threads NumPy's fast kernels use (default: ARRAYNET_THREADS, else OPENBLAS_NUM_THREADS,
-    else OMP_NUM_THREADS, else the usable CPUs); other backends ignore it. Raises
-    BackendUnavailable (one line saying what to install) when the library or the device is
-    missing, and ValueError for an unknown name or a bad thread count.
+    else OMP_NUM_THREADS, else the usable CPUs); other backends ignore it. `tf32` lets
+    float32 products and convolutions run in TF32 on NVIDIA GPUs (CuPy's CUPY_TF32,
+    torch's cuBLAS and cuDNN switches); off, they run in plain float32
+    (`Backend.set_tf32`). Raises BackendUnavailable (one line saying what to install)
+    when the library or the device is missing, and ValueError for an unknown name or a
+    bad thread count.
     """
+    b = _make(name, device, fast, threads)
+    b.set_tf32(tf32)
+    return b
+
+
+def _make(name: str, device: str | None, fast: bool, threads: int | None) -> Backend:
     key = ALIASES.get(name, name)
     if key == "auto":
         from arraynet.backends import cupy_backend

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from arraynet.backends.kernels import Kernels
+
 Array = Any
 
 
@@ -82,13 +84,16 @@ def _jsonable(state: dict) -> dict:
 
 @dataclass
 class Backend:
-    """Base adapter. Subclasses set `name`, `xp` and the copy functions."""
+    """Base adapter. Subclasses set `name`, `xp` and the copy functions; `kernels` holds
+    the backend's fast kernels behind the one contract (`arraynet.backends.kernels`), the
+    portable definitions where it has none."""
 
     name: str
     xp: Any
     device: Any = None
-    kernels: dict[str, Any] = field(default_factory=dict)
+    kernels: Kernels = field(default_factory=Kernels)
     threads: int | None = None  # host threads of the fast kernels (NumPy), if it has any
+    tf32: bool = False  # float32 products and convolutions in TF32 (GPU backends, set_tf32)
 
     # -- host <-> device -------------------------------------------------------------
     def from_host(self, a: np.ndarray, dtype: Any = None) -> Array:
@@ -116,7 +121,14 @@ class Backend:
     def describe(self) -> str:
         """'numpy (cpu, 2 threads)': the name, device and kernel threads, for people."""
         threads = f", {self.threads} thread{'s' * (self.threads > 1)}" if self.threads else ""
-        return f"{self.name} ({self.device_name()}{threads})"
+        tf32 = ", TF32" if self.tf32 else ""
+        return f"{self.name} ({self.device_name()}{threads}{tf32})"
+
+    def set_tf32(self, on: bool) -> None:
+        """Let float32 matrix products and convolutions run in TF32 on NVIDIA tensor cores
+        (10-bit mantissa inputs, float32 sums), or not. CPU backends have no TF32: `tf32`
+        stays False."""
+        self.tf32 = False
 
     # -- dtypes and random numbers ------------------------------------------------------
     def dtype(self, name: str) -> Any:
@@ -146,14 +158,19 @@ class Backend:
         kind = "float32" if dtype == self.xp.float32 else "float64"
         return self.xp.asarray(gen.random(size=shape, dtype=kind), device=self.device)
 
+    def set_scalars(self, buf: Array, values: list[float]) -> None:
+        """Write host numbers into a small array on the device, in place and one element
+        at a time: each write is a fill with the number as its argument (no host-to-device
+        copy, no wait), and code that reads `buf` later, a replayed CUDA graph included,
+        sees the new numbers. The one in-place write outside the kernels (the step's
+        learning rate and bias corrections, `Optimizer.prepare`)."""
+        for i, v in enumerate(values):
+            buf[i] = v
+
     def from_host_pinned(self, a: np.ndarray) -> Array:
         """Copy a per-epoch host array (the shuffled order) to the device; GPU backends
         stage it in page-locked memory so the copy does not block the host."""
         return self.from_host(a)
-
-    def kernel(self, name: str) -> Any:
-        """An optional fast kernel, or None when the portable code should be used."""
-        return self.kernels.get(name)
 
     def __repr__(self) -> str:
         return f"Backend({self.name!r}, device={self.device_name()!r})"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,19 @@ class CupyBackend(Backend):
 
     def to_host(self, x: Array) -> np.ndarray:
         return self.cupy.asnumpy(x)
+
+    def set_tf32(self, on: bool) -> None:
+        """CuPy's float32 GEMMs in TF32 or plain FP32: CUPY_TF32 for this process, and the
+        compute type CuPy already fixed if a product has run (it reads the variable once)."""
+        os.environ["CUPY_TF32"] = "1" if on else "0"
+        try:
+            from cupy._core import _routines_linalg as linalg
+
+            kind = linalg.COMPUTE_TYPE_TF32 if on else linalg.COMPUTE_TYPE_DEFAULT
+            linalg.set_compute_type(self.cupy.float32, kind)
+        except (ImportError, AttributeError):  # another CuPy: the variable alone decides
+            pass
+        self.tf32 = bool(on)
 
     def synchronize(self) -> None:
         self.cupy.cuda.Device(self.device.id).synchronize()
@@ -92,7 +106,9 @@ def make(device: str | None = None) -> Backend:
             if not tail.isdigit() or int(tail) >= count:
                 raise BackendUnavailable(f"backend 'cupy' has no device {device!r} ({count} seen)")
             index = int(tail)
-    b = CupyBackend(name="cupy", xp=xpc, device=cupy.cuda.Device(index))
+    from arraynet.backends.cupy_kernels import CupyKernels
+
+    b = CupyBackend(name="cupy", xp=xpc, device=cupy.cuda.Device(index), kernels=CupyKernels())
     b.cupy = cupy
     b.device.use()
     return b

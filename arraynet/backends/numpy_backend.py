@@ -10,6 +10,7 @@ import array_api_compat.numpy as xp_numpy
 
 from arraynet.backends import numpy_kernels
 from arraynet.backends.base import Backend
+from arraynet.backends.kernels import Kernels
 
 
 def _tune_malloc() -> None:
@@ -89,9 +90,9 @@ def make(device: str | None = None, fast: bool = True, threads: int | None = Non
     if device not in (None, "cpu"):
         raise ValueError(f"numpy backend has only the 'cpu' device, not {device!r}")
     if not fast:
-        return Backend(name="numpy", xp=xp_numpy, device="cpu", kernels={})
+        return Backend(name="numpy", xp=xp_numpy, device="cpu", kernels=Kernels())
     _tune_malloc()
     workers = numpy_kernels.shared_workers(default_threads() if threads is None else threads)
     numpy_kernels.set_blas_threads(workers.blas_threads)
-    kernels = numpy_kernels.make_kernels(workers)
+    kernels = numpy_kernels.NumpyKernels(workers)
     return Backend(name="numpy", xp=xp_numpy, device="cpu", kernels=kernels, threads=workers.n)

@@ -1,8 +1,12 @@
-"""Fast NumPy kernels (strided views, in-place updates). Each mirrors a portable function
-in `arraynet.ops` or `arraynet.optimizers`, and tests check they agree.
+"""Fast NumPy kernels (strided views, in-place updates) and `NumpyKernels`, which puts them
+behind the kernel contract (`arraynet.backends.kernels.Kernels`); tests check every
+override against the portable definition.
 
 Convolutions work a chunk of images at a time; `Workers` runs the chunks on several
-threads (NumPy copies and OpenBLAS calls release the GIL), one BLAS thread each.
+threads (NumPy copies and OpenBLAS calls release the GIL), one BLAS thread each. The
+functions below keep their own signatures (`KERNELS`, `make_kernels`): the class adapts
+them to the contract, and `scripts/bench_kernels_ab.py` puts an earlier revision's table
+behind the same class.
 """
 
 from __future__ import annotations
@@ -12,11 +16,14 @@ import itertools
 import queue
 import threading
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 from threadpoolctl import ThreadpoolController
+
+from arraynet.backends.kernels import Kernels, Saved
 
 CHUNK_BYTES = 4 << 20  # patch matrices are built this many bytes at a time (about L2)
 
@@ -297,7 +304,7 @@ def conv2d_backward(xpad, dy, kernel, pad, stride, need_dx: bool, workers: Worke
             dxpad = np.zeros((m, hp, wp, c), dtype=dy.dtype)
             col2im_add(dxpad, dyc @ wmat_t, kh, kw, stride)
             dx[i : i + m] = dxpad[:, pad[0] : pad[0] + h, pad[2] : pad[2] + w, :]
-        return cols.T @ dyc, dyc.sum(axis=0)
+        return cols.T @ dyc, _column_sum(dyc)
 
     dw, db = _sum_parts(workers.map(run, n, step))
     return dw.reshape(kh, kw, c, f), db, dx
@@ -378,6 +385,12 @@ def maxpool_backward(dy: np.ndarray, idx: np.ndarray, p: int, in_shape: tuple) -
     if ho * p != h or wo * p != w:
         dx = pad_hw(dx, 0, h - ho * p, 0, w - wo * p)
     return dx
+
+
+def _column_sum(x2: np.ndarray) -> np.ndarray:
+    """Sum over the rows of (N, C), as a GEMV with a ones vector: NumPy's `sum(axis=0)`
+    walks a tall array row by row, 2.5-16x slower here (scripts/bench_reductions.py)."""
+    return np.ones(x2.shape[0], dtype=x2.dtype) @ x2
 
 
 def _channel_sum(x3: np.ndarray) -> np.ndarray:
@@ -474,22 +487,21 @@ def batchnorm_backward(dy: np.ndarray, saved: tuple, gamma, workers: Workers = S
     return dx, dgamma, dbeta
 
 
-def adam_update(p, g, m, v, lr: float, b1: float, b2: float, eps: float, t: int):
-    """In-place Adam step; returns the (same) arrays p, m, v."""
+def adam_step(p, g, m, v, step, v_scale, b1: float, b2: float, eps: float):
+    """In-place Adam step with step = lr / (1 - b1^t) and v_scale = 1 / sqrt(1 - b2^t);
+    returns the (same) arrays p, m, v."""
     m *= b1
     m += (1.0 - b1) * g
     v *= b2
     g2 = np.multiply(g, g)
     g2 *= 1.0 - b2
     v += g2
-    c1 = 1.0 - b1**t
-    c2 = 1.0 - b2**t
     denom = np.sqrt(v, out=g2)
-    denom *= 1.0 / np.sqrt(c2)
+    denom *= v_scale
     denom += eps
-    step = np.divide(m, denom)
-    step *= lr / c1
-    p -= step
+    update = np.divide(m, denom)
+    update *= step
+    p -= update
     return p, m, v
 
 
@@ -513,9 +525,96 @@ KERNELS = {
     "conv2d_backward": conv2d_backward,
     "maxpool_forward": maxpool_forward,
     "maxpool_backward": maxpool_backward,
-    "adam_update": adam_update,
+    "adam_step": adam_step,
     "batchnorm_forward": batchnorm_forward,
     "batchnorm_backward": batchnorm_backward,
     "batchnorm_inference": batchnorm_inference,
     "dense_forward": dense_forward,
 }
+
+
+# -- the contract ------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class NumpyConvSaved(Saved):
+    """The padded input (the patch matrix is rebuilt chunk by chunk in backward)."""
+
+    xpad: np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
+class NumpyPoolSaved(Saved):
+    """Each window's argmax (uint8 for 2 x 2 windows) and the input shape."""
+
+    index: np.ndarray
+    p: int
+    in_shape: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class NumpyNormSaved(Saved):
+    """The centred input and 1/std per channel."""
+
+    xc: np.ndarray
+    inv: np.ndarray
+
+
+class NumpyKernels(Kernels):
+    """The NumPy backend's kernels: the functions of `functions` (default: this module's,
+    bound to `workers`) behind the contract."""
+
+    name: ClassVar[str] = "numpy"
+    ConvSaved = NumpyConvSaved
+    PoolSaved = NumpyPoolSaved
+    NormSaved = NumpyNormSaved
+
+    def __init__(self, workers: Workers = SERIAL, functions: dict | None = None) -> None:
+        super().__init__()
+        self.workers = workers
+        self._fn = make_kernels(workers) if functions is None else dict(functions)
+
+    def __repr__(self) -> str:
+        return f"NumpyKernels(threads={self.workers.n})"
+
+    def column_sum(self, x):
+        return _column_sum(x.reshape(-1, x.shape[-1]))
+
+    def dense_forward(self, x, kernel, bias):
+        return self._fn["dense_forward"](x, kernel, bias)
+
+    def conv2d_forward(self, x, kernel, bias, pad, stride, training):
+        y, xpad = self._fn["conv2d_forward"](x, kernel, bias, pad, stride)
+        return y, (NumpyConvSaved(xpad) if training else None)
+
+    def conv2d_backward(self, saved, dy, kernel, pad, stride, need_dx):
+        s = self._own(saved, NumpyConvSaved, "conv2d_backward")
+        return self._fn["conv2d_backward"](s.xpad, dy, kernel, pad, stride, need_dx)
+
+    def maxpool_forward(self, x, p, training):
+        y, index = self._fn["maxpool_forward"](x, p, training)
+        return y, (NumpyPoolSaved(index, p, tuple(x.shape)) if training else None)
+
+    def maxpool_backward(self, saved, dy):
+        s = self._own(saved, NumpyPoolSaved, "maxpool_backward")
+        return self._fn["maxpool_backward"](dy, s.index, s.p, s.in_shape)
+
+    def batchnorm_forward(self, x, gamma, beta, running_mean, running_var, momentum, eps):
+        y, (xc, inv), mean, var = self._fn["batchnorm_forward"](x, gamma, beta, eps)
+        count = x.size // x.shape[-1]
+        unbiased = var * (count / max(count - 1, 1))
+        new_mean = momentum * running_mean + (1 - momentum) * mean
+        new_var = momentum * running_var + (1 - momentum) * unbiased
+        return y, NumpyNormSaved(xc, inv), new_mean, new_var
+
+    def batchnorm_backward(self, saved, dy, gamma):
+        s = self._own(saved, NumpyNormSaved, "batchnorm_backward")
+        return self._fn["batchnorm_backward"](dy, (s.xc, s.inv), gamma)
+
+    def batchnorm_inference(self, x, running_mean, running_var, gamma, beta, eps):
+        inv = 1.0 / np.sqrt(running_var + eps)
+        return self._fn["batchnorm_inference"](x, running_mean, inv, gamma, beta)
+
+    def adam_update(self, params, grads, m, v, scalars, b1, b2, eps):
+        update, step, v_scale = self._fn["adam_step"], scalars[0], scalars[1]
+        for p, g, m1, v1 in zip(params, grads, m, v, strict=True):
+            update(p, g, m1, v1, step, v_scale, b1, b2, eps)
+        return params, m, v

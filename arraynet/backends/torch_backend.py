@@ -45,6 +45,13 @@ class TorchBackend(Backend):
     def to_host(self, x: Array) -> np.ndarray:
         return x.detach().cpu().numpy()
 
+    def set_tf32(self, on: bool) -> None:
+        """torch's process-wide TF32 switches for cuBLAS products and cuDNN convolutions
+        (torch's own default allows TF32 in cuDNN convolutions; arraynet's is off)."""
+        self.torch.backends.cuda.matmul.allow_tf32 = bool(on)
+        self.torch.backends.cudnn.allow_tf32 = bool(on)
+        self.tf32 = bool(on) and self.device.type == "cuda"
+
     def synchronize(self) -> None:
         if self.device.type == "cuda":
             self.torch.cuda.synchronize(self.device)
@@ -73,7 +80,9 @@ def make(device: str | None = None) -> Backend:
     dev = torch.device(device or "cpu")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise BackendUnavailable(f"backend 'torch' sees no CUDA device for --device {device}")
+    from arraynet.backends.torch_kernels import TorchKernels
+
     torch.set_grad_enabled(False)
-    b = TorchBackend(name="torch", xp=xpt, device=dev)
+    b = TorchBackend(name="torch", xp=xpt, device=dev, kernels=TorchKernels())
     b.torch = torch
     return b

@@ -4,21 +4,10 @@ from __future__ import annotations
 
 from array_api_compat import array_namespace
 
+from arraynet.backends.portable import log_softmax, softmax
 from arraynet.layers.base import Array, Layer
 
-
-def softmax(z: Array, axis: int = -1) -> Array:
-    """Numerically stable softmax."""
-    xp = array_namespace(z)
-    e = xp.exp(z - xp.max(z, axis=axis, keepdims=True))
-    return e / xp.sum(e, axis=axis, keepdims=True)
-
-
-def log_softmax(z: Array, axis: int = -1) -> Array:
-    """Numerically stable log-softmax."""
-    xp = array_namespace(z)
-    s = z - xp.max(z, axis=axis, keepdims=True)
-    return s - xp.log(xp.sum(xp.exp(s), axis=axis, keepdims=True))
+__all__ = ["Activation", "log_softmax", "softmax"]
 
 
 class Activation(Layer):

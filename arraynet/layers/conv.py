@@ -1,10 +1,8 @@
-"""2-D convolution (cross-correlation) on NHWC inputs as one GEMM over patches."""
+"""2-D convolution (cross-correlation) on NHWC inputs: the kernel contract's
+`conv2d_forward`/`conv2d_backward` (portable: one GEMM over the patch matrix)."""
 
 from __future__ import annotations
 
-from array_api_compat import array_namespace
-
-from arraynet import ops
 from arraynet.initializers import bias_init, initialize
 from arraynet.layers.base import Array, BuildContext, Layer, Shape
 
@@ -69,51 +67,22 @@ class Conv2D(Layer):
         )
         return (ho, wo, self.filters)
 
-    def _patches(self, x: Array, pad: tuple[int, int, int, int], stride: int) -> Array:
-        pad_hw = ops.dispatch(self.backend, "pad_hw", ops.pad_hw)
-        im2col = ops.dispatch(self.backend, "im2col", ops.im2col)
-        return im2col(pad_hw(x, *pad), self.k, self.k, stride)
-
     def forward(self, x: Array, training: bool = False) -> Array:
-        xp = array_namespace(x)
-        n = x.shape[0]
-        ho, wo, f = self.output_shape
-        fast = self.backend.kernel("conv2d_forward") if self.backend is not None else None
-        if fast is not None:
-            y, saved = fast(x, self.params["kernel"], self.params["bias"], self.pad, self.stride)
-            if training:
-                self._saved = saved
-            return y
-        cols = self._patches(x, self.pad, self.stride)
-        w = xp.reshape(self.params["kernel"], (-1, f))
-        y = cols @ w + self.params["bias"]
+        kernels = self.backend.kernels
+        y, saved = kernels.conv2d_forward(
+            x, self.params["kernel"], self.params["bias"], self.pad, self.stride, training
+        )
         if training:
-            self._saved = cols
-        return xp.reshape(y, (n, ho, wo, f))
+            self._saved = saved
+        return y
 
     def backward(self, dy: Array) -> Array | None:
-        xp = array_namespace(dy)
-        n = dy.shape[0]
-        h, w, c = self.input_shape
-        k, s, f = self.k, self.stride, self.filters
         saved, self._saved = self._saved, None
-        fast = self.backend.kernel("conv2d_backward") if self.backend is not None else None
-        if fast is not None:
-            dw, db, dx = fast(saved, dy, self.params["kernel"], self.pad, s, self.need_input_grad)
-            self.grads["kernel"], self.grads["bias"] = dw, db
-            return dx
-        dy2 = xp.reshape(dy, (-1, f))
-        self.grads["kernel"] = xp.reshape(xp.matrix_transpose(saved) @ dy2, (k, k, c, f))
-        self.grads["bias"] = xp.sum(dy2, axis=0)
-        if not self.need_input_grad:
-            return None
-        if s > 1:
-            return ops.strided_input_grad(dy, self.params["kernel"], s, self.pad, (h, w))
-        # dL/dx is a correlation of the output gradient with the kernel turned 180 degrees
-        # and its in/out axes swapped.
-        dyd, pads = ops.input_grad_operand(dy, k, self.pad, (h, w))
-        dcols = self._patches(dyd, pads, 1)
-        return xp.reshape(dcols @ ops.flipped_kernel(self.params["kernel"]), (n, h, w, c))
+        dw, db, dx = self.backend.kernels.conv2d_backward(
+            saved, dy, self.params["kernel"], self.pad, self.stride, self.need_input_grad
+        )
+        self.grads["kernel"], self.grads["bias"] = dw, db
+        return dx
 
     def flops_per_image(self) -> int:
         """Multiply-adds x 2 of the forward pass, for one image."""

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from array_api_compat import array_namespace
-
-from arraynet import ops
 from arraynet.initializers import bias_init, initialize
 from arraynet.layers.base import Array, BuildContext, Layer, Shape
 
@@ -34,18 +31,15 @@ class Dense(Layer):
     def forward(self, x: Array, training: bool = False) -> Array:
         if training:
             self._x = x
-        forward = ops.dispatch(self.backend, "dense_forward", ops.dense_forward)
-        return forward(x, self.params["kernel"], self.params["bias"])
+        return self.backend.kernels.dense_forward(x, self.params["kernel"], self.params["bias"])
 
     def backward(self, dy: Array) -> Array | None:
-        xp = array_namespace(dy)
-        x = self._x
-        self.grads["kernel"] = xp.matrix_transpose(x) @ dy
-        self.grads["bias"] = xp.sum(dy, axis=0)
-        self._x = None
-        if not self.need_input_grad:
-            return None
-        return dy @ xp.matrix_transpose(self.params["kernel"])
+        x, self._x = self._x, None
+        dw, db, dx = self.backend.kernels.dense_backward(
+            x, dy, self.params["kernel"], self.need_input_grad
+        )
+        self.grads["kernel"], self.grads["bias"] = dw, db
+        return dx
 
     def config(self) -> dict:
         return {"type": self.kind, "units": self.units, "init": self.init}

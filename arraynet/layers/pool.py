@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from arraynet import ops
 from arraynet.layers.base import Array, BuildContext, Layer, Shape
 
 
@@ -26,17 +25,14 @@ class MaxPool2D(Layer):
         return (h // self.p, w // self.p, c)
 
     def forward(self, x: Array, training: bool = False) -> Array:
-        fwd = ops.dispatch(self.backend, "maxpool_forward", ops.maxpool_forward)
-        y, idx = fwd(x, self.p, training)
+        y, saved = self.backend.kernels.maxpool_forward(x, self.p, training)
         if training:
-            self._idx = idx
-            self._shape = tuple(x.shape)
+            self._saved = saved
         return y
 
     def backward(self, dy: Array) -> Array:
-        bwd = ops.dispatch(self.backend, "maxpool_backward", ops.maxpool_backward)
-        idx, self._idx = self._idx, None
-        return bwd(dy, idx, self.p, self._shape)
+        saved, self._saved = self._saved, None
+        return self.backend.kernels.maxpool_backward(saved, dy)
 
     def config(self) -> dict:
         return {"type": self.kind, "pool_size": self.p}
