@@ -28,14 +28,28 @@ _MODULES = ("layers", "callbacks", "datasets", "testing", "zoo")
 __all__ = ["Recipe", "Sequential", "__version__", "get_backend", "load_model", *_MODULES]
 
 
-def load_model(path: str | Path, backend: Any = "numpy") -> Any:
+def load_model(
+    path: str | Path,
+    backend: Any = "numpy",
+    *,
+    sha256: str | None = None,
+    allow_unchecked: bool = False,
+    allow_nonfinite: bool = False,
+) -> Any:
     """A model rebuilt from a weights file (safetensors + JSON) on `backend` (a name or a
-    Backend); its metadata (recipe, metrics, history ...) is `model.metadata`."""
+    Backend); its metadata (recipe, metrics, history ...) is `model.metadata`.
+
+    `sha256`: the file's expected SHA-256 (from its publisher); a SHA256SUMS beside the
+    file is checked too. A file without arraynet's checksum is refused unless
+    `allow_unchecked`, weights with NaN or infinities unless `allow_nonfinite`
+    (`arraynet.io.weights` says what each check proves)."""
     from arraynet.backends import get_backend
     from arraynet.io import load_model as load
 
     b = get_backend(backend) if isinstance(backend, str) else backend
-    model, meta = load(path, b)
+    model, meta = load(
+        path, b, sha256=sha256, allow_unchecked=allow_unchecked, allow_nonfinite=allow_nonfinite
+    )
     model.metadata = meta
     return model
 

@@ -24,9 +24,11 @@ Training = Any  # arraynet.training.Training (not imported: it imports this modu
 
 
 class Callback:
-    """Base class: every hook does nothing. `order` sorts callbacks (lower first)."""
+    """Base class: every hook does nothing. `order` sorts callbacks (lower first) within
+    their group (`arraynet.training.Training`)."""
 
     order = 0
+    saves_run = False  # True for the checkpoint (ModelCheckpoint)
 
     def on_train_begin(self, t: Training) -> None: ...
     def on_epoch_begin(self, t: Training, epoch: int, n: int) -> None: ...
@@ -193,8 +195,31 @@ class CSVLogger(Callback):
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
 
+    def on_train_begin(self, t: Training) -> None:
+        check_writable_file(self.path, "--history")
+
     def on_epoch_end(self, t: Training, row: dict) -> None:
         write_history_csv(self.path, t.history)
+
+
+def check_writable_file(path: Path, what: str) -> None:
+    """Before training: `path` can be written (not a folder; its folder exists or can be
+    made, and takes a file). ValueError, one line, otherwise."""
+    if path.is_dir():
+        raise ValueError(f"{what} {path}: is a folder; give a file to write")
+    check_writable_dir(path.parent, what, path)
+
+
+def check_writable_dir(folder: Path, what: str, shown: Path | None = None) -> None:
+    """Before training: `folder` exists or can be made, and a file can be created in it."""
+    shown = shown or folder
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".arraynet-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ValueError(f"{what} {shown}: cannot write there ({e.strerror or e})") from None
 
 
 def write_history_csv(path: str | os.PathLike, history: list[dict]) -> None:
@@ -232,7 +257,7 @@ class TensorBoard(Callback):
         self.writer: Any = None
 
     def on_train_begin(self, t: Training) -> None:
-        self.logdir.mkdir(parents=True, exist_ok=True)
+        check_writable_dir(self.logdir, "--logdir")
         self.writer = self._writer_type(str(self.logdir))
 
     def on_epoch_end(self, t: Training, row: dict) -> None:
@@ -249,9 +274,10 @@ class TensorBoard(Callback):
 
 class ModelCheckpoint(Callback):
     """Saves the run into a run folder after every epoch (checkpoint.safetensors and
-    state.json, see `arraynet.runfolder`); always the last callback of an epoch."""
+    state.json, see `arraynet.runfolder`): after the callbacks whose state it keeps and
+    before the others (loggers), so no logger can lose an epoch (`Training.end_epoch`)."""
 
-    order = 100
+    saves_run = True
 
     def __init__(self, folder: Any) -> None:
         from arraynet.runfolder import RunFolder
@@ -271,6 +297,8 @@ __all__ = [
     "ModelCheckpoint",
     "Progress",
     "TensorBoard",
+    "check_writable_dir",
+    "check_writable_file",
     "format_row",
     "recipe_callbacks",
     "write_history_csv",

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -98,6 +99,17 @@ Tf32Opt = Annotated[
                  "(faster, 10-bit mantissa inputs); off: plain float32"),
 ]  # fmt: skip
 DataDirOpt = Annotated[str | None, typer.Option("--data-dir", help="folder with the MNIST files")]
+ShaOpt = Annotated[
+    str | None,
+    typer.Option("--sha256", help="the weights file's expected SHA-256 (from its publisher)"),
+]
+UncheckedOpt = Annotated[
+    bool,
+    typer.Option("--allow-unchecked", help="load a weights file that carries no checksum"),
+]
+NonfiniteOpt = Annotated[
+    bool, typer.Option("--allow-nonfinite", help="load weights holding NaN or infinities")
+]
 DataOpt = Annotated[
     str | None,
     typer.Option(help="dataset: mnist (default), an IDX folder, an .npz or an image folder"),
@@ -341,13 +353,23 @@ def evaluate(
     ] = None,
     data_dir: DataDirOpt = None,
     tta: Annotated[bool, typer.Option(help="average over 1-pixel shifts of each image")] = False,
+    sha256: Annotated[
+        list[str] | None,
+        typer.Option("--sha256", help="expected SHA-256 of each weights file, in order"),
+    ] = None,
+    allow_unchecked: UncheckedOpt = False,
+    allow_nonfinite: NonfiniteOpt = False,
     json_mode: JsonOpt = False,
 ) -> None:
     """Test error of trained weights on a test set (the 10,000 MNIST images by default)."""
     from arraynet.run import evaluate_weights
 
+    if sha256 and len(sha256) != len(weights):
+        raise CliError(f"--sha256 given {len(sha256)} times for {len(weights)} weights files")
     b = _backend(backend, device, threads, tf32)
-    res = evaluate_weights([str(w) for w in weights], b, data_dir, tta=tta, data=data)
+    checks = {"sha256": sha256, "allow_unchecked": allow_unchecked,
+              "allow_nonfinite": allow_nonfinite}  # fmt: skip
+    res = evaluate_weights([str(w) for w in weights], b, data_dir, tta=tta, data=data, **checks)
     res = {**res, "weights": [str(w) for w in weights], "backend": b.name, "tta": tta}
     if data is not None:
         res["data"] = data
@@ -363,17 +385,21 @@ def predict(
     weights: Annotated[Path, typer.Argument(help="weights file")],
     images: Annotated[list[Path], typer.Argument(help="PNG or JPEG digits")],
     backend: BackendOpt = "numpy",
+    sha256: ShaOpt = None,
+    allow_unchecked: UncheckedOpt = False,
+    allow_nonfinite: NonfiniteOpt = False,
     json_mode: JsonOpt = False,
 ) -> None:
     """Classify digit images (greyscale, inverted when dark-on-light, fitted to 28x28)."""
     from arraynet.io import load_model
-    from arraynet.io.images import load_digit
+    from arraynet.io.images import FORMATS, load_digit
 
     b = _backend(backend)
-    model, _ = load_model(weights, b)
+    model, _ = load_model(weights, b, sha256=sha256, allow_unchecked=allow_unchecked,
+                          allow_nonfinite=allow_nonfinite)  # fmt: skip
     rows = []
     for path in images:
-        x = b.from_host(load_digit(path), dtype=b.dtype("float32"))
+        x = b.from_host(load_digit(path, FORMATS), dtype=b.dtype("float32"))
         probs = b.to_host(model.forward(x, False))[0]
         digit = int(probs.argmax())
         rows.append({"image": str(path), "digit": digit, "probability": float(probs[digit])})
@@ -399,6 +425,9 @@ def export(
     ] = False,
     threads: ThreadsOpt = None,
     data_dir: DataDirOpt = None,
+    sha256: ShaOpt = None,
+    allow_unchecked: UncheckedOpt = False,
+    allow_nonfinite: NonfiniteOpt = False,
     json_mode: JsonOpt = False,
 ) -> None:
     """Write trained weights as an ONNX graph (opset 17, float32 NHWC input, batch axis N)."""
@@ -410,7 +439,8 @@ def export(
     if weights.exists() and out.exists() and out.resolve() == weights.resolve():
         raise CliError(f"{out}: would overwrite the weights file")
     b = _backend("numpy", None, threads)
-    model, _ = load_model(weights, b)
+    model, _ = load_model(weights, b, sha256=sha256, allow_unchecked=allow_unchecked,
+                          allow_nonfinite=allow_nonfinite)  # fmt: skip
     data = export_bytes(model, doc=f"arraynet export of {weights.name}")
     con = _out(json_mode)
     res: dict[str, Any] = {"weights": str(weights), "onnx": str(out), "opset": OPSET}
@@ -443,17 +473,35 @@ def serve(
     weights: Annotated[Path, typer.Argument(help="weights file (a model ending in softmax)")],
     host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="a Host name clients use, besides 127.0.0.1, localhost and [::1] "
+            "(repeat; '*': any)"
+        ),
+    ] = None,
     threads: ThreadsOpt = None,
+    sha256: ShaOpt = None,
+    allow_unchecked: UncheckedOpt = False,
+    allow_nonfinite: NonfiniteOpt = False,
 ) -> None:
     """A web page to draw a digit on and see the model's top three classes; POST /predict
     takes a PNG or JPEG and answers JSON."""
     from arraynet.io import load_model
     from arraynet.serve import run_server
+    from arraynet.serve.app import allowed_host_names, file_sha256
 
     if not 0 <= port <= 65535:
         raise CliError(f"--port wants 0-65535, not {port}")
-    model, _ = load_model(weights, _backend("numpy", None, threads))
-    run_server(model, host=host, port=port, name=weights.name)
+    try:
+        allowed_host_names(allowed_host)
+    except ValueError as e:
+        raise CliError(f"--allowed-host: {e}") from None
+    checks = {"sha256": sha256, "allow_unchecked": allow_unchecked,
+              "allow_nonfinite": allow_nonfinite}  # fmt: skip
+    model, _ = load_model(weights, _backend("numpy", None, threads), **checks)
+    run_server(model, host=host, port=port, name=weights.name, sha256=file_sha256(weights),
+               allowed_hosts=allowed_host)  # fmt: skip
 
 
 # -- zoo / backends ---------------------------------------------------------------------
@@ -781,7 +829,11 @@ def main() -> None:
     from arraynet.backends import BackendUnavailable
     from arraynet.data import DataError
     from arraynet.io import WeightsError
+    from arraynet.training import EpochSavedError
 
+    # A diverging run is reported in one line (TrainingDiverged); NumPy's own warnings
+    # about the overflows on the way would only bury it.
+    warnings.filterwarnings("ignore", category=RuntimeWarning, message=_NUMPY_FP_WARNINGS)
     try:
         app()
     except (
@@ -791,8 +843,11 @@ def main() -> None:
         WeightsError,
         ValueError,
         FileNotFoundError,
+        EpochSavedError,
     ) as e:
         _fail(e)
+    except OSError as e:  # a full disk, a folder that cannot be written: name the file
+        _fail(e if e.filename is None else CliError(f"{e.filename}: {e.strerror or e}"))
     except KeyboardInterrupt:
         err.print("interrupted")
         _abort_others(130)
@@ -805,6 +860,11 @@ def main() -> None:
         if os.environ.get("ARRAYNET_DEBUG"):
             raise  # (under MPI, the uncaught-exception hook ends the other ranks)
         _fail(e, prefix=f"{type(e).__name__}: ")
+
+
+_NUMPY_FP_WARNINGS = (
+    r"(overflow|invalid value|divide by zero|underflow) encountered"  # numpy's floating-point
+)
 
 
 def _abort_others(code: int) -> None:

@@ -4,6 +4,10 @@ A path is a folder of the four IDX files (Fashion-MNIST, KMNIST, EMNIST...), an 
 archive with `x_train, y_train, x_test, y_test`, or an image folder with `train/` and
 `test/` holding one subfolder of PNG/JPEG images per class. Bad input raises `DataError`
 (a ValueError) with a one-line message naming the path. The code is in `arraynet.data`.
+
+`load("mnist")` downloads missing files into the default cache only (saying so in one line
+on stderr first); a folder given as `data_dir` or $ARRAYNET_DATA is never filled unless
+`download=True`, and `download=False` never downloads.
 """
 
 from arraynet.data.sources import NAMES, Data, DataError, check_fits, from_arrays, load

@@ -33,6 +33,13 @@ def initialize(
     raise ValueError(f"unknown initialiser {name!r}; choose from {', '.join(NAMES)}")
 
 
+def check_name(name: Any) -> str:
+    """`name` if it names an initialiser, else ValueError (so a layout fails when read)."""
+    if not isinstance(name, str) or name not in NAMES:
+        raise ValueError(f"unknown initialiser {name!r}; choose from {', '.join(NAMES)}")
+    return name
+
+
 def bias_init(weight_init: str) -> str:
     """The seed's rule: uniform weights come with uniform biases, the others with zeros."""
     return "uniform" if weight_init == "uniform" else "zeros"

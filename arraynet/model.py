@@ -9,10 +9,12 @@ from array_api_compat import array_namespace
 
 from arraynet.backends import Backend, HostRNG
 from arraynet.layers import Activation, BuildContext, Layer, layer_from_config
+from arraynet.layers.base import input_shape_of
 from arraynet.losses import cross_entropy, mse, softmax_cross_entropy
 
 Array = Any
 LOSS_NAMES = ("cross_entropy", "mse")
+MAX_LAYERS = 10_000  # in a layout read from a file
 
 
 class Sequential:
@@ -21,7 +23,7 @@ class Sequential:
 
     def __init__(self, layers: list[Layer], input_shape: tuple[int, ...] | None = None) -> None:
         self.layers = list(layers)
-        self.input_shape = tuple(input_shape) if input_shape is not None else None
+        self.input_shape = input_shape_of(input_shape) if input_shape is not None else None
         self.backend: Backend | None = None
         self.dtype: Any = None
         self.training = False
@@ -218,6 +220,25 @@ class Sequential:
             layer = self.layers[int(i)]
             (layer.params if k in layer.params else layer.buffers)[k] = value
 
+    def state_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The shape of every parameter and buffer `build` would create (named as in
+        `state_dict`), found without allocating any: the layout is built afresh on a
+        backend whose arrays are only shapes (`arraynet.backends.shapes`)."""
+        from arraynet.backends.shapes import ShapeRNG, shape_backend
+
+        if self.input_shape is None:
+            raise ValueError("the model has no input_shape")
+        b = shape_backend()
+        ctx = BuildContext(backend=b, rng=ShapeRNG(b), dtype="float32")
+        shape: tuple[int, ...] = self.input_shape
+        out: dict[str, tuple[int, ...]] = {}
+        for i, cfg in enumerate(self.config()["layers"]):
+            layer = layer_from_config(cfg)
+            shape = layer.build(shape, ctx)
+            for kind in (layer.params, layer.buffers):
+                out.update({f"{i}.{k}": tuple(v.shape) for k, v in kind.items()})
+        return out
+
     def num_parameters(self) -> int:
         return sum(math.prod(v.shape) for v in self.parameters().values())
 
@@ -233,6 +254,8 @@ class Sequential:
             raise ValueError("layout must be a mapping with 'layers'")
         if not isinstance(cfg["layers"], list):
             raise ValueError("layout 'layers' must be a list of layer configs")
+        if len(cfg["layers"]) > MAX_LAYERS:
+            raise ValueError(f"layout has {len(cfg['layers']):,} layers, over {MAX_LAYERS:,}")
         shape = cfg.get("input_shape", (28, 28, 1))  # (files from before shapes were saved)
         return cls([layer_from_config(c) for c in cfg["layers"]], shape)
 

@@ -12,7 +12,7 @@ from arraynet.augment import affine_matrix, affine_resample
 from arraynet.backends import Backend
 from arraynet.backends.comm import Communicator, world
 from arraynet.callbacks import Callback, Hooks, ModelCheckpoint
-from arraynet.data import load_mnist, sha256_file
+from arraynet.data import load_mnist, locate, sha256_file
 from arraynet.data.arrays import (
     check_inputs_fit,
     data_fingerprint,
@@ -26,7 +26,8 @@ from arraynet.distill import (
     distillation_targets,
     teacher_probabilities,
 )
-from arraynet.io import WeightsError, load_arrays, load_model
+from arraynet.io import WeightsError, file_sha256, load_arrays, load_model
+from arraynet.io.weights import first_nonfinite
 from arraynet.layouts import new_model
 from arraynet.model import Sequential
 from arraynet.recipes import Recipe, recipe_for
@@ -47,16 +48,24 @@ def make_dataset(images: Any, labels: Any, backend: Backend, num_classes: int = 
 
 def load_data(data: str | None, data_dir: str | None = None, quiet: bool = False) -> Any:
     """MNIST (data None or 'mnist', found as `arraynet data` finds it) or any dataset
-    `arraynet.datasets.load` reads; an object with x_train, y_train, x_test, y_test."""
+    `arraynet.datasets.load` reads; an object with x_train, y_train, x_test, y_test and
+    num_classes. Never downloads: missing MNIST files are a DataError that says how to
+    fetch them (`arraynet data fetch`, into the `data_dir` given if any). `quiet` is kept
+    for callers; nothing is printed."""
     if data is None or data == "mnist":
-        m = load_mnist(data_dir, quiet=quiet)
+        m = load_mnist(locate(data_dir), quiet=True)
         return _Arrays("mnist", m.train_images, m.train_labels, m.test_images, m.test_labels)
     from arraynet import datasets
 
-    return datasets.load(data, data_dir=data_dir)
+    return datasets.load(data, data_dir=data_dir, download=False)
 
 
 class _Arrays:
+    """MNIST's arrays as loaded (images (N, 28, 28), for run fingerprints), with its classes."""
+
+    num_classes = 10
+    input_shape = (28, 28, 1)
+
     def __init__(self, name: str, xtr: Any, ytr: Any, xte: Any, yte: Any) -> None:
         self.name = name
         self.x_train, self.y_train, self.x_test, self.y_test = xtr, ytr, xte, yte
@@ -87,14 +96,18 @@ def fit_data(model: Sequential, data: Any) -> int:
     """The model's number of outputs, after checking that it fits the data's samples and
     labels (one line naming both when it does not)."""
     from arraynet import datasets
+    from arraynet.data.sources import misfit_message
 
+    num_outputs = int(model.output_shape[-1])
     if isinstance(data, datasets.Data):
-        datasets.check_fits(model.input_shape, int(model.output_shape[-1]), data)
+        datasets.check_fits(model.input_shape, num_outputs, data)
     sample = float_inputs(data.x_test[:1], model.input_shape)
     check_inputs_fit(sample.shape[1:], model.input_shape)
-    num_outputs = int(model.output_shape[-1])
     for y in (data.y_train, data.y_test):
         label_targets(y, num_outputs)
+    if isinstance(data, _Arrays) and num_outputs != data.num_classes:  # (more outputs)
+        raise ValueError(misfit_message(model.input_shape, num_outputs, data.name,
+                                        data.input_shape, data.num_classes))  # fmt: skip
     return num_outputs
 
 
@@ -178,7 +191,7 @@ def train_model(
     else:
         folder.check_new(probe=comm.is_root)
     if comm.size > 1 and not comm.is_root:
-        comm.barrier()  # rank 0 loads (fetches, when missing) the files first
+        comm.barrier()  # rank 0 reads (and checks) the files first
     ds = load_data(data, data_dir, quiet=quiet_data or not comm.is_root)
     if comm.size > 1 and comm.is_root:
         comm.barrier()
@@ -284,6 +297,10 @@ def _teachers(given: list[str | Path] | None, val_split: int, saved: dict) -> li
 def _start_from(model: Sequential, path: Path) -> dict:
     """Load `path`'s state into `model`; returns what the run's record keeps about it."""
     arrays, meta = load_arrays(path)
+    bad = first_nonfinite(arrays)
+    if bad is not None:
+        raise WeightsError(f"{path}: tensor {bad!r} holds NaN or infinite values; "
+                           "cannot start a run from it")  # fmt: skip
     b = model.backend
     try:
         model.load_state_dict({k: b.from_host(v, dtype=model.dtype) for k, v in arrays.items()})
@@ -327,21 +344,34 @@ def evaluate_weights(
     data_dir: str | None = None,
     tta: bool = False,
     data: str | None = None,
+    *,
+    sha256: list[str] | None = None,
+    allow_unchecked: bool = False,
+    allow_nonfinite: bool = False,
 ) -> dict:
     """Test error of one weights file, or of several averaged (an ensemble), on MNIST's
     test set (or that of the dataset `data`); `tta` also averages each model over shifted
-    copies of every image."""
+    copies of every image. `sha256` (one per file), `allow_unchecked` and `allow_nonfinite`
+    are `load_model`'s checks; the result names each file's SHA-256."""
     xp = backend.xp
+    expected = list(sha256) if sha256 else [None] * len(paths)
+    if len(expected) != len(paths):
+        raise ValueError(f"{len(expected)} SHA-256 values for {len(paths)} weights files")
+    models = [
+        load_model(p, backend, sha256=h, allow_unchecked=allow_unchecked,
+                   allow_nonfinite=allow_nonfinite)[0]
+        for p, h in zip(paths, expected, strict=True)
+    ]  # fmt: skip
     ds = load_data(data, data_dir, quiet=True)
-    models = [load_model(p, backend)[0] for p in paths]
     widths = sorted({fit_data(m, ds) for m in models})
     if len(widths) > 1:
         raise ValueError(f"the models have different numbers of outputs ({widths})")
     num_classes = widths[0]
     test = make_dataset(ds.x_test, ds.y_test, backend, num_classes)
+    hashes = {"sha256": [file_sha256(p) for p in paths]}
     if len(models) == 1 and not tta:
         m = evaluate(models[0], test)
-        return {k: m[k] for k in ("error_rate", "correct", "total")}
+        return {**{k: m[k] for k in ("error_rate", "correct", "total")}, **hashes}
     total = None
     for model in models:
         probs = predict_probs(model, test.x, tta)
@@ -349,4 +379,4 @@ def evaluate_weights(
     pred = backend.to_host(xp.argmax(total, axis=1))
     correct = int((pred == test.labels).sum())
     n = len(test)
-    return {"error_rate": (n - correct) / n, "correct": correct, "total": n}
+    return {"error_rate": (n - correct) / n, "correct": correct, "total": n, **hashes}

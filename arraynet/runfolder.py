@@ -50,7 +50,8 @@ class RunFolder:
         if found == ["checkpoint.safetensors"]:  # a save cut between its two files
             raise ValueError(
                 f"{out} holds checkpoint.safetensors without state.json (an interrupted save): "
-                "remove it to start afresh, or pick another --out"
+                "continue it with --resume (the checkpoint holds the whole run state), or "
+                "pick another --out"
             )
         if found:
             raise ValueError(
@@ -69,8 +70,27 @@ class RunFolder:
 
     # -- a resume --------------------------------------------------------------------
     def check_resumable(self) -> None:
-        if not (self.path / "state.json").is_file():
-            raise FileNotFoundError(f"{self.path}: nothing to resume (no state.json)")
+        """There is a run to continue: its checkpoint (which holds the whole state; a save
+        cut before its readable copy state.json was written still resumes)."""
+        if not self.checkpoint.is_file():
+            what = "no checkpoint.safetensors" + (
+                "" if (self.path / "state.json").is_file() else " or state.json"
+            )
+            raise FileNotFoundError(f"{self.path}: nothing to resume ({what})")
+
+    def remove_stale_temporaries(self) -> list[Path]:
+        """Delete what killed writes left behind: the temporary files the atomic writes of
+        this folder's own files use (`.state.json.*.tmp` ...) and write probes."""
+        stale = [
+            p for p in self.path.glob(".*")
+            if p.is_file() and (
+                any(p.name.startswith(f".{f}.") and p.name.endswith(".tmp") for f in RUN_FILES)
+                or p.name.startswith(".arraynet-write-test")
+            )
+        ]  # fmt: skip
+        for p in stale:
+            p.unlink(missing_ok=True)
+        return stale
 
     def saved_state(self) -> dict:
         """The run state of the last finished epoch, read once: the checkpoint's own copy,
@@ -81,6 +101,11 @@ class RunFolder:
         arrays, ck_meta = load_arrays(self.checkpoint)
         state = ck_meta.get("state")
         if not isinstance(state, dict):  # older checkpoints: epoch-only metadata
+            if not (self.path / "state.json").is_file():
+                raise FileNotFoundError(
+                    f"{self.path}: nothing to resume (an older checkpoint.safetensors, which "
+                    "keeps only its epoch, and no state.json)"
+                )
             path = self.path / "state.json"
             try:
                 state = json.loads(path.read_text())
@@ -141,8 +166,13 @@ class RunFolder:
             )
 
     def resume(self, t: Training) -> None:
-        """Continue `t` from the checkpoint (raises WeightsError when unusable)."""
+        """Continue `t` from the checkpoint (raises WeightsError when unusable); the
+        folder's stale temporary files go, and a missing state.json is written again."""
         state = self.saved_state()
+        if t.parallel is None or t.parallel.is_root:
+            self.remove_stale_temporaries()
+            if not (self.path / "state.json").is_file():
+                atomic_write_json(self.path / "state.json", state)
         self.check_recipe(t.recipe, t.seed)
         arrays = self._arrays
         b = t.backend

@@ -35,6 +35,16 @@ Array = Any
 RNG_KINDS = ("host", "device")
 
 
+class TrainingDiverged(ValueError):
+    """The loss or the weights stopped being finite numbers: the run ends (one line),
+    and the run folder keeps its last good checkpoint."""
+
+
+class EpochSavedError(RuntimeError):
+    """A callback failed after the epoch's checkpoint was written: the epoch is kept
+    (--resume continues it); the message says what failed."""
+
+
 @dataclass
 class Dataset:
     """Images (N, H, W, C) or vectors (N, D) and target rows (N, K) on a backend's device,
@@ -92,9 +102,14 @@ def evaluate(
 
 @dataclass
 class Training:
-    """One training run's shared state. The recipe is checked here (Recipe.validate), the
-    recipe's own callbacks (weight averaging, early stopping) come first, then `callbacks`
-    in the order given, then any with a higher `order` (checkpoints last)."""
+    """One training run's shared state. The recipe is checked here (Recipe.validate).
+
+    At an epoch's end the callbacks run in three groups: first those whose state the
+    checkpoint keeps (the recipe's weight averaging and early stopping, and any callback
+    with `checkpoint_arrays`/`checkpoint_state`), then the checkpoint (`saves_run`), then
+    the rest (progress, CSV and TensorBoard logs ...), so a logger that fails cannot lose
+    the epoch. Within a group: the recipe's first, then `callbacks` in the order given,
+    then by `order`."""
 
     model: Sequential
     recipe: Recipe
@@ -121,7 +136,7 @@ class Training:
         self.shuffle = HostRNG(self.backend, self.seed + 2)
         self.ema = WeightEMA(self.recipe.ema, self.model.parameters()) if self.recipe.ema else None
         cbs = recipe_callbacks(self.recipe) + list(self.callbacks)
-        self.callbacks = sorted(cbs, key=lambda c: getattr(c, "order", 0))
+        self.callbacks = sorted(cbs, key=lambda c: (_group(c), getattr(c, "order", 0)))
         self.epoch = 0  # epochs completed
         self.history: list[dict] = []
         self.stopped = False
@@ -161,6 +176,45 @@ class Training:
         for cb in self.callbacks:
             getattr(cb, hook)(self, *args)
 
+    def end_epoch(self, row: dict) -> None:
+        """The callbacks' `on_epoch_end`, in their groups (see the class docstring); a
+        failure after the checkpoint is an EpochSavedError that says the epoch is kept."""
+        saved = None
+        for cb in self.callbacks:
+            if saved is None:
+                cb.on_epoch_end(self, row)
+                if getattr(cb, "saves_run", False):
+                    saved = cb
+                continue
+            try:
+                cb.on_epoch_end(self, row)
+            except Exception as e:
+                where = getattr(saved, "folder", None)
+                place = f" in {where.path}" if where is not None else ""
+                raise EpochSavedError(
+                    f"epoch {self.epoch} is saved{place} (--resume continues from it), but "
+                    f"then {type(cb).__name__} failed: {_one_line(e)}"
+                ) from e
+
+
+def _group(cb: Any) -> int:
+    """0: a callback whose state the checkpoint keeps; 1: the checkpoint; 2: the rest."""
+    from arraynet.callbacks import Callback
+
+    if getattr(cb, "saves_run", False):
+        return 1
+    kind = type(cb)
+    keeps = any(
+        getattr(kind, name, None) is not getattr(Callback, name)
+        for name in ("checkpoint_arrays", "checkpoint_state", "restore")
+    )
+    return 0 if keeps else 2
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return text or type(e).__name__
+
 
 def run_epoch(t: Training) -> dict:
     """One pass over the shuffled training set; returns the epoch's history row."""
@@ -181,6 +235,7 @@ def run_epoch(t: Training) -> dict:
     t.opt.start_epoch(epoch + 1)  # (1-based; 'adam-seed' counts its bias correction)
     t.each("on_epoch_begin", epoch, n)
     total = xp.zeros((), dtype=model.dtype, device=b.device)
+    first_bad = xp.full((), float(len(bounds)), dtype=model.dtype, device=b.device)
     aug = r.augment
     t0 = time.perf_counter()
     for i, (lo, hi) in enumerate(bounds):
@@ -198,12 +253,16 @@ def run_epoch(t: Training) -> dict:
                           smoothing=r.label_smoothing, grad_hook=t.grad_hook,
                           ema=t.ema)  # fmt: skip
         total = total + loss * idx.shape[0]
+        first_bad = _first_bad(xp, loss, first_bad, i)
         t.each("on_batch_end", i + 1, int(idx.shape[0]) * ranks)
-    loss_sum, used = float(b.to_host(total)), float(perm.shape[0])
+    finite_weights = _all_finite(xp, model.parameters(), model.dtype, b.device)
+    checks = b.to_host(xp.stack([total, first_bad, finite_weights]))  # one read an epoch
+    loss_sum, used = float(checks[0]), float(perm.shape[0])
     if par is not None:
         loss_sum, used = par.sum_floats([loss_sum, used])
         par.end_epoch(model)
     n = int(used)
+    _check_finite(t, loss_sum, int(checks[1]), bool(checks[2]), nb, lr)
     train_loss = loss_sum / n if n else 0.0
     b.synchronize()
     secs = time.perf_counter() - t0
@@ -224,6 +283,38 @@ def run_epoch(t: Training) -> dict:
     return row
 
 
+def _first_bad(xp: Any, loss: Array, first_bad: Array, i: int) -> Array:
+    """The index of the first batch whose loss is not finite, kept on the device (no
+    wait): `first_bad` holds the batch count until one is."""
+    step = xp.full((), float(i), dtype=first_bad.dtype, device=first_bad.device)
+    return xp.where(xp.isfinite(loss), first_bad, xp.minimum(first_bad, step))
+
+
+def _all_finite(xp: Any, params: dict[str, Array], dtype: Any, device: Any) -> Array:
+    """1.0 when every parameter is finite, else 0.0 (a 0-d array on the device)."""
+    ok = xp.ones((), dtype=dtype, device=device)
+    for p in params.values():
+        ok = ok * xp.astype(xp.all(xp.isfinite(p)), dtype)
+    return ok
+
+
+def _check_finite(t: Training, loss_sum: float, bad: int, weights_ok: bool, nb: int, lr: float):
+    """TrainingDiverged unless the epoch's loss and the weights are finite."""
+    if math.isfinite(loss_sum) and weights_ok:
+        return
+    epoch = t.epoch + 1
+    what = (
+        f"the loss became non-finite at step {bad + 1} of {nb}"
+        if bad < nb
+        else f"the weights became non-finite by the end of the epoch ({nb} steps)"
+    )
+    kept = f"epoch {t.epoch}" if t.epoch else "none yet"
+    raise TrainingDiverged(
+        f"training diverged in epoch {epoch}: {what} (learning rate {lr:g}); the last "
+        f"good checkpoint is kept ({kept}); try a lower --lr"
+    )
+
+
 def fit_loop(t: Training, epochs: int | None = None) -> dict:
     """Train until `epochs` (default the recipe's) or a callback stops the run; the model
     ends in eval mode with its final weights. Returns epochs_run, best_epoch, stopped_early."""
@@ -235,7 +326,7 @@ def fit_loop(t: Training, epochs: int | None = None) -> dict:
         t.epoch += 1
         t.history.append(row)
         t.elapsed += row["seconds"]
-        t.each("on_epoch_end", row)
+        t.end_epoch(row)
     t.model.eval()
     t.best_epoch = t.epoch
     if t.ema is not None:

@@ -105,6 +105,12 @@ def main() -> None:
         if res["ranks"] == 1 or os.environ.get("PMI_RANK", "0") == "0":
             print(json.dumps(res), flush=True)
         return
+    from arraynet.data import DataError, locate
+
+    try:
+        locate(None)  # the MNIST files are there (the workers read them)
+    except DataError as e:
+        sys.exit(f"bench_data_parallel: error: {e}")
     mpiexec = str(Path(sys.executable).parent / "mpiexec")
     base = [sys.executable, __file__, "--steps", str(args.steps), "--warmup", str(args.warmup)]
     env = {**os.environ}

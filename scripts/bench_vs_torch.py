@@ -30,7 +30,7 @@ from torch_twin import torch_model  # noqa: E402
 
 from arraynet.backends import get_backend  # noqa: E402
 from arraynet.bench import versions  # noqa: E402
-from arraynet.data import load_mnist, one_hot  # noqa: E402
+from arraynet.data import DataError, load_mnist, one_hot  # noqa: E402
 from arraynet.optimizers import make_optimizer  # noqa: E402
 from arraynet.recipes import recipe_for  # noqa: E402
 from arraynet.step import train_step  # noqa: E402
@@ -152,7 +152,10 @@ def main() -> None:
     threads = args.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    mnist = load_mnist(args.data_dir, quiet=True)
+    try:
+        mnist = load_mnist(args.data_dir, quiet=True)
+    except DataError as e:
+        sys.exit(f"bench_vs_torch: error: {e}")
     x = (mnist.train_images[:4096].astype(np.float32) / 255.0)[..., None]
     labels = mnist.train_labels[:4096].astype(np.int64)
     y = one_hot(labels)

@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 from arraynet.backends import get_backend  # noqa: E402
 from arraynet.cli import script_errors  # noqa: E402
 from arraynet.data import load_mnist  # noqa: E402
-from arraynet.io import atomic_write_json, load_model  # noqa: E402
+from arraynet.io import atomic_write_json, load_model, refresh_manifest  # noqa: E402
 from arraynet.run import make_dataset, predict_probs  # noqa: E402
 
 MODELS = REPO / "models"
@@ -86,6 +86,7 @@ def main() -> None:
                 )
             rec["predictions_sha256"] = digest(pred)
             atomic_write_json(models / f"{name}.json", rec)
+            refresh_manifest(models / f"{name}.json")  # models/SHA256SUMS
             print(f"{name}: {correct}/{len(labels)} correct, {rec['predictions_sha256'][:16]}")
 
 

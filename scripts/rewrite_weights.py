@@ -27,7 +27,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from arraynet.cli import script_errors  # noqa: E402
-from arraynet.io.weights import WeightsError, load_arrays, save_arrays  # noqa: E402
+from arraynet.io.weights import (  # noqa: E402
+    WeightsError,
+    load_arrays,
+    refresh_manifest,
+    save_arrays,
+)
 
 
 def edited(meta: dict, rename: tuple[str, str] | None) -> dict:
@@ -48,7 +53,7 @@ def same_tensors(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
 
 def rewrite(path: Path, rename: tuple[str, str] | None) -> str:
     """Rewrite one file; returns what changed ('checksum added', 'optimizer renamed', ...)."""
-    arrays, meta = load_arrays(path, note_unverified=False)
+    arrays, meta = load_arrays(path, allow_unchecked=True, note_unverified=False)
     new_meta = edited(meta, rename)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -59,6 +64,7 @@ def rewrite(path: Path, rename: tuple[str, str] | None) -> str:
             raise WeightsError(f"{path}: the rewritten file differs from the original")
         os.chmod(tmp, path.stat().st_mode & 0o777)
         os.replace(tmp, path)
+        refresh_manifest(path)  # the SHA256SUMS beside it, if there is one
     finally:
         Path(tmp).unlink(missing_ok=True)
     return "optimizer renamed, checksum written" if new_meta != meta else "checksum written"

@@ -31,7 +31,12 @@ from train_zoo import git_commit, table_text  # noqa: E402
 from arraynet import __version__  # noqa: E402
 from arraynet.backends import get_backend  # noqa: E402
 from arraynet.cli import script_errors  # noqa: E402
-from arraynet.io import WeightsError, atomic_write_bytes, atomic_write_json  # noqa: E402
+from arraynet.io import (  # noqa: E402
+    WeightsError,
+    atomic_write_bytes,
+    atomic_write_json,
+    refresh_manifest,
+)
 from arraynet.io.weights import load_arrays  # noqa: E402
 from arraynet.run import evaluate_weights  # noqa: E402
 
@@ -169,6 +174,7 @@ def main() -> None:
     table = table_text(models, {"best.json": record})  # every record readable first
     atomic_write_bytes(models / "best.safetensors", weights.read_bytes())
     atomic_write_json(models / "best.json", record)
+    refresh_manifest(models / "best.json")  # models/SHA256SUMS
     atomic_write_bytes(models / "README.md", table.encode())
     how = f", retrained in {args.retrain}" if args.retrain else ""
     print(

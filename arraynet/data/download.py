@@ -20,11 +20,14 @@ from typing import IO
 
 from arraynet.data.mnist import (
     SHA256,
+    SIZES,
     DataError,
     _one_line,
+    _role,
     find_file,
     resolve_data_dir,
     sha256_file,
+    stream_idx,
     verify_or_raise,
 )
 from arraynet.io.weights import umask
@@ -138,14 +141,29 @@ def _temp_beside(final: Path) -> Iterator[tuple[IO[bytes], Path]]:
         tmp.unlink(missing_ok=True)
 
 
+def _max_served(name: str) -> int:
+    """The most bytes a download of `name` (raw or gzip'd) may take: its size and a margin."""
+    return 2 * SIZES[name] + (1 << 20)
+
+
 def _store(src: IO[bytes], final: Path, name: str, progress=None, task=None) -> None:
-    """Copy `src` to a temp file, check its SHA-256, then rename it to `final`."""
+    """Copy `src` to a temp file (at most `_max_served` bytes), check that it decompresses
+    to exactly the IDX data its header declares (read as a bounded stream) and its SHA-256,
+    then rename it to `final`."""
+    cap = _max_served(name)
     with _temp_beside(final) as (out, tmp):
+        written = 0
         while chunk := src.read(_CHUNK):
+            written += len(chunk)
+            if written > cap:
+                raise DataError(f"{final.name}: more than {cap:,} bytes served (the file is "
+                                f"{SIZES[name]:,} bytes decompressed)")  # fmt: skip
             out.write(chunk)
             if progress is not None:
                 progress.advance(task, len(chunk))
         out.close()
+        images, count = _role(name)
+        stream_idx(tmp, images, count=count, keep=False, label=final.name)
         got = sha256_file(tmp)
         if got != SHA256[name]:
             raise DataError(f"{final.name}: SHA-256 mismatch (got {got[:16]}…)")

@@ -5,17 +5,20 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import shlex
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
 __all__ = [
     "FILES",
+    "MAX_IDX_BYTES",
     "MNIST",
     "SHA256",
+    "SIZES",
     "DataError",
     "cache_dir",
     "checkout_data_dir",
@@ -28,6 +31,7 @@ __all__ = [
     "read_idx",
     "resolve_data_dir",
     "sha256_file",
+    "stream_idx",
     "to_float",
     "verify",
     "verify_or_raise",
@@ -50,6 +54,23 @@ _IMAGE_MAGIC, _LABEL_MAGIC = 2051, 2049
 _GZIP_MAGIC = b"\x1f\x8b"
 _CHUNK = 1 << 20
 _READ_ERRORS = (OSError, EOFError, zlib.error)
+
+
+def _role(name: str) -> tuple[bool, int]:
+    """(images?, item count) of the MNIST file `name`."""
+    return "images" in name, _COUNTS[name.split("-", 1)[0]]
+
+
+def _size(name: str) -> int:
+    """Decompressed bytes of the MNIST file `name`: its header and its items."""
+    images, count = _role(name)
+    return 16 + count * _ROWS * _COLS if images else 8 + count
+
+
+#: Decompressed size of each MNIST file.
+SIZES: dict[str, int] = {name: _size(name) for name in FILES}
+#: The most bytes any IDX file may declare in its header (refused before reading on).
+MAX_IDX_BYTES = 1 << 31
 
 
 class DataError(ValueError):
@@ -126,20 +147,35 @@ def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
     return cache
 
 
-def missing_message(folder: Path, missing: list[str]) -> str:
-    """The one message for MNIST files that are not there (CLI, library and tests)."""
-    return (
-        f"MNIST files not found in {folder}: {', '.join(missing)} (run `arraynet data fetch`, "
-        f"or set {ENV_VAR} to a folder that holds them)"
-    )
+def missing_message(
+    folder: Path,
+    missing: list[str],
+    data_dir: str | os.PathLike[str] | None = None,
+    *,
+    api: bool = False,
+) -> str:
+    """The one message for MNIST files that are not there (CLI, library and tests): how to
+    fetch them, into the folder the user named (`data_dir`) when there is one; `api` adds the
+    library's `download=True`."""
+    fetch = "arraynet data fetch"
+    if data_dir is not None:
+        fetch += f" --data-dir {shlex.quote(os.fspath(data_dir))}"
+    ways = [f"run `{fetch}`" + (" to download them there" if data_dir is not None else "")]
+    if api:
+        ways.append("pass download=True")
+    if data_dir is None:
+        ways.append(f"set {ENV_VAR} to a folder that holds them")
+    how = ways[0] if len(ways) == 1 else f"{', '.join(ways[:-1])}, or {ways[-1]}"
+    return f"MNIST files not found in {folder}: {', '.join(missing)} ({how})"
 
 
 def locate(data_dir: str | os.PathLike[str] | None = None) -> Path:
-    """The resolved folder, checked to hold all four files (raw or gzip'd); DataError if not."""
+    """The resolved folder, checked to hold all four files (raw or gzip'd); DataError if not
+    (saying how to fetch them). Never downloads, never creates a folder."""
     folder = resolve_data_dir(data_dir)
     missing = missing_files(folder)
     if missing:
-        raise DataError(missing_message(folder, missing))
+        raise DataError(missing_message(folder, missing, data_dir))
     return folder
 
 
@@ -162,12 +198,12 @@ def _one_line(err: BaseException) -> str:
 
 # -- hashing -----------------------------------------------------------------------------------
 def sha256_file(path: str | os.PathLike[str]) -> str:
-    """SHA-256 (hex) of the file's decompressed bytes; gzip is detected by its magic bytes."""
+    """SHA-256 (hex) of the file's decompressed bytes, read as a stream (gzip is detected by
+    its magic bytes)."""
     path = Path(path)
     digest = hashlib.sha256()
     try:
-        opener = gzip.open if _is_gzip(path) else open
-        with opener(path, "rb") as f:
+        with _open(path) as f:
             while chunk := f.read(_CHUNK):
                 digest.update(chunk)
     except _READ_ERRORS as e:
@@ -182,7 +218,9 @@ def _mismatch(name: str, got: str) -> str:
 def verify(data_dir: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
     """Hash each of the four files; one row per file: file, path, sha256, ok, error.
 
-    Missing or unreadable files get `ok=False` and an `error`; nothing is raised or downloaded.
+    Each file is read as a stream and checked against its IDX header (a file longer than its
+    header declares stops there). Missing or unreadable files get `ok=False` and an `error`
+    (and `sha256` None unless the file was read to its end); nothing is raised or downloaded.
     """
     folder = resolve_data_dir(data_dir)
     rows: list[dict[str, Any]] = []
@@ -192,14 +230,14 @@ def verify(data_dir: str | os.PathLike[str] | None = None) -> list[dict[str, Any
         if path is None:
             error = f"not found in {folder} (neither {name} nor {name}.gz)"
         else:
+            images, count = _role(name)
+            h = hashlib.sha256()
             try:
-                data = _read_bytes(path)
-                digest = hashlib.sha256(data).hexdigest()
-                count = _COUNTS[name.split("-", 1)[0]]
-                _parse_idx(path.name, data, images="images" in name, count=count)
+                stream_idx(path, images, count=count, size=(_ROWS, _COLS), digest=h, keep=False)
             except DataError as e:
                 error = str(e).removeprefix(f"{path.name}: ")
             else:
+                digest = h.hexdigest()
                 error = None if digest == SHA256[name] else _mismatch(name, digest)
         where = str(path or folder / name)
         rows.append(
@@ -217,95 +255,177 @@ def verify_or_raise(data_dir: str | os.PathLike[str] | None = None) -> list[dict
     return rows
 
 
-# -- parsing -----------------------------------------------------------------------------------
-def _read_bytes(path: Path) -> bytes:
-    try:
-        data = path.read_bytes()
-        return gzip.decompress(data) if data[:2] == _GZIP_MAGIC else data
-    except _READ_ERRORS as e:
-        raise DataError(f"{path.name}: unreadable file ({_one_line(e)})") from e
+# -- parsing: a stream, bounded by the header --------------------------------------------------
+def _open(path: Path) -> IO[bytes]:
+    """The file's decompressed bytes as a stream (gzip detected by its magic bytes)."""
+    if _is_gzip(path):
+        return gzip.open(path, "rb")
+    return open(path, "rb")
 
 
-def _parse_idx(
-    label: str,
-    data: bytes,
-    images: bool,
-    count: int | None,
-    size: tuple[int, int] | None = (_ROWS, _COLS),
-) -> np.ndarray:
-    """Check an IDX header and return the payload as a read-only uint8 array.
+def _read_upto(f: IO[bytes], n: int) -> bytes:
+    """`n` bytes, or fewer only where the stream ends."""
+    parts: list[bytes] = []
+    got = 0
+    while got < n and (chunk := f.read(n - got)):
+        parts.append(chunk)
+        got += len(chunk)
+    return b"".join(parts)
 
-    Images are IDX3 (N, rows, cols), labels IDX1 (N,). `count` and `size` pin the item count
-    and the image size (MNIST's); None takes them from the header.
-    """
+
+def _truncated(label: str, expected: str | int, got: int) -> DataError:
+    return DataError(f"{label}: truncated IDX file (expected {expected} bytes, got {got})")
+
+
+def _parse_header(
+    label: str, head: bytes, images: bool, count: int | None, size: tuple[int, int] | None
+) -> tuple[int, int, int]:
+    """(items, rows, cols) from an IDX header, checked against `count` and `size` when given
+    and against MAX_IDX_BYTES; raises DataError."""
     magic, header = (_IMAGE_MAGIC, 16) if images else (_LABEL_MAGIC, 8)
     if count is not None and (size is not None or not images):
-        expected = f"{header + count * (size[0] * size[1] if images else 1)}"
+        expected: str | int = header + count * (size[0] * size[1] if images else 1)
     else:
         expected = f"at least {header}"  # the header gives the rest
-    truncated = f"{label}: truncated IDX file (expected {{}} bytes, got {len(data)})"
-    if len(data) < 4:
-        raise DataError(truncated.format(expected))
-    found = int.from_bytes(data[:4], "big")
+    if len(head) < 4:
+        raise _truncated(label, expected, len(head))
+    found = int.from_bytes(head[:4], "big")
     if found != magic:
         kind = "image" if images else "label"
         raise DataError(f"{label}: bad IDX magic {found} (expected {magic} for a {kind} file)")
-    if len(data) < header:
-        raise DataError(truncated.format(expected))
-    dims = np.frombuffer(data, dtype=">u4", count=(header - 4) // 4, offset=4).tolist()
+    if len(head) < header:
+        raise _truncated(label, expected, len(head))
+    dims = [int.from_bytes(head[i : i + 4], "big") for i in range(4, header, 4)]
     rows, cols = (dims[1], dims[2]) if images else (1, 1)
     if images and size is not None and (rows, cols) != size:
         raise DataError(f"{label}: bad image size {rows}x{cols} (expected {size[0]}x{size[1]})")
     if count is not None and dims[0] != count:
         raise DataError(f"{label}: header says {dims[0]} items (expected {count})")
-    n = dims[0]
-    total = header + n * rows * cols
-    if len(data) < total:
-        raise DataError(truncated.format(total))
-    if len(data) > total:
-        raise DataError(f"{label}: {len(data) - total} trailing bytes after the IDX data")
-    out = np.frombuffer(data, dtype=np.uint8, offset=header)
+    total = header + dims[0] * rows * cols
+    if total > MAX_IDX_BYTES:
+        raise DataError(
+            f"{label}: the header declares {total:,} bytes ({dims[0]:,} items of {rows}x{cols}), "
+            f"more than the {MAX_IDX_BYTES:,} allowed"
+        )
+    return dims[0], rows, cols
+
+
+def _read_payload(
+    f: IO[bytes], label: str, header: int, nbytes: int, digest: Any, keep: bool
+) -> np.ndarray | None:
+    """Exactly `nbytes` from the stream, into one array (or a reused chunk when not `keep`)."""
+    try:
+        out = np.empty(nbytes if keep else min(nbytes, _CHUNK), dtype=np.uint8)
+    except MemoryError:
+        raise DataError(f"{label}: the header declares {header + nbytes:,} bytes, "
+                        "more than this machine can hold") from None  # fmt: skip
+    view = memoryview(out)
+    pos = 0
+    while pos < nbytes:
+        k = min(_CHUNK, nbytes - pos)
+        dst = view[pos : pos + k] if keep else view[:k]
+        got = f.readinto(dst)
+        if not got:
+            raise _truncated(label, header + nbytes, header + pos)
+        if digest is not None:
+            digest.update(dst[:got])
+        pos += got
+    return out if keep else None
+
+
+def _check_end(f: IO[bytes], label: str, total: int) -> None:
+    """Refuse bytes after the declared data (at most two chunks of them are read)."""
+    extra = 0
+    while extra <= _CHUNK and (chunk := f.read(_CHUNK)):
+        extra += len(chunk)
+    if extra > _CHUNK:
+        raise DataError(
+            f"{label}: more than {_CHUNK:,} trailing bytes after the IDX data "
+            f"(its header declares {total:,} bytes)"
+        )
+    if extra:
+        raise DataError(f"{label}: {extra} trailing bytes after the IDX data")
+
+
+def stream_idx(
+    path: Path,
+    images: bool,
+    *,
+    count: int | None = None,
+    size: tuple[int, int] | None = None,
+    digest: Any = None,
+    keep: bool = True,
+    label: str | None = None,
+) -> np.ndarray | None:
+    """Read an IDX file of unsigned bytes (raw or gzip'd) as a stream, bounded by its header.
+
+    The 16-byte (images) or 8-byte (labels) header is read first and checked (magic,
+    `count` and `size` when given, at most MAX_IDX_BYTES in all); then exactly the declared
+    bytes are read, and a stream that goes on past them stops with DataError: a gzip bomb
+    costs its declared size, never what it expands to. `digest` (a hashlib object) is fed
+    every byte. Returns images (N, rows, cols) or labels (N,), writable, or None when not
+    `keep`. Errors are one line naming `label` (default: the file name).
+    """
+    label = label or path.name
+    header = 16 if images else 8
+    try:
+        with _open(path) as f:
+            head = _read_upto(f, header)
+            n, rows, cols = _parse_header(label, head, images, count, size)
+            if digest is not None:
+                digest.update(head)
+            out = _read_payload(f, label, header, n * rows * cols, digest, keep)
+            _check_end(f, label, header + n * rows * cols)
+    except _READ_ERRORS as e:
+        raise DataError(f"{label}: unreadable file ({_one_line(e)})") from e
+    if out is None:
+        return None
     return out.reshape(n, rows, cols) if images else out
 
 
 def read_idx(path: Path, images: bool) -> np.ndarray:
     """Any IDX file of unsigned bytes (raw or gzip'd): images (N, rows, cols) or labels (N,).
 
-    Sizes come from the header; a short, long or corrupt file raises DataError naming it.
-    Returns a writable copy.
+    Sizes come from the header, and the file is read as a stream up to them; a short, long
+    or corrupt file raises DataError naming it. Returns a writable array.
     """
-    arr = _parse_idx(path.name, _read_bytes(path), images=images, count=None, size=None)
-    return arr.copy()
+    out = stream_idx(path, images)
+    assert out is not None
+    return out
 
 
 def _load_file(folder: Path, name: str, check_hash: bool) -> np.ndarray:
     path = find_file(folder, name)
     if path is None:
         raise DataError(f"{name}: not found in {folder} (neither {name} nor {name}.gz)")
-    data = _read_bytes(path)
-    count = _COUNTS[name.split("-", 1)[0]]
-    arr = _parse_idx(path.name, data, images="images" in name, count=count)
-    if check_hash:
-        got = hashlib.sha256(data).hexdigest()
+    images, count = _role(name)
+    digest = hashlib.sha256() if check_hash else None
+    arr = stream_idx(path, images, count=count, size=(_ROWS, _COLS), digest=digest)
+    assert arr is not None
+    if digest is not None:
+        got = digest.hexdigest()
         if got != SHA256[name]:
             raise DataError(f"{path.name}: {_mismatch(name, got)}")
     if "labels" in name:
         if arr.max(initial=0) > 9:
             raise DataError(f"{path.name}: label {int(arr.max())} out of range 0..9")
         return arr.astype(np.int64)
-    return arr.copy()  # writable, owns its memory
+    return arr  # writable; nothing else refers to its memory
 
 
 def load_mnist(
     data_dir: str | os.PathLike[str] | None = None,
     *,
-    download: bool = True,
+    download: bool = False,
     verify: bool = True,
     quiet: bool = False,
 ) -> MNIST:
-    """Load MNIST from the resolved folder, downloading missing files when `download` is true.
+    """Load MNIST from the resolved folder. Missing files are a DataError that says how to
+    fetch them, unless `download` is true (an explicit opt-in; `arraynet data fetch` is the
+    usual way), which downloads them (progress on stderr unless `quiet`).
 
-    Checks every IDX header and (when `verify`) the SHA-256 of every file; raises DataError.
+    Every file is read as a stream bounded by its IDX header, which is checked, and (when
+    `verify`) hashed against its pinned SHA-256; raises DataError.
     """
     folder = resolve_data_dir(data_dir)
     missing = missing_files(folder)

@@ -8,6 +8,7 @@ DataError (a ValueError) with a one-line message naming the path.
 from __future__ import annotations
 
 import os
+import sys
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -15,7 +16,16 @@ from pathlib import Path
 
 import numpy as np
 
-from arraynet.data.mnist import DataError, find_file, load_mnist, read_idx
+from arraynet.data.mnist import (
+    ENV_VAR,
+    DataError,
+    find_file,
+    load_mnist,
+    missing_files,
+    missing_message,
+    read_idx,
+    resolve_data_dir,
+)
 
 __all__ = ["NAMES", "Data", "DataError", "check_fits", "from_arrays", "load"]
 
@@ -61,18 +71,23 @@ def load(
     *,
     data_dir: str | os.PathLike[str] | None = None,
     quiet: bool = True,
+    download: bool | None = None,
 ) -> Data:
     """Load a dataset by name (`"mnist"`) or from a path; returns a `Data`.
 
     A path is a folder of the four IDX files (gzip'd or not), an `.npz` archive with
     `x_train, y_train, x_test, y_test`, or a folder with `train/` and `test/` holding one
     subfolder of PNG/JPEG images per class. `data_dir` is where named datasets are looked
-    for (default: $ARRAYNET_DATA, else the fetch cache); it does not apply to paths. MNIST
-    files missing there are downloaded (with progress lines unless `quiet`).
+    for (default: $ARRAYNET_DATA, else the fetch cache); it does not apply to paths.
+
+    MNIST files missing from the default cache are downloaded there, after one line on
+    stderr saying so (progress bars too unless `quiet`); a folder named by `data_dir` or
+    $ARRAYNET_DATA is never filled unless `download=True`, and `download=False` never
+    downloads. Missing files that are not downloaded are a DataError saying how to fetch them.
     """
     text = os.fspath(name_or_path)
     if text.lower() in NAMES:
-        return _load_mnist(data_dir, quiet)
+        return _load_mnist(data_dir, quiet, download)
     path = Path(text).expanduser()
     if not path.exists():
         raise DataError(
@@ -106,8 +121,22 @@ def check_fits(input_shape: tuple[int, ...], num_outputs: int, data: Data) -> No
     if model_shape == data.input_shape and int(num_outputs) == data.num_classes:
         return
     raise ValueError(
+        misfit_message(model_shape, num_outputs, data.name, data.input_shape, data.num_classes)
+    )
+
+
+def misfit_message(
+    input_shape: tuple[int, ...],
+    num_outputs: int,
+    name: str,
+    data_shape: tuple[int, ...],
+    num_classes: int,
+) -> str:
+    """The one line for a model that does not fit a dataset (as `check_fits` words it)."""
+    model_shape = tuple(int(d) for d in input_shape)
+    return (
         f"model takes {model_shape} images with {int(num_outputs)} classes; "
-        f"data {data.name!r} has {data.input_shape} images with {data.num_classes} classes"
+        f"data {name!r} has {tuple(data_shape)} images with {int(num_classes)} classes"
     )
 
 
@@ -218,8 +247,23 @@ def _labels(name: str, key: str, y: np.ndarray) -> tuple[np.ndarray, int | None]
 
 
 # -- sources -----------------------------------------------------------------------------------
-def _load_mnist(data_dir: str | os.PathLike[str] | None, quiet: bool) -> Data:
-    m = load_mnist(data_dir, quiet=quiet)
+def _load_mnist(
+    data_dir: str | os.PathLike[str] | None, quiet: bool, download: bool | None
+) -> Data:
+    folder = resolve_data_dir(data_dir)
+    missing = missing_files(folder)
+    if missing:
+        if download is None:  # the default cache only: never a folder the user named
+            download = data_dir is None and not os.environ.get(ENV_VAR)
+        if not download:
+            raise DataError(missing_message(folder, missing, data_dir, api=True))
+        print(
+            f"arraynet: downloading the MNIST files into {folder} (`arraynet data fetch` "
+            "does this ahead of time; download=False never downloads)",
+            file=sys.stderr,
+            flush=True,
+        )
+    m = load_mnist(folder, download=bool(missing), quiet=quiet)
     return from_arrays(m.train_images, m.train_labels, m.test_images, m.test_labels, name="mnist")
 
 

@@ -8,6 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
+#: The most pixels a picture may have (`arraynet predict` and image folders; the server's
+#: own MAX_PIXELS is the same), checked from the header before anything is decoded.
+MAX_PIXELS = 4096 * 4096
+#: The picture formats a digit is read from (Pillow's format names).
+FORMATS: tuple[str, ...] = ("PNG", "JPEG")
+
 
 class ImageError(ValueError):
     """An image that cannot be read or holds no digit. `reason` is one of 'empty',
@@ -37,9 +43,15 @@ def _grey(im) -> np.ndarray:
     return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
 
 
-def load_digit(path: str | Path) -> np.ndarray:
-    """A PNG/JPEG digit file as float32 (1, 28, 28, 1) in [0, 1], white ink on black
-    (see `digit_from_bytes`)."""
+def load_digit(
+    path: str | Path,
+    formats: tuple[str, ...] | None = None,
+    max_pixels: int | None = MAX_PIXELS,
+) -> np.ndarray:
+    """A digit picture file as float32 (1, 28, 28, 1) in [0, 1], white ink on black (see
+    `digit_from_bytes`). A picture of more than `max_pixels` pixels, or not in `formats`
+    (`arraynet predict` passes FORMATS: PNG and JPEG; None: any Pillow reads), is refused
+    from its header, before decoding (ImageError naming the file)."""
     path = Path(path)
     if not path.is_file():
         raise ImageError(f"{path}: no such image file")
@@ -47,7 +59,7 @@ def load_digit(path: str | Path) -> np.ndarray:
         data = path.read_bytes()
     except OSError as e:
         raise ImageError(f"{path}: not a readable image ({e.strerror or e})") from None
-    return digit_from_bytes(data, str(path))
+    return digit_from_bytes(data, str(path), formats, max_pixels)
 
 
 def digit_from_bytes(
@@ -84,10 +96,11 @@ def digit_from_bytes(
     except ImageError:
         raise
     except UnidentifiedImageError:
-        kinds = " or ".join(formats) if formats else "readable"
-        raise ImageError(f"{label}: not a {kinds} image", "format") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning,
-            Image.DecompressionBombError) as e:  # fmt: skip
+        raise ImageError(_unidentified(data, label, formats), "format") from None
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        limit = max_pixels or Image.MAX_IMAGE_PIXELS
+        raise ImageError(f"{label}: more than the {limit:,} pixels allowed", "size") from None
+    except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"{label}: not a readable image ({e})") from None
     # The background is the most common value along the border.
     border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
@@ -115,6 +128,20 @@ def digit_from_bytes(
         dy, dx = round(13.5 - cy), round(13.5 - cx)
         frame = _shift(frame, dy, dx)
     return frame[None, :, :, None]
+
+
+def _unidentified(data: bytes, label: str, formats: tuple[str, ...] | None) -> str:
+    """Why Pillow did not open `data`: another kind of picture than `formats`, or none."""
+    from PIL import Image, UnidentifiedImageError
+
+    if formats:
+        kinds = " or ".join(formats)
+        try:
+            with Image.open(io.BytesIO(data)) as im:  # (reads the header only)
+                return f"{label}: not a {kinds} image (a {im.format} image)"
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+            return f"{label}: not a readable image (not a {kinds} image)"
+    return f"{label}: not a readable image"
 
 
 def _shift(a: np.ndarray, dy: int, dx: int) -> np.ndarray:

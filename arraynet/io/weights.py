@@ -8,7 +8,19 @@ NumPy dtype name (`float32`) and shape (`128,784`; empty for a scalar), each fol
 NUL byte, then its data (C order, little-endian, as stored); and last `__metadata__`, a NUL
 byte and the `arraynet` metadata string (the JSON of the run's record) in UTF-8. Loading
 recomputes it, so a changed byte in the tensor data or in the record is a WeightsError.
-Files written before the checksum existed still load, with a one-line note on stderr.
+Files without a checksum (written before it existed) are refused unless the caller allows
+them (`allow_unchecked`, `--allow-unchecked`; `scripts/rewrite_weights.py` adds one).
+
+The checksum proves integrity, not origin: anyone can change a file and compute a fresh
+checksum. Origin is the file's own SHA-256 (what `sha256sum` prints) compared with one
+the user got from its publisher: `load_model(..., sha256=...)` (`--sha256`), and a
+`SHA256SUMS` manifest beside the file, which is checked whenever it lists the file
+(`models/SHA256SUMS` lists the shipped weights and records).
+
+`load_model` checks before it allocates: the layout in the metadata is read and
+validated, and the shapes of the parameters it would create are compared with the
+tensors the header declares, before any parameter is made or any tensor data is read.
+Weights holding NaN or infinities are refused unless allowed (`allow_nonfinite`).
 """
 
 from __future__ import annotations
@@ -28,7 +40,18 @@ from safetensors.numpy import save as st_save
 
 META_KEY = "arraynet"
 SUM_KEY = "sha256"
+MANIFEST = "SHA256SUMS"
+ST_DTYPES = {  # safetensors' dtype codes, as NumPy names them
+    "BOOL": "bool", "U8": "uint8", "I8": "int8", "U16": "uint16", "I16": "int16",
+    "U32": "uint32", "I32": "int32", "U64": "uint64", "I64": "int64", "F16": "float16",
+    "BF16": "bfloat16", "F32": "float32", "F64": "float64",
+}  # fmt: skip
+MAX_HEADER_BYTES = 100 << 20  # safetensors' own bound on a header
+MAX_MANIFEST_BYTES = 1 << 20
 _NOTED: set[str] = set()  # files already reported as carrying no checksum
+_PARSE_ERRORS = (
+    SafetensorError, ValueError, KeyError, TypeError, RecursionError, OverflowError, MemoryError,
+)  # fmt: skip
 
 
 class WeightsError(ValueError):
@@ -38,8 +61,11 @@ class WeightsError(ValueError):
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write to a temporary file beside `path`, fsync, then rename over it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise _naming(e, path) from e
     try:
         os.chmod(tmp, 0o666 & ~umask())
         with os.fdopen(fd, "wb") as f:
@@ -47,9 +73,19 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise _naming(e, path) from e
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _naming(e: OSError, path: Path) -> OSError:
+    """The same error, naming the file it was writing (a full disk names no file)."""
+    if e.filename is not None:
+        return e
+    return type(e)(e.errno, e.strerror or str(e), str(path))
 
 
 def umask() -> int:
@@ -106,25 +142,32 @@ def _little_endian(v: np.ndarray) -> np.ndarray:
 
 
 def load_arrays(
-    path: str | os.PathLike, *, note_unverified: bool = True
+    path: str | os.PathLike, *, allow_unchecked: bool = False, note_unverified: bool = True
 ) -> tuple[dict[str, np.ndarray], dict]:
     """Load (arrays, metadata), verifying the checksum. Errors are WeightsError with one
-    line naming the file. A file without a checksum (written before there were any) loads
-    with a one-line note on stderr, once per file and process (`note_unverified=False`
-    keeps quiet)."""
+    line naming the file. A file without a checksum (written before there were any) is
+    refused unless `allow_unchecked`; then it loads with a one-line note on stderr, once
+    per file and process (`note_unverified=False` keeps quiet)."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: no such weights file")
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise WeightsError(f"{path}: cannot read it ({e.strerror or e})") from None
     try:
         arrays = {k: np.array(v) for k, v in st_load(data).items()}
         raw, recorded = _read_metadata(data)
-        meta = json.loads(raw)
-        if not isinstance(meta, dict):
-            raise ValueError("metadata is not a mapping")
-    except (SafetensorError, ValueError, json.JSONDecodeError, KeyError) as e:
+        meta = _meta_dict(raw)
+    except _PARSE_ERRORS as e:
         raise WeightsError(f"{path}: not a readable safetensors file ({_first_line(e)})") from None
     if recorded is None:
+        if not allow_unchecked:
+            raise WeightsError(
+                f"{path}: carries no checksum, so its data cannot be verified; "
+                "pass --allow-unchecked (allow_unchecked=True) to load it anyway, or add one "
+                "with scripts/rewrite_weights.py"
+            )
         key = str(path.resolve())
         if note_unverified and key not in _NOTED:
             _NOTED.add(key)
@@ -138,15 +181,40 @@ def load_arrays(
     return arrays, meta
 
 
+def _meta_dict(raw: str) -> dict:
+    meta = json.loads(raw)
+    if not isinstance(meta, dict):
+        raise ValueError("metadata is not a mapping")
+    return meta
+
+
+def _header_json(head: bytes, size: int) -> dict:
+    """The safetensors header (a JSON object) from the file's first bytes; `size` is the
+    file's length."""
+    if len(head) < 8:
+        raise ValueError("file too short")
+    n = int.from_bytes(head[:8], "little")
+    if n > size - 8:
+        raise ValueError("header runs past the end")
+    if n > MAX_HEADER_BYTES:
+        raise ValueError(f"header of {n:,} bytes, over {MAX_HEADER_BYTES:,}")
+    if len(head) < 8 + n:
+        raise ValueError("header runs past the end")
+    header = json.loads(head[8 : 8 + n])
+    if not isinstance(header, dict):
+        raise ValueError("header is not a JSON object")
+    return header
+
+
 def _read_metadata(data: bytes) -> tuple[str, str | None]:
     """The arraynet metadata string and the recorded checksum (None when absent)."""
-    if len(data) < 8:
-        raise ValueError("file too short")
-    n = int.from_bytes(data[:8], "little")
-    if n > len(data) - 8:
-        raise ValueError("header runs past the end")
-    header = json.loads(data[8 : 8 + n])
+    return _metadata_of(_header_json(data, len(data)))
+
+
+def _metadata_of(header: dict) -> tuple[str, str | None]:
     extra = header.get("__metadata__") or {}
+    if not isinstance(extra, dict):
+        raise ValueError("__metadata__ is not a mapping")
     unknown = sorted(set(extra) - {META_KEY, SUM_KEY})
     if unknown:  # (a damaged key name would otherwise pass for a file without a checksum)
         raise ValueError(f"unexpected metadata entry {unknown[0]!r}")
@@ -161,6 +229,114 @@ def _first_line(e: BaseException) -> str:
     return text[0] if text else type(e).__name__
 
 
+def read_header(path: str | os.PathLike) -> tuple[dict[str, tuple[str, tuple[int, ...]]], dict]:
+    """From the header alone (no tensor data is read): each tensor's safetensors dtype
+    code and shape, and the arraynet metadata. Errors are WeightsError naming the file."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else 0
+            head += f.read(min(n, MAX_HEADER_BYTES, max(size - 8, 0)))
+    except OSError as e:
+        raise WeightsError(f"{path}: cannot read it ({e.strerror or e})") from None
+    try:
+        header = _header_json(head, size)
+        meta = _meta_dict(_metadata_of(header)[0])
+        tensors = {}
+        for name, spec in header.items():
+            if name == "__metadata__":
+                continue
+            shape = spec["shape"]
+            if not isinstance(shape, list) or not all(
+                isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+            ):
+                raise ValueError(f"tensor {name!r} has no valid shape")
+            tensors[name] = (str(spec["dtype"]), tuple(shape))
+    except _PARSE_ERRORS as e:
+        raise WeightsError(f"{path}: not a readable safetensors file ({_first_line(e)})") from None
+    return tensors, meta
+
+
+# -- provenance -------------------------------------------------------------------------
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes (what `sha256sum` prints), read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def manifest_entries(folder: str | os.PathLike) -> dict[str, str] | None:
+    """{file name: SHA-256} from `folder`'s SHA256SUMS (the format `sha256sum` writes),
+    or None when it has none."""
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        return None
+    if path.stat().st_size > MAX_MANIFEST_BYTES:
+        raise WeightsError(f"{path}: over {MAX_MANIFEST_BYTES:,} bytes, not a manifest")
+    out = {}
+    for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines()):
+        if not line.strip():
+            continue
+        if line.startswith("SHA256 (") and ") = " in line:  # the BSD form
+            name, _, digest = line[len("SHA256 (") :].rpartition(") = ")
+        else:  # the GNU form, `sha256sum`'s: '<digest>  <name>' ('*' before a binary name)
+            digest, _, name = line.partition(" ")
+            name = name[1:] if name[:1] in (" ", "*") else name
+        if not _is_sha256(digest) or not name:
+            raise WeightsError(f"{path}: line {n + 1} is not '<sha256>  <file name>'")
+        out[name] = digest.lower()
+    return out
+
+
+def write_manifest(folder: str | os.PathLike, patterns: tuple[str, ...] = ("*.safetensors",
+                   "*.json")) -> Path:  # fmt: skip
+    """Write `folder`/SHA256SUMS for the files matching `patterns` (sorted), atomically."""
+    folder = Path(folder)
+    names = sorted({p.name for pat in patterns for p in folder.glob(pat) if p.is_file()})
+    text = "".join(f"{file_sha256(folder / n)}  {n}\n" for n in names)
+    atomic_write_bytes(folder / MANIFEST, text.encode())
+    return folder / MANIFEST
+
+
+def refresh_manifest(path: str | os.PathLike) -> None:
+    """After writing `path`: rewrite its folder's SHA256SUMS if the folder keeps one."""
+    folder = Path(path).parent
+    if (folder / MANIFEST).is_file():
+        write_manifest(folder)
+
+
+def _is_sha256(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdefABCDEF" for c in text)
+
+
+def check_origin(path: str | os.PathLike, sha256: str | None = None) -> str:
+    """The file's SHA-256, checked against `sha256` (when given) and against the
+    SHA256SUMS beside it (when that lists the file); WeightsError on a mismatch."""
+    path = Path(path)
+    if sha256 is not None and not _is_sha256(str(sha256)):
+        raise WeightsError(f"--sha256 wants 64 hex digits, not {sha256!r}")
+    try:
+        got = file_sha256(path)
+    except OSError as e:
+        raise WeightsError(f"{path}: cannot read it ({e.strerror or e})") from None
+    if sha256 is not None and got != sha256.lower():
+        raise WeightsError(
+            f"{path}: SHA-256 {got[:16]}... is not the expected {sha256.lower()[:16]}...: "
+            "not the file its publisher gave"
+        )
+    listed = (manifest_entries(path.parent) or {}).get(path.name)
+    if listed is not None and got != listed:
+        raise WeightsError(
+            f"{path}: SHA-256 {got[:16]}... differs from {MANIFEST} beside it "
+            f"({listed[:16]}...): not the file that was shipped"
+        )
+    return got
+
+
 def save_model(path: str | os.PathLike, model: Any, meta: dict) -> None:
     """Save a built model's state with metadata (its layout is added as meta['layout'])."""
     b = model.backend
@@ -168,22 +344,37 @@ def save_model(path: str | os.PathLike, model: Any, meta: dict) -> None:
     save_arrays(path, arrays, {**meta, "layout": model.config()})
 
 
-def load_model(path: str | os.PathLike, backend: Any) -> tuple[Any, dict]:
-    """Rebuild a model from a weights file onto `backend`; returns (model, metadata)."""
-    from arraynet.model import Sequential
+def load_model(
+    path: str | os.PathLike,
+    backend: Any,
+    *,
+    sha256: str | None = None,
+    allow_unchecked: bool = False,
+    allow_nonfinite: bool = False,
+) -> tuple[Any, dict]:
+    """Rebuild a model from a weights file onto `backend`; returns (model, metadata).
 
-    arrays, meta = load_arrays(path)
-    layout = meta.get("layout")
-    if layout is None:
-        raise WeightsError(f"{path}: no layout in the metadata (not an arraynet weights file)")
-    try:
-        model = Sequential.from_config(layout)
-    except (TypeError, ValueError) as e:
-        raise WeightsError(f"{path}: unknown layout ({_first_line(e)})") from None
+    In order: the file's SHA-256 against `sha256` and a SHA256SUMS beside it; the layout
+    and the tensor shapes from the header, before anything is allocated; the data and its
+    checksum (a file without one only with `allow_unchecked`); finite values (unless
+    `allow_nonfinite`). Every problem is a WeightsError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: no such weights file")
+    check_origin(path, sha256)
+    declared, meta = read_header(path)
+    model = _layout_of(path, meta, declared)
+    arrays, meta = load_arrays(path, allow_unchecked=allow_unchecked)
     not_float = [k for k, v in arrays.items() if v.dtype.kind != "f"]
     if not_float:
         k = not_float[0]
         raise WeightsError(f"{path}: tensor {k!r} is {arrays[k].dtype}, not floating point")
+    bad = None if allow_nonfinite else first_nonfinite(arrays)
+    if bad is not None:
+        raise WeightsError(
+            f"{path}: tensor {bad!r} holds NaN or infinite values (a diverged run?); "
+            "pass --allow-nonfinite (allow_nonfinite=True) to load it anyway"
+        )
     # float64 weights stay float64; any other float width (float16, mixed) becomes float32
     wide = arrays and all(v.dtype == "float64" for v in arrays.values())
     dtype = "float64" if wide else "float32"
@@ -195,3 +386,47 @@ def load_model(path: str | os.PathLike, backend: Any) -> tuple[Any, dict]:
     except ValueError as e:
         raise WeightsError(f"{path}: {_first_line(e)}") from None
     return model, meta
+
+
+def first_nonfinite(arrays: dict[str, np.ndarray]) -> str | None:
+    """The name of the first floating tensor holding NaN or an infinity, else None."""
+    for k, v in arrays.items():
+        if v.dtype.kind == "f" and not np.isfinite(v).all():
+            return k
+    return None
+
+
+def _layout_of(path: Path, meta: dict, declared: dict) -> Any:
+    """The (unbuilt) model of the file's layout, checked against the declared tensors'
+    names and shapes without allocating anything."""
+    from arraynet.layers import BUILTIN
+    from arraynet.model import Sequential
+
+    layout = meta.get("layout")
+    if layout is None:
+        raise WeightsError(f"{path}: no layout in the metadata (not an arraynet weights file)")
+    try:
+        model = Sequential.from_config(layout)
+        kinds = {c.get("type") for c in layout["layers"]}
+        try:
+            shapes = model.state_shapes()
+        except (AttributeError, TypeError):
+            if kinds <= BUILTIN:
+                raise
+            return model  # a layer of the user's own builds only for real: checked later
+    except (TypeError, ValueError, ArithmeticError, RecursionError, KeyError) as e:
+        raise WeightsError(f"{path}: unknown layout ({_first_line(e)})") from None
+    missing = sorted(set(shapes) - set(declared))
+    extra = sorted(set(declared) - set(shapes))
+    if missing or extra:
+        raise WeightsError(
+            f"{path}: state does not fit the layout: missing {missing[:5]}, unexpected {extra[:5]}"
+        )
+    for name, want in shapes.items():
+        dtype, got = declared[name]
+        if got != want:
+            raise WeightsError(f"{path}: tensor {name!r} has shape {got}, layout needs {want}")
+        if dtype not in ("F16", "BF16", "F32", "F64"):
+            kind = ST_DTYPES.get(dtype, dtype)
+            raise WeightsError(f"{path}: tensor {name!r} is {kind}, not floating point")
+    return model

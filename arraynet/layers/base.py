@@ -2,13 +2,54 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from numbers import Integral, Real
 from typing import Any
 
 from arraynet.backends.base import Backend, HostRNG
 
 Array = Any
 Shape = tuple[int, ...]
+
+# Bounds on a layout's sizes: generous for any real model, small enough that a layout read
+# from a file cannot ask for absurd allocations before its tensors are checked.
+MAX_SIZE = 1 << 16  # an input side, a kernel, a stride, a pool window, padding
+MAX_UNITS = 1 << 24  # dense units, conv filters
+MAX_INPUT = 1 << 28  # values of one input sample
+
+
+def whole(layer: str, name: str, value: Any, low: int, high: int) -> int:
+    """`value` as an int in [low, high], else ValueError naming the layer and argument (a
+    bool, a fraction, NaN, an infinity or another type is refused, not truncated)."""
+    ok = isinstance(value, Integral) or (
+        isinstance(value, Real) and math.isfinite(value) and float(value).is_integer()
+    )
+    if isinstance(value, bool) or not ok:
+        raise ValueError(f"{layer} {name} must be a whole number, not {value!r}")
+    v = int(value)
+    if not low <= v <= high:
+        raise ValueError(f"{layer} {name} must be {low}..{high}, not {v}")
+    return v
+
+
+def real(layer: str, name: str, value: Any, low: float, high: float) -> float:
+    """`value` as a finite float in [low, high], else ValueError naming the layer."""
+    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
+        raise ValueError(f"{layer} {name} must be a finite number, not {value!r}")
+    if not low <= float(value) <= high:
+        raise ValueError(f"{layer} {name} must lie in [{low:g}, {high:g}], not {value!r}")
+    return float(value)
+
+
+def input_shape_of(shape: Any) -> Shape:
+    """A model's input shape (without the batch axis) as a tuple of sizes, checked."""
+    if not isinstance(shape, list | tuple) or not shape or len(shape) > 8:
+        raise ValueError(f"input_shape wants 1 to 8 positive sizes, not {shape!r}")
+    dims = tuple(whole("input_shape", "size", d, 1, MAX_SIZE) for d in shape)
+    if math.prod(dims) > MAX_INPUT:
+        raise ValueError(f"input_shape {dims} holds over {MAX_INPUT:,} values per sample")
+    return dims
 
 
 @dataclass

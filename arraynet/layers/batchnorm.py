@@ -8,7 +8,7 @@ from collections.abc import Callable
 from array_api_compat import array_namespace
 
 from arraynet.backends.portable import channel_sum64
-from arraynet.layers.base import Array, BuildContext, Layer, Shape
+from arraynet.layers.base import Array, BuildContext, Layer, Shape, real
 
 
 class BatchNorm(Layer):
@@ -25,8 +25,8 @@ class BatchNorm(Layer):
 
     def __init__(self, momentum: float = 0.9, eps: float = 1e-5) -> None:
         super().__init__()
-        self.momentum = float(momentum)
-        self.eps = float(eps)
+        self.momentum = real("BatchNorm", "momentum", momentum, 0.0, 1.0)
+        self.eps = real("BatchNorm", "eps", eps, 1e-30, 1.0)
         self._saved = None  # what the kernels' backward needs (a typed Saved value)
         # Synchronised batch norm (data-parallel runs): a function that sums an array over
         # the ranks; training then normalises with the statistics of the global batch.

@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from arraynet.initializers import bias_init, initialize
-from arraynet.layers.base import Array, BuildContext, Layer, Shape
+from arraynet.initializers import bias_init, check_name, initialize
+from arraynet.layers.base import MAX_SIZE, MAX_UNITS, Array, BuildContext, Layer, Shape, whole
 
 
 def same_padding(size: int, k: int, stride: int) -> tuple[int, int]:
@@ -31,13 +31,16 @@ class Conv2D(Layer):
         init: str = "he_normal",
     ) -> None:
         super().__init__()
-        self.filters = int(filters)
-        self.k = int(kernel_size)
-        self.stride = int(stride)
-        if isinstance(padding, str) and padding not in ("same", "valid"):
-            raise ValueError(f"padding must be 'same', 'valid' or an int, got {padding!r}")
+        self.filters = whole("Conv2D", "filters", filters, 1, MAX_UNITS)
+        self.k = whole("Conv2D", "kernel_size", kernel_size, 1, MAX_SIZE)
+        self.stride = whole("Conv2D", "stride", stride, 1, MAX_SIZE)
+        if isinstance(padding, str):
+            if padding not in ("same", "valid"):
+                raise ValueError(f"padding must be 'same', 'valid' or an int, got {padding!r}")
+        else:
+            padding = whole("Conv2D", "padding", padding, 0, MAX_SIZE)
         self.padding = padding
-        self.init = init
+        self.init = check_name(init)
 
     def _build(self, input_shape: Shape, ctx: BuildContext) -> Shape:
         if len(input_shape) != 3:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from arraynet.initializers import bias_init, initialize
-from arraynet.layers.base import Array, BuildContext, Layer, Shape
+from arraynet.initializers import bias_init, check_name, initialize
+from arraynet.layers.base import MAX_UNITS, Array, BuildContext, Layer, Shape, whole
 
 
 class Dense(Layer):
@@ -13,8 +13,8 @@ class Dense(Layer):
 
     def __init__(self, units: int, init: str = "he_normal") -> None:
         super().__init__()
-        self.units = int(units)
-        self.init = init
+        self.units = whole("Dense", "units", units, 1, MAX_UNITS)
+        self.init = check_name(init)
 
     def _build(self, input_shape: Shape, ctx: BuildContext) -> Shape:
         if len(input_shape) != 1:

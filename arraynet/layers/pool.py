@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from arraynet.layers.base import Array, BuildContext, Layer, Shape
+from arraynet.layers.base import MAX_SIZE, Array, BuildContext, Layer, Shape, whole
 
 
 class MaxPool2D(Layer):
@@ -12,8 +12,8 @@ class MaxPool2D(Layer):
 
     def __init__(self, pool_size: int = 2, stride: int | None = None) -> None:
         super().__init__()
-        self.p = int(pool_size)
-        if stride is not None and int(stride) != self.p:
+        self.p = whole("MaxPool2D", "pool_size", pool_size, 1, MAX_SIZE)
+        if stride is not None and whole("MaxPool2D", "stride", stride, 1, MAX_SIZE) != self.p:
             raise ValueError("MaxPool2D supports stride == pool_size only (non-overlapping)")
 
     def _build(self, input_shape: Shape, ctx: BuildContext) -> Shape:

@@ -6,7 +6,7 @@ import math
 
 from array_api_compat import array_namespace
 
-from arraynet.layers.base import Array, BuildContext, Layer, Shape
+from arraynet.layers.base import Array, BuildContext, Layer, Shape, real
 
 
 class Flatten(Layer):
@@ -33,9 +33,10 @@ class Dropout(Layer):
 
     def __init__(self, rate: float = 0.2) -> None:
         super().__init__()
-        if not 0.0 <= rate < 1.0:
+        rate = real("Dropout", "rate", rate, 0.0, 1.0)
+        if not rate < 1.0:
             raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
-        self.rate = float(rate)
+        self.rate = rate
         self.rng = None
 
     def _build(self, input_shape: Shape, ctx: BuildContext) -> Shape:
