@@ -402,6 +402,8 @@ def create_app(
     from starlette.middleware import Middleware
     from starlette.requests import Request
     from starlette.responses import HTMLResponse, JSONResponse, Response
+
+    error, busy = _error, _busy
     from starlette.routing import Mount, Route
     from starlette.staticfiles import StaticFiles
 
@@ -416,12 +418,6 @@ def create_app(
     page = index_page(name, sha256)
     too_big = f"the body must be an image of at most {MAX_BYTES:,} bytes"
 
-    def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-        return JSONResponse({"error": message}, status_code=status, headers=headers)
-
-    def busy(message: str) -> JSONResponse:
-        return error(503, f"{message}; retry", {"Retry-After": str(RETRY_AFTER_S)})
-
     async def index(request: Request) -> HTMLResponse:
         return HTMLResponse(page)
 
@@ -433,23 +429,11 @@ def create_app(
             return error(404, "the in-browser mode is off (onnxruntime-web or onnx missing)")
         return Response(onnx_bytes, media_type="application/octet-stream")
 
-    async def read_body(request: Request) -> bytes | None:
-        """The body, or None when it is over MAX_BYTES."""
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BYTES):
-            return None
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_BYTES:
-                return None
-        return bytes(body)
-
     async def predict(request: Request) -> JSONResponse:
         if not pipeline.admit():
             return busy(f"the server is busy ({pipeline.max_in_flight} predictions under way)")
         try:
-            body = await read_body(request)
+            body = await _read_body(request)
             if body is None:
                 return error(413, too_big)
             try:
@@ -492,6 +476,31 @@ def create_app(
     )
     app.state.pipeline = pipeline
     return app
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Any:
+    """A JSON error answer: {"error": message}."""
+    from starlette.responses import JSONResponse
+
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _busy(message: str) -> Any:
+    """503, with when to retry."""
+    return _error(503, f"{message}; retry", {"Retry-After": str(RETRY_AFTER_S)})
+
+
+async def _read_body(request: Any) -> bytes | None:
+    """The request's body, or None when it is over MAX_BYTES (read no further)."""
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > MAX_BYTES):
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BYTES:
+            return None
+    return bytes(body)
 
 
 def listen(host: str, port: int) -> socket.socket:
