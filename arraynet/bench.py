@@ -14,7 +14,9 @@ from arraynet.optimizers import make_optimizer
 from arraynet.step import train_step
 
 
-def _median_rate(fn: Any, batch: int, steps: int, warmup: int, backend: Backend) -> float:
+def median_seconds(fn: Any, steps: int, warmup: int, backend: Backend) -> float:
+    """Median wall time of `fn()` over `steps` calls after `warmup` ones, each waited for
+    on the device."""
     for _ in range(warmup):
         fn()
     backend.synchronize()
@@ -24,7 +26,11 @@ def _median_rate(fn: Any, batch: int, steps: int, warmup: int, backend: Backend)
         fn()
         backend.synchronize()
         times.append(time.perf_counter() - t)
-    return batch / statistics.median(times)
+    return statistics.median(times)
+
+
+def _median_rate(fn: Any, batch: int, steps: int, warmup: int, backend: Backend) -> float:
+    return batch / median_seconds(fn, steps, warmup, backend)
 
 
 def run_bench(

@@ -487,9 +487,9 @@ def serve(
 ) -> None:
     """A web page to draw a digit on and see the model's top three classes; POST /predict
     takes a PNG or JPEG and answers JSON."""
-    from arraynet.io import load_model
+    from arraynet.io import file_sha256, load_model
     from arraynet.serve import run_server
-    from arraynet.serve.app import allowed_host_names, file_sha256
+    from arraynet.serve.app import allowed_host_names
 
     if not 0 <= port <= 65535:
         raise CliError(f"--port wants 0-65535, not {port}")

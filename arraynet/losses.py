@@ -7,7 +7,7 @@ from typing import Any
 
 from array_api_compat import array_namespace
 
-from arraynet.backends.kernels import Kernels
+from arraynet.backends.kernels import PORTABLE, Kernels
 from arraynet.backends.portable import clip
 
 Array = Any
@@ -39,10 +39,7 @@ def softmax_cross_entropy(
     the kernel contract's `softmax_cross_entropy`: `kernels` (a backend's, e.g.
     `model.backend.kernels`), else the portable definition.
     """
-    return (kernels or _PORTABLE).softmax_cross_entropy(logits, target, smoothing)
-
-
-_PORTABLE = Kernels()
+    return (kernels or PORTABLE).softmax_cross_entropy(logits, target, smoothing)
 
 
 LOSSES = {"mse": mse, "cross_entropy": cross_entropy}

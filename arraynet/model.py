@@ -17,6 +17,22 @@ LOSS_NAMES = ("cross_entropy", "mse")
 MAX_LAYERS = 10_000  # in a layout read from a file
 
 
+def state_misfit(
+    expected: dict[str, tuple[int, ...]], got: dict[str, tuple[int, ...]]
+) -> str | None:
+    """Why the named shapes `got` do not fit a layout's `expected` ones (one line: the
+    names missing and unexpected, at most 5 of each, or the first shape that differs), or
+    None when they fit."""
+    missing = sorted(set(expected) - set(got))
+    extra = sorted(set(got) - set(expected))
+    if missing or extra:
+        return f"state does not fit the layout: missing {missing[:5]}, unexpected {extra[:5]}"
+    for name, want in expected.items():
+        if tuple(got[name]) != tuple(want):
+            return f"tensor {name!r} has shape {tuple(got[name])}, layout needs {tuple(want)}"
+    return None
+
+
 class Sequential:
     """Layers applied in order. Images are NHWC; `input_shape` excludes the batch axis:
     (H, W, C) for images, (D,) for vectors, or None to take it from the data at `fit`."""
@@ -203,19 +219,11 @@ class Sequential:
 
     def load_state_dict(self, state: dict[str, Array]) -> None:
         """Load named arrays; missing, unexpected or mis-shaped entries raise ValueError."""
-        expected = self.state_dict()
-        missing = sorted(set(expected) - set(state))
-        extra = sorted(set(state) - set(expected))
-        if missing or extra:
-            raise ValueError(
-                f"state does not fit the layout: missing {missing}, unexpected {extra}"
-            )
+        expected = {k: tuple(v.shape) for k, v in self.state_dict().items()}
+        misfit = state_misfit(expected, {k: tuple(v.shape) for k, v in state.items()})
+        if misfit:
+            raise ValueError(misfit)
         for name, value in state.items():
-            if tuple(value.shape) != tuple(expected[name].shape):
-                raise ValueError(
-                    f"tensor {name!r} has shape {tuple(value.shape)}, "
-                    f"layout needs {tuple(expected[name].shape)}"
-                )
             i, k = name.split(".", 1)
             layer = self.layers[int(i)]
             (layer.params if k in layer.params else layer.buffers)[k] = value

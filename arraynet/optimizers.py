@@ -13,7 +13,7 @@ from typing import Any
 
 from array_api_compat import array_namespace
 
-from arraynet.backends.kernels import Kernels, adam_one
+from arraynet.backends.kernels import PORTABLE, adam_one
 
 Array = Any
 
@@ -151,7 +151,7 @@ class Adam(Optimizer):
                 xp = array_namespace(params[k])
                 self.state[k + ".m"] = xp.zeros_like(params[k])
                 self.state[k + ".v"] = xp.zeros_like(params[k])
-        kernels = backend.kernels if backend is not None else _PORTABLE
+        kernels = backend.kernels if backend is not None else PORTABLE
         new_p, new_m, new_v = kernels.adam_update(
             [params[k] for k in names],
             [grads[k] for k in names],
@@ -168,9 +168,6 @@ class Adam(Optimizer):
 
 
 OPTIMIZERS = ("sgd", "adam", "adam-seed", "adam-seed-const")
-
-
-_PORTABLE = Kernels()
 
 
 def adam_update(p, g, m, v, lr: float, b1: float, b2: float, eps: float, t: int):

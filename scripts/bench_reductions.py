@@ -33,7 +33,7 @@ if str(REPO) not in sys.path:
 import numpy as np  # noqa: E402
 
 from arraynet.backends import get_backend, portable  # noqa: E402
-from arraynet.bench import versions  # noqa: E402
+from arraynet.bench import median_seconds, versions  # noqa: E402
 
 # (name, NHWC shape)
 SHAPES = [
@@ -47,15 +47,7 @@ SHAPES = [
 
 
 def _median_us(fn, backend, reps: int) -> float:
-    fn()
-    backend.synchronize()
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        backend.synchronize()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1e6
+    return median_seconds(fn, reps, 1, backend) * 1e6
 
 
 def measure(backend, shape: tuple[int, ...], rounds: int, reps: int) -> dict:

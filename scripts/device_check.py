@@ -461,6 +461,19 @@ def step_bench(args: argparse.Namespace, rep: Report, ctx: dict) -> None:
         raise RuntimeError("; ".join(f"{k}: {v}" for k, v in real.items()))
 
 
+def _check_backends(args: argparse.Namespace, ctx: dict) -> list:
+    """The check's backend, and torch on the same device when torch is installed."""
+    from arraynet.backends import get_backend
+
+    b = ctx.get("backend")
+    if b is None:
+        raise RuntimeError("no backend (the device step failed)")
+    backends = [b]
+    if _has("torch"):
+        backends.append(get_backend("torch", args.device if args.mode == "gpu" else "cpu"))
+    return backends
+
+
 # -- step 4: host against device random numbers ---------------------------------------------
 def rng_run(args: argparse.Namespace, b: Any, kind: str, batch_size: int) -> dict:
     """Augmented training steps of the bench model drawing from the `kind` generator: images/s
@@ -537,14 +550,8 @@ def rng_run(args: argparse.Namespace, b: Any, kind: str, batch_size: int) -> dic
 
 def step_rng(args: argparse.Namespace, rep: Report, ctx: dict) -> None:
     """Host against device generator on the check's backend and on torch (same device)."""
-    from arraynet.backends import get_backend
 
-    b = ctx.get("backend")
-    if b is None:
-        raise RuntimeError("no backend (the device step failed)")
-    backends = [b]
-    if _has("torch"):
-        backends.append(get_backend("torch", args.device if args.mode == "gpu" else "cpu"))
+    backends = _check_backends(args, ctx)
     bs = int(str(args.batch_sizes).split(",")[0])
     res: dict[str, Any] = {"model": args.bench_model, "batch_size": bs, "augment": True}
     rep.doc["rng"] = res
@@ -575,14 +582,7 @@ def step_reductions(args: argparse.Namespace, rep: Report, ctx: dict) -> None:
     take, as `sum(axis=0)` and as the portable definitions' products with ones."""
     from bench_reductions import SHAPES, measure
 
-    from arraynet.backends import get_backend
-
-    b = ctx.get("backend")
-    if b is None:
-        raise RuntimeError("no backend (the device step failed)")
-    backends = [b]
-    if _has("torch"):
-        backends.append(get_backend("torch", args.device if args.mode == "gpu" else "cpu"))
+    backends = _check_backends(args, ctx)
     shapes = SHAPES if args.mode == "gpu" else [s for s in SHAPES if "b16" in s[0]]
     rounds, reps = (5, 10) if args.mode == "gpu" else (1, 2)
     rows: list[dict] = []

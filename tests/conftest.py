@@ -22,6 +22,22 @@ def mnist_dir() -> Path:
     return locate()
 
 
+def isolate_mnist(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """No env data dir, a private empty cache, no checkout fallback, no mirrors and no npm:
+    nothing is found by accident and nothing can reach the network. Returns the cache
+    folder (`arraynet.data.cache_dir()` for the test)."""
+    from arraynet.data import download, mnist
+
+    monkeypatch.delenv("ARRAYNET_DATA", raising=False)
+    monkeypatch.setattr(mnist, "checkout_data_dir", lambda: None)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    monkeypatch.setattr(download, "MIRRORS", [])
+    empty_bin = tmp_path / "empty-bin"
+    empty_bin.mkdir()
+    monkeypatch.setenv("PATH", str(empty_bin))
+    return tmp_path / "xdg-cache" / "arraynet" / "mnist"
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     try:

@@ -22,7 +22,7 @@ from arraynet.data import FILES, DataError, find_file, load_mnist, sha256_file, 
 from arraynet.data import download as dl
 from arraynet.data import mnist as mnist_mod
 from arraynet.io.images import ImageError, load_digit
-from tests.conftest import REPO
+from tests.conftest import REPO, isolate_mnist
 
 MiB = 1 << 20
 BOMB_EXTRA = 1 << 30  # zeros beyond what the header declares
@@ -191,14 +191,7 @@ def traced_peak(fn) -> tuple[BaseException | None, int, float]:
 def offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """No env data dir, a private empty cache, no checkout fallback, no mirrors and no npm.
     Returns the cache folder."""
-    monkeypatch.delenv("ARRAYNET_DATA", raising=False)
-    monkeypatch.setattr(mnist_mod, "checkout_data_dir", lambda: None)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
-    monkeypatch.setattr(dl, "MIRRORS", [])
-    empty_bin = tmp_path / "empty-bin"
-    empty_bin.mkdir()
-    monkeypatch.setenv("PATH", str(empty_bin))
-    return tmp_path / "xdg-cache" / "arraynet" / "mnist"
+    return isolate_mnist(monkeypatch, tmp_path)
 
 
 # -- 1. gzip bombs in IDX files ----------------------------------------------------------------

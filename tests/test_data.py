@@ -29,7 +29,7 @@ from arraynet.data import (
 )
 from arraynet.data import download as dl
 from arraynet.data import mnist as mnist_mod
-from tests.conftest import mnist_dir
+from tests.conftest import isolate_mnist, mnist_dir
 
 
 def _source() -> tuple[Path | None, str]:
@@ -62,13 +62,7 @@ def _raw_bytes(name: str) -> bytes:
 def _isolate(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No env data dir, a private cache, no checkout fallback, no mirrors and no npm: nothing
     is found by accident and nothing can reach the network."""
-    monkeypatch.delenv("ARRAYNET_DATA", raising=False)
-    monkeypatch.setattr(mnist_mod, "checkout_data_dir", lambda: None)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
-    monkeypatch.setattr(dl, "MIRRORS", [])
-    empty_bin = tmp_path / "empty-bin"
-    empty_bin.mkdir()
-    monkeypatch.setenv("PATH", str(empty_bin))
+    isolate_mnist(monkeypatch, tmp_path)
 
 
 @pytest.fixture(scope="module")

@@ -449,7 +449,7 @@ def test_the_page_runs_under_the_content_security_policy():
 
 
 def test_the_weights_sha256_is_at_healthz_and_on_the_page(model):
-    from arraynet.serve.app import file_sha256
+    from arraynet.io import file_sha256
 
     digest = hashlib.sha256(WEIGHTS.read_bytes()).hexdigest()
     assert file_sha256(WEIGHTS) == digest

@@ -206,9 +206,9 @@ class Kernels:
         var = xp.astype(portable.channel_sum64(xc * xc) / count, x.dtype)
         inv = 1.0 / xp.sqrt(var + eps)
         xhat = xc * inv
-        unbiased = var * (count / max(count - 1, 1))
-        new_mean = momentum * running_mean + (1 - momentum) * mean
-        new_var = momentum * running_var + (1 - momentum) * unbiased
+        new_mean, new_var = portable.running_stats(
+            running_mean, running_var, mean, var, count, momentum
+        )
         return xhat * gamma + beta, self.NormSaved(xhat, inv), new_mean, new_var
 
     def batchnorm_backward(
@@ -277,6 +277,9 @@ class Kernels:
             for dst, a in zip(out, new, strict=True):
                 dst.append(a)
         return out
+
+
+PORTABLE = Kernels()  # the portable definitions, for callers without a backend
 
 
 def adam_one(p, g, m, v, step: Any, v_scale: Any, b1: float, b2: float, eps: float):

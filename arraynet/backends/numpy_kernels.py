@@ -24,6 +24,7 @@ from numpy.lib.stride_tricks import as_strided
 from threadpoolctl import ThreadpoolController
 
 from arraynet.backends.kernels import Kernels, Saved
+from arraynet.backends.portable import running_stats
 
 CHUNK_BYTES = 4 << 20  # patch matrices are built this many bytes at a time (about L2)
 
@@ -600,9 +601,7 @@ class NumpyKernels(Kernels):
     def batchnorm_forward(self, x, gamma, beta, running_mean, running_var, momentum, eps):
         y, (xc, inv), mean, var = self._fn["batchnorm_forward"](x, gamma, beta, eps)
         count = x.size // x.shape[-1]
-        unbiased = var * (count / max(count - 1, 1))
-        new_mean = momentum * running_mean + (1 - momentum) * mean
-        new_var = momentum * running_var + (1 - momentum) * unbiased
+        new_mean, new_var = running_stats(running_mean, running_var, mean, var, count, momentum)
         return y, NumpyNormSaved(xc, inv), new_mean, new_var
 
     def batchnorm_backward(self, saved, dy, gamma):

@@ -155,6 +155,18 @@ def maxpool_backward(dy: Array, idx: Array, p: int, in_shape: tuple[int, ...]) -
     return dx
 
 
+# -- batch norm's running statistics ------------------------------------------------------
+def running_stats(
+    running_mean: Array, running_var: Array, mean: Array, var: Array, count: int, momentum: float
+) -> tuple[Array, Array]:
+    """The running mean and variance after a batch of `count` values per channel with
+    (biased) variance `var`: running = momentum * running + (1 - momentum) * batch, with
+    the unbiased batch variance."""
+    unbiased = var * (count / max(count - 1, 1))
+    new_mean = momentum * running_mean + (1 - momentum) * mean
+    return new_mean, momentum * running_var + (1 - momentum) * unbiased
+
+
 # -- softmax ----------------------------------------------------------------------------
 def softmax(z: Array, axis: int = -1) -> Array:
     """Numerically stable softmax."""

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from arraynet.backends.kernels import Kernels, Saved
+from arraynet.backends.portable import running_stats
 
 aten = torch.ops.aten
 Tensor = torch.Tensor
@@ -34,10 +35,11 @@ def _nhwc(t: Tensor) -> Tensor:
     return y if y.is_contiguous() else y.contiguous()
 
 
-def _channel_sum64(x: Tensor) -> Tensor:
-    """Per-channel sums in float64: float32 within each image, float64 across images."""
+def _channel_sum(x: Tensor, dtype: Any = None) -> Tensor:
+    """Per-channel sums over every axis but the last: within each image first (in x's
+    dtype), then across images (in `dtype`, default x's)."""
     n, c = x.shape[0], x.shape[-1]
-    return torch.sum(torch.sum(x.reshape(n, -1, c), dim=1), dim=0, dtype=torch.float64)
+    return torch.sum(torch.sum(x.reshape(n, -1, c), dim=1), dim=0, dtype=dtype)
 
 
 def _weight(kernel: Tensor) -> Tensor:
@@ -86,8 +88,7 @@ class TorchKernels(Kernels):
     def column_sum(self, x: Any) -> Any:
         # within each image, then across images: 1.2-2.8x faster than one sum over the
         # (N*H*W, C) view on the CPU (scripts/bench_reductions.py's shapes)
-        n, c = x.shape[0], x.shape[-1]
-        return torch.sum(torch.sum(x.reshape(n, -1, c), dim=1), dim=0)
+        return _channel_sum(x)
 
     def dense_forward(self, x, kernel, bias):
         return torch.addmm(bias, x, kernel)
@@ -143,14 +144,12 @@ class TorchKernels(Kernels):
         # images): torch's own CPU batch norm sums in float32, which broke parity with
         # NumPy for m14 (gradients off by 5e-4 at batch 8); its backward is exact enough.
         count = x.numel() // x.shape[-1]
-        mean = (_channel_sum64(x) / count).to(x.dtype)
+        mean = (_channel_sum(x, torch.float64) / count).to(x.dtype)
         xc = x - mean
-        var = (_channel_sum64(xc * xc) / count).to(x.dtype)
+        var = (_channel_sum(xc * xc, torch.float64) / count).to(x.dtype)
         invstd = torch.rsqrt(var + eps)
         y = torch.addcmul(beta, xc, gamma * invstd)
-        unbiased = var * (count / max(count - 1, 1))
-        new_mean = momentum * running_mean + (1 - momentum) * mean
-        new_var = momentum * running_var + (1 - momentum) * unbiased
+        new_mean, new_var = running_stats(running_mean, running_var, mean, var, count, momentum)
         return y, TorchNormSaved(_nchw(xc), torch.zeros_like(mean), invstd), new_mean, new_var
 
     def batchnorm_backward(self, saved, dy, gamma):

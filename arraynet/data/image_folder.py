@@ -15,7 +15,7 @@ import numpy as np
 
 from arraynet.data.mnist import DataError
 from arraynet.data.sources import Data, from_arrays
-from arraynet.io.images import FORMATS, MAX_PIXELS
+from arraynet.io.images import FORMATS, MAX_PIXELS, picture_format
 
 __all__ = ["IMAGE_SUFFIXES", "REFUSED_SUFFIXES", "load_image_folder"]
 
@@ -60,14 +60,10 @@ def _image_files(folder: Path, shown: Path) -> list[Path]:
     return files
 
 
-def _unaccepted(Image: Any, path: Path, shown: str, err: Exception) -> str:
+def _unaccepted(path: Path, shown: str, err: Exception) -> str:
     """The message for a file Pillow reads as neither PNG nor JPEG: its format when Pillow
     knows it (only the header is read), else that it is unreadable."""
-    try:
-        with Image.open(path) as im:
-            kind = im.format
-    except Exception:  # garbage, or a format Pillow cannot open: said below
-        kind = None
+    kind = picture_format(path)
     if kind:
         return f"{shown}: a {kind} image; image folders take PNG and JPEG only"
     text = " ".join(str(err).split()) or type(err).__name__
@@ -111,7 +107,7 @@ def _read(
     except DataError:
         raise
     except Image.UnidentifiedImageError as e:
-        raise DataError(_unaccepted(Image, path, shown, e)) from None
+        raise DataError(_unaccepted(path, shown, e)) from None
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):
         raise DataError(f"{shown}: more than the {MAX_PIXELS:,} pixels allowed") from None
     except (OSError, ValueError, SyntaxError) as e:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -130,17 +131,26 @@ def digit_from_bytes(
     return frame[None, :, :, None]
 
 
+def picture_format(source: Any) -> str | None:
+    """The format Pillow reads `source` (a path or bytes) as, from its header alone
+    ('GIF', 'TIFF' ...), or None when Pillow reads it as no picture at all."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
+            return im.format
+    except Exception:  # garbage, or a picture Pillow cannot open
+        return None
+
+
 def _unidentified(data: bytes, label: str, formats: tuple[str, ...] | None) -> str:
     """Why Pillow did not open `data`: another kind of picture than `formats`, or none."""
-    from PIL import Image, UnidentifiedImageError
-
     if formats:
         kinds = " or ".join(formats)
-        try:
-            with Image.open(io.BytesIO(data)) as im:  # (reads the header only)
-                return f"{label}: not a {kinds} image (a {im.format} image)"
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-            return f"{label}: not a readable image (not a {kinds} image)"
+        kind = picture_format(data)
+        if kind:
+            return f"{label}: not a {kinds} image (a {kind} image)"
+        return f"{label}: not a readable image (not a {kinds} image)"
     return f"{label}: not a readable image"
 
 

@@ -262,11 +262,8 @@ def read_header(path: str | os.PathLike) -> tuple[dict[str, tuple[str, tuple[int
 # -- provenance -------------------------------------------------------------------------
 def file_sha256(path: str | os.PathLike) -> str:
     """The SHA-256 of a file's bytes (what `sha256sum` prints), read in chunks."""
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def manifest_entries(folder: str | os.PathLike) -> dict[str, str] | None:
@@ -400,7 +397,7 @@ def _layout_of(path: Path, meta: dict, declared: dict) -> Any:
     """The (unbuilt) model of the file's layout, checked against the declared tensors'
     names and shapes without allocating anything."""
     from arraynet.layers import BUILTIN
-    from arraynet.model import Sequential
+    from arraynet.model import Sequential, state_misfit
 
     layout = meta.get("layout")
     if layout is None:
@@ -416,16 +413,10 @@ def _layout_of(path: Path, meta: dict, declared: dict) -> Any:
             return model  # a layer of the user's own builds only for real: checked later
     except (TypeError, ValueError, ArithmeticError, RecursionError, KeyError) as e:
         raise WeightsError(f"{path}: unknown layout ({_first_line(e)})") from None
-    missing = sorted(set(shapes) - set(declared))
-    extra = sorted(set(declared) - set(shapes))
-    if missing or extra:
-        raise WeightsError(
-            f"{path}: state does not fit the layout: missing {missing[:5]}, unexpected {extra[:5]}"
-        )
-    for name, want in shapes.items():
-        dtype, got = declared[name]
-        if got != want:
-            raise WeightsError(f"{path}: tensor {name!r} has shape {got}, layout needs {want}")
+    misfit = state_misfit(shapes, {k: shape for k, (_, shape) in declared.items()})
+    if misfit:
+        raise WeightsError(f"{path}: {misfit}")
+    for name, (dtype, _) in declared.items():
         if dtype not in ("F16", "BF16", "F32", "F64"):
             kind = ST_DTYPES.get(dtype, dtype)
             raise WeightsError(f"{path}: tensor {name!r} is {kind}, not floating point")

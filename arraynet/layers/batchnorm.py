@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from array_api_compat import array_namespace
 
-from arraynet.backends.portable import channel_sum64
+from arraynet.backends.portable import channel_sum64, running_stats
 from arraynet.layers.base import Array, BuildContext, Layer, Shape, real
 
 
@@ -95,10 +95,10 @@ class BatchNorm(Layer):
         return scale * (n * dy - total[:c] - xhat * total[c:])
 
     def _update_running(self, mean: Array, var: Array, count: int) -> None:
-        m = self.momentum
-        unbiased = var * (count / max(count - 1, 1))
-        self.buffers["running_mean"] = m * self.buffers["running_mean"] + (1 - m) * mean
-        self.buffers["running_var"] = m * self.buffers["running_var"] + (1 - m) * unbiased
+        rm, rv = self.buffers["running_mean"], self.buffers["running_var"]
+        self.buffers["running_mean"], self.buffers["running_var"] = running_stats(
+            rm, rv, mean, var, count, self.momentum
+        )
 
     def backward(self, dy: Array) -> Array:
         if self._global_count is not None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import html
 import ipaddress
 import logging
@@ -34,8 +33,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from arraynet.io.images import FORMATS, MAX_PIXELS  # (the limits `arraynet predict` keeps)
+
 MAX_BYTES = 1024 * 1024  # 1 MiB: a drawn digit is a few kB
-MAX_PIXELS = 4096 * 4096
 MAX_BATCH = 64  # pictures per forward pass
 MAX_IN_FLIGHT = 256  # predictions under way (decoding or waiting for the model) at once
 DECODE_WORKERS = min(4, os.cpu_count() or 1)
@@ -255,7 +255,7 @@ class Pipeline:
             raise Busy(f"the server is busy ({self.max_large} large pictures under way)")
         try:
             pool = self._pool("large" if large else "small")
-            fut = pool.submit(digit_from_bytes, body, "body", ("PNG", "JPEG"), MAX_PIXELS)
+            fut = pool.submit(digit_from_bytes, body, "body", FORMATS, MAX_PIXELS)
             return await asyncio.wrap_future(fut)
         finally:
             if large:
@@ -362,12 +362,6 @@ def browser_model(model: Any) -> bytes | None:
     from arraynet.io.onnx_export import export_bytes
 
     return export_bytes(model)
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """The SHA-256 of a file's bytes in hex, as `sha256sum` prints it."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def index_page(name: str, sha256: str | None) -> str:
