@@ -7,51 +7,75 @@
     history = model.fit(x, y, epochs=5, batch_size=32)
     model.evaluate(x_test, y_test)["error_rate"]
 
-The names below load on first use, so `import arraynet` (and the CLI) stays light.
+The names below load on first use, so `import arraynet` (and the CLI) stays light. This
+module imports nothing of arraynet itself: it names where things live, as strings.
 """
 
 from __future__ import annotations
 
 import importlib
-from pathlib import Path
+import importlib.abc
+import importlib.machinery
+import sys
+from types import ModuleType
 from typing import Any
 
 __version__ = "0.1.0"
 
 _NAMES = {
     "Sequential": ("arraynet.model", "Sequential"),
+    "load_model": ("arraynet.model", "load_model"),
     "get_backend": ("arraynet.backends", "get_backend"),
-    "Recipe": ("arraynet.recipes", "Recipe"),
+    "Recipe": ("arraynet.train.recipe", "Recipe"),
 }
-_MODULES = ("layers", "callbacks", "datasets", "testing", "zoo")
+_MODULES = {
+    "layers": "arraynet.layers",
+    "callbacks": "arraynet.train.callbacks",
+    "datasets": "arraynet.datasets",
+    "testing": "arraynet.testing",
+    "zoo": "arraynet.zoo",
+}
+
+# Modules that moved in the restructuring into packages, and where they live now: the old
+# import paths keep working (`import arraynet.fitting` is `arraynet.train.fit`).
+MOVED = {
+    "arraynet.averaging": "arraynet.train.averaging",
+    "arraynet.callbacks": "arraynet.train.callbacks",
+    "arraynet.distill": "arraynet.train.distill",
+    "arraynet.early_stopping": "arraynet.train.callbacks",
+    "arraynet.fitting": "arraynet.train.fit",
+    "arraynet.recipes": "arraynet.train.recipe",
+    "arraynet.runfolder": "arraynet.train.runfolder",
+    "arraynet.step": "arraynet.train.step",
+    "arraynet.training": "arraynet.train.loop",
+    "arraynet.data_parallel": "arraynet.parallel.data_parallel",
+    "arraynet.backends.comm": "arraynet.parallel.comm",
+    "arraynet.data.sharding": "arraynet.parallel.sharding",
+    "arraynet.layouts": "arraynet.zoo.layouts",
+    "arraynet.run": "arraynet.jobs",
+    "arraynet.ops": "arraynet.backends.portable",
+}
 
 __all__ = ["Recipe", "Sequential", "__version__", "get_backend", "load_model", *_MODULES]
 
 
-def load_model(
-    path: str | Path,
-    backend: Any = "numpy",
-    *,
-    sha256: str | None = None,
-    allow_unchecked: bool = False,
-    allow_nonfinite: bool = False,
-) -> Any:
-    """A model rebuilt from a weights file (safetensors + JSON) on `backend` (a name or a
-    Backend); its metadata (recipe, metrics, history ...) is `model.metadata`.
+class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Import an old module path as the module that now holds its code."""
 
-    `sha256`: the file's expected SHA-256 (from its publisher); a SHA256SUMS beside the
-    file is checked too. A file without arraynet's checksum is refused unless
-    `allow_unchecked`, weights with NaN or infinities unless `allow_nonfinite`
-    (`arraynet.io.weights` says what each check proves)."""
-    from arraynet.backends import get_backend
-    from arraynet.io import load_model as load
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        if fullname not in MOVED:
+            return None
+        return importlib.machinery.ModuleSpec(fullname, self)
 
-    b = get_backend(backend) if isinstance(backend, str) else backend
-    model, meta = load(
-        path, b, sha256=sha256, allow_unchecked=allow_unchecked, allow_nonfinite=allow_nonfinite
-    )
-    model.metadata = meta
-    return model
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
+        return importlib.import_module(MOVED[spec.name])
+
+    def exec_module(self, module: ModuleType) -> None:
+        """The module is the new one, already executed."""
+
+
+if not any(isinstance(f, _MovedModules) for f in sys.meta_path):
+    sys.meta_path.append(_MovedModules())
 
 
 def __getattr__(name: str) -> Any:
@@ -59,7 +83,7 @@ def __getattr__(name: str) -> Any:
         module, attr = _NAMES[name]
         return getattr(importlib.import_module(module), attr)
     if name in _MODULES:
-        return importlib.import_module(f"arraynet.{name}")
+        return importlib.import_module(_MODULES[name])
     raise AttributeError(f"module 'arraynet' has no attribute {name!r}")
 
 

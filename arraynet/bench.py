@@ -11,7 +11,7 @@ from arraynet import __version__
 from arraynet.augment import augment_batch
 from arraynet.backends import Backend
 from arraynet.optimizers import make_optimizer
-from arraynet.step import train_step
+from arraynet.train.step import train_step
 
 
 def median_seconds(fn: Any, steps: int, warmup: int, backend: Backend) -> float:
@@ -48,8 +48,8 @@ def run_bench(
 ) -> dict:
     """Median images/s of training (augmentation off, then on) and of evaluation, on
     batches of MNIST (or of the dataset `data`)."""
-    from arraynet.layouts import model_factory
-    from arraynet.run import fit_data, load_data, make_dataset, shape_from_data
+    from arraynet.jobs import fit_data, load_data, make_dataset, shape_from_data
+    from arraynet.zoo.layouts import model_factory
 
     name, make, recipe = model_factory(model)
     ds = load_data(data, data_dir, quiet=True)

@@ -52,7 +52,7 @@ def _finite(obj: Any) -> Any:
 def _emit_json(obj: Any) -> None:
     """One JSON line on stdout; a result object also names the ranks and communicator of
     the job that computed it (1 and 'single' unless the command trained data-parallel)."""
-    from arraynet.backends.comm import active_world
+    from arraynet.parallel.comm import active_world
 
     w = active_world()
     if isinstance(obj, dict) and "ranks" not in obj:
@@ -203,10 +203,10 @@ def train(
     """Train a zoo model with its seed recipe, or a layout file with its own recipe, on
     MNIST or any dataset (any flag overrides one setting). Under `mpiexec -n N` (or srun)
     it trains data-parallel on N ranks."""
-    from arraynet.callbacks import AT_CHANCE, Hooks, format_row
-    from arraynet.layouts import model_and_recipe
-    from arraynet.run import train_model
-    from arraynet.runfolder import RunFolder
+    from arraynet.jobs import train_model
+    from arraynet.train.callbacks import AT_CHANCE, Hooks, format_row
+    from arraynet.train.runfolder import RunFolder
+    from arraynet.zoo.layouts import model_and_recipe
 
     world = _world(comm)
     name, layout, base = model_and_recipe(model)
@@ -248,11 +248,11 @@ def train(
     con = _out(json_mode) if world.is_root else Console(quiet=True)
     extra: list[Any] = []  # (files rank 0 alone writes)
     if history is not None and world.is_root:
-        from arraynet.callbacks import CSVLogger
+        from arraynet.train.callbacks import CSVLogger
 
         extra.append(CSVLogger(history))
     if logdir is not None and world.is_root:
-        from arraynet.callbacks import TensorBoard
+        from arraynet.train.callbacks import TensorBoard
 
         extra.append(TensorBoard(logdir))
     ranks = f", {world.size} ranks ({world.name})" if world.size > 1 else ""
@@ -312,7 +312,7 @@ CommOpt = Annotated[
 
 def _world(kind: str) -> Any:
     """The job's communicator; a bad choice is a CliError."""
-    from arraynet.backends.comm import CommError, world
+    from arraynet.parallel.comm import CommError, world
 
     try:
         return world(kind)
@@ -362,7 +362,7 @@ def evaluate(
     json_mode: JsonOpt = False,
 ) -> None:
     """Test error of trained weights on a test set (the 10,000 MNIST images by default)."""
-    from arraynet.run import evaluate_weights
+    from arraynet.jobs import evaluate_weights
 
     if sha256 and len(sha256) != len(weights):
         raise CliError(f"--sha256 given {len(sha256)} times for {len(weights)} weights files")
@@ -519,7 +519,7 @@ def zoo(
     from arraynet.zoo import ZOO
 
     if export is not None:
-        from arraynet.layouts import zoo_layout
+        from arraynet.zoo.layouts import zoo_layout
 
         sys.stdout.write(json.dumps(zoo_layout(export), indent=2) + "\n")
         return
@@ -585,7 +585,7 @@ def _short(layer: Any) -> str:
 def backends(json_mode: JsonOpt = False) -> None:
     """Which backends import here and which devices they see."""
     from arraynet.backends import probe
-    from arraynet.backends.comm import probe_comm
+    from arraynet.parallel.comm import probe_comm
 
     rows = probe()
     comm = probe_comm(_world("auto"))
@@ -613,8 +613,8 @@ def backends(json_mode: JsonOpt = False) -> None:
 # -- parity / bench ---------------------------------------------------------------------
 def _check_model(model: str) -> None:
     """A --model value must be a zoo entry or a layout file (one line otherwise)."""
-    from arraynet.layouts import is_layout_file
     from arraynet.zoo import LAYOUTS
+    from arraynet.zoo.layouts import is_layout_file
 
     if model not in LAYOUTS and not is_layout_file(model):
         raise CliError(
@@ -829,7 +829,7 @@ def main() -> None:
     from arraynet.backends import BackendUnavailable
     from arraynet.data import DataError
     from arraynet.io import WeightsError
-    from arraynet.training import EpochSavedError
+    from arraynet.train.loop import EpochSavedError
 
     # A diverging run is reported in one line (TrainingDiverged); NumPy's own warnings
     # about the overflows on the way would only bury it.
@@ -869,7 +869,7 @@ _NUMPY_FP_WARNINGS = (
 
 def _abort_others(code: int) -> None:
     """In a job of several ranks, end them all (the others would wait for this one)."""
-    from arraynet.backends.comm import active_world
+    from arraynet.parallel.comm import active_world
 
     w = active_world()
     if w is not None and w.size > 1:
@@ -898,7 +898,7 @@ def script_errors(prog: str) -> Iterator[None]:
 def _fail(e: BaseException, prefix: str = "", prog: str = "arraynet") -> None:
     text = str(e).strip().splitlines()
     msg = text[0] if text else type(e).__name__
-    from arraynet.backends.comm import active_world
+    from arraynet.parallel.comm import active_world
 
     w = active_world()
     if w is not None and w.size > 1:  # the other ranks would wait for this one: end them

@@ -1,161 +1,27 @@
-"""Sequential model: a stack of layers built from an input shape."""
+"""`Sequential`, the model users build, fit, evaluate, save and export: the network core
+(`arraynet.network.Network`) with the training and file front ends on top. `load_model`
+rebuilds one from a weights file."""
 
 from __future__ import annotations
 
-import math
+from pathlib import Path
 from typing import Any
 
-from array_api_compat import array_namespace
-
-from arraynet.backends import Backend, HostRNG
-from arraynet.layers import Activation, BuildContext, Layer, layer_from_config
-from arraynet.layers.base import input_shape_of
-from arraynet.losses import cross_entropy, mse, softmax_cross_entropy
+from arraynet.backends import Backend, get_backend
+from arraynet.io.onnx_export import export_onnx
+from arraynet.io.weights import load_model as load_weights
+from arraynet.io.weights import save_model
+from arraynet.network import Network, check_built
+from arraynet.train.fit import evaluate_arrays, fit
 
 Array = Any
-LOSS_NAMES = ("cross_entropy", "mse")
-MAX_LAYERS = 10_000  # in a layout read from a file
 
 
-def state_misfit(
-    expected: dict[str, tuple[int, ...]], got: dict[str, tuple[int, ...]]
-) -> str | None:
-    """Why the named shapes `got` do not fit a layout's `expected` ones (one line: the
-    names missing and unexpected, at most 5 of each, or the first shape that differs), or
-    None when they fit."""
-    missing = sorted(set(expected) - set(got))
-    extra = sorted(set(got) - set(expected))
-    if missing or extra:
-        return f"state does not fit the layout: missing {missing[:5]}, unexpected {extra[:5]}"
-    for name, want in expected.items():
-        if tuple(got[name]) != tuple(want):
-            return f"tensor {name!r} has shape {tuple(got[name])}, layout needs {tuple(want)}"
-    return None
-
-
-class Sequential:
+class Sequential(Network):
     """Layers applied in order. Images are NHWC; `input_shape` excludes the batch axis:
     (H, W, C) for images, (D,) for vectors, or None to take it from the data at `fit`."""
 
-    def __init__(self, layers: list[Layer], input_shape: tuple[int, ...] | None = None) -> None:
-        self.layers = list(layers)
-        self.input_shape = input_shape_of(input_shape) if input_shape is not None else None
-        self.backend: Backend | None = None
-        self.dtype: Any = None
-        self.training = False
-        self.metadata: dict = {}  # what a loaded weights file carried besides the arrays
-
-    # -- building ----------------------------------------------------------------------
-    def build(
-        self, backend: Backend | str = "numpy", seed: int = 0, dtype: str = "float32"
-    ) -> Sequential:
-        """Create every parameter on `backend` (a Backend or a name), drawn from a host
-        generator seeded `seed`."""
-        if isinstance(backend, str):
-            from arraynet.backends import get_backend
-
-            backend = get_backend(backend)
-        if self.input_shape is None:
-            raise ValueError("the model has no input_shape: give Sequential(..., input_shape=...)"
-                             " or let fit() take it from the data")  # fmt: skip
-        self.backend = backend
-        self.dtype = backend.dtype(dtype)
-        rng = HostRNG(backend, seed)
-        ctx = BuildContext(backend=backend, rng=rng, dtype=self.dtype)
-        shape = self.input_shape
-        for layer in self.layers:
-            shape = layer.build(shape, ctx)
-        self.output_shape = shape
-        if self.layers:
-            self.layers[0].need_input_grad = False
-        # Dropout masks come from a host generator on every backend, so a seed gives the
-        # same masks on NumPy, CuPy and torch (what the parity tests compare); training
-        # switches to the backend's default generator or --rng (Training.use_rng).
-        self.set_rng(backend.rng(seed + 1, host=True))
-        return self
-
-    def set_rng(self, rng: HostRNG) -> None:
-        """The generator dropout layers draw their masks from."""
-        self.rng = rng
-        for layer in self.layers:
-            if layer.rng_uses() or hasattr(layer, "rng"):
-                layer.rng = rng
-
-    # -- running -----------------------------------------------------------------------
-    def train(self, mode: bool = True) -> Sequential:
-        self.training = mode
-        return self
-
-    def eval(self) -> Sequential:
-        return self.train(False)
-
-    @property
-    def fused_softmax(self) -> bool:
-        """True when the last layer is a softmax, so logits are the input to it."""
-        last = self.layers[-1] if self.layers else None
-        return isinstance(last, Activation) and last.fn == "softmax"
-
-    def logits(self, x: Array, training: bool | None = None) -> Array:
-        """Output before a final softmax (the whole output when there is none)."""
-        training = self.training if training is None else training
-        if self.dtype is not None and x.dtype != self.dtype:  # e.g. float32 images, float64 model
-            x = array_namespace(x).astype(x, self.dtype)
-        layers = self.layers[:-1] if self.fused_softmax else self.layers
-        for layer in layers:
-            x = layer.forward(x, training)
-        return x
-
-    def forward(self, x: Array, training: bool | None = None) -> Array:
-        """The model's output (probabilities when it ends in softmax)."""
-        training = self.training if training is None else training
-        z = self.logits(x, training)
-        return self.layers[-1].forward(z, training) if self.fused_softmax else z
-
-    __call__ = forward
-
-    def backward(self, dy: Array, through_softmax: bool = False) -> None:
-        """Propagate dL/d(output) back, filling every layer's grads.
-
-        With a final softmax, `dy` is dL/dlogits unless `through_softmax` is True.
-        """
-        layers = self.layers if (through_softmax or not self.fused_softmax) else self.layers[:-1]
-        for layer in reversed(layers):
-            dy = layer.backward(dy)
-            if dy is None:
-                break
-
-    def loss_and_grads(
-        self, x: Array, y: Array, loss: str = "cross_entropy", smoothing: float = 0.0
-    ) -> tuple[Array, Array]:
-        """Forward in training mode, the loss, and backward. Returns (loss, logits)."""
-        if loss == "cross_entropy" and self.fused_softmax:
-            z = self.logits(x, True)
-            value, dz = softmax_cross_entropy(z, y, smoothing, self.backend.kernels)
-            self.backward(dz)
-            return value, z
-        if loss not in LOSS_NAMES:
-            raise ValueError(f"unknown loss {loss!r}; choose from {', '.join(LOSS_NAMES)}")
-        out = self.forward(x, True)
-        value, dout = (cross_entropy if loss == "cross_entropy" else mse)(out, y)
-        self.backward(dout, through_softmax=True)
-        return value, out
-
-    def predict(self, x: Array, batch_size: int = 1000) -> Array:
-        """Outputs in eval mode (probabilities when the model ends in softmax), computed in
-        batches, as arrays of the model's backend. `x` may be a NumPy array or any other
-        backend's (uint8 images are scaled to [0, 1])."""
-        from arraynet.fitting import _check_built, device_inputs
-
-        _check_built(self)
-        x = device_inputs(self, x)
-        xp = array_namespace(x)
-        parts = [
-            self.forward(x[i : min(i + batch_size, x.shape[0]), ...], False)
-            for i in range(0, x.shape[0], batch_size)
-        ]
-        return xp.concat(parts, axis=0)
-
-    # -- training and scoring on arrays (arraynet.fitting) ------------------------------
+    # -- training and scoring on arrays (arraynet.train.fit) ------------------------------
     def fit(self, x: Array, y: Array, **kw: Any) -> list[dict]:
         """Train on images (N, H, W, C) or vectors (N, D), uint8 (scaled to [0, 1]) or float,
         NumPy or any backend's arrays, with integer labels (N,) or one-hot rows (N, K).
@@ -174,109 +40,39 @@ class Sequential:
         first (on the backend that holds `x` unless `backend` says otherwise). Returns the
         history: one dict per epoch.
         """
-        from arraynet.fitting import fit
-
         return fit(self, x, y, **kw)
 
     def evaluate(self, x: Array, y: Array, batch_size: int = 500) -> dict:
         """error_rate, loss, correct and total on (x, y) (labels or one-hot rows)."""
-        from arraynet.fitting import evaluate_arrays
-
+        check_built(self)
         return evaluate_arrays(self, x, y, batch_size)
 
     def save(self, path: Any, meta: dict | None = None) -> None:
         """Write the weights and layout (safetensors + JSON metadata) atomically."""
-        from arraynet.io import save_model
-
         save_model(path, self, dict(meta or {}))
-
-    # -- parameters and state ----------------------------------------------------------
-    def parameters(self) -> dict[str, Array]:
-        """Trainable arrays named 'index.name' (e.g. '0.kernel')."""
-        return {
-            f"{i}.{k}": v for i, layer in enumerate(self.layers) for k, v in layer.params.items()
-        }
-
-    def gradients(self) -> dict[str, Array]:
-        """Gradients from the last backward, named like parameters()."""
-        return {
-            f"{i}.{k}": v for i, layer in enumerate(self.layers) for k, v in layer.grads.items()
-        }
-
-    def set_parameters(self, params: dict[str, Array]) -> None:
-        """Replace parameters by name (the arrays themselves, no copy)."""
-        for name, value in params.items():
-            i, k = name.split(".", 1)
-            self.layers[int(i)].params[k] = value
-
-    def state_dict(self) -> dict[str, Array]:
-        """Parameters and buffers (e.g. batch-norm running statistics), flat."""
-        state = self.parameters()
-        for i, layer in enumerate(self.layers):
-            for k, v in layer.buffers.items():
-                state[f"{i}.{k}"] = v
-        return state
-
-    def load_state_dict(self, state: dict[str, Array]) -> None:
-        """Load named arrays; missing, unexpected or mis-shaped entries raise ValueError."""
-        expected = {k: tuple(v.shape) for k, v in self.state_dict().items()}
-        misfit = state_misfit(expected, {k: tuple(v.shape) for k, v in state.items()})
-        if misfit:
-            raise ValueError(misfit)
-        for name, value in state.items():
-            i, k = name.split(".", 1)
-            layer = self.layers[int(i)]
-            (layer.params if k in layer.params else layer.buffers)[k] = value
-
-    def state_shapes(self) -> dict[str, tuple[int, ...]]:
-        """The shape of every parameter and buffer `build` would create (named as in
-        `state_dict`), found without allocating any: the layout is built afresh on a
-        backend whose arrays are only shapes (`arraynet.backends.shapes`)."""
-        from arraynet.backends.shapes import ShapeRNG, shape_backend
-
-        if self.input_shape is None:
-            raise ValueError("the model has no input_shape")
-        b = shape_backend()
-        ctx = BuildContext(backend=b, rng=ShapeRNG(b), dtype="float32")
-        shape: tuple[int, ...] = self.input_shape
-        out: dict[str, tuple[int, ...]] = {}
-        for i, cfg in enumerate(self.config()["layers"]):
-            layer = layer_from_config(cfg)
-            shape = layer.build(shape, ctx)
-            for kind in (layer.params, layer.buffers):
-                out.update({f"{i}.{k}": tuple(v.shape) for k, v in kind.items()})
-        return out
-
-    def num_parameters(self) -> int:
-        return sum(math.prod(v.shape) for v in self.parameters().values())
-
-    def config(self) -> dict:
-        """The layout as JSON-able data."""
-        shape = list(self.input_shape) if self.input_shape is not None else None
-        return {"input_shape": shape, "layers": [l.config() for l in self.layers]}
-
-    @classmethod
-    def from_config(cls, cfg: dict) -> Sequential:
-        """Rebuild an (unbuilt) model from `config()`."""
-        if not isinstance(cfg, dict) or "layers" not in cfg:
-            raise ValueError("layout must be a mapping with 'layers'")
-        if not isinstance(cfg["layers"], list):
-            raise ValueError("layout 'layers' must be a list of layer configs")
-        if len(cfg["layers"]) > MAX_LAYERS:
-            raise ValueError(f"layout has {len(cfg['layers']):,} layers, over {MAX_LAYERS:,}")
-        shape = cfg.get("input_shape", (28, 28, 1))  # (files from before shapes were saved)
-        return cls([layer_from_config(c) for c in cfg["layers"]], shape)
 
     def export_onnx(self, path: str) -> None:
         """Write the built model as an ONNX file (needs the `onnx` extra)."""
-        from arraynet.io.onnx_export import export_onnx
-
         export_onnx(self, path)
 
-    def summary(self) -> str:
-        lines = [f"input {self.input_shape}"]
-        for i, layer in enumerate(self.layers):
-            n = sum(math.prod(v.shape) for v in layer.params.values())
-            lines.append(f"{i:>2} {layer!r:<60} -> {layer.output_shape}  params {n}")
-        lines.append(f"total parameters {self.num_parameters()}")
-        return "\n".join(lines)
+
+def load_model(
+    path: str | Path,
+    backend: Backend | str = "numpy",
+    *,
+    sha256: str | None = None,
+    allow_unchecked: bool = False,
+    allow_nonfinite: bool = False,
+) -> Sequential:
+    """A model rebuilt from a weights file (safetensors + JSON) on `backend` (a name or a
+    Backend); its metadata (recipe, metrics, history ...) is `model.metadata`.
+
+    `sha256`: the file's expected SHA-256 (from its publisher); a SHA256SUMS beside the
+    file is checked too. A file without arraynet's checksum is refused unless
+    `allow_unchecked`, weights with NaN or infinities unless `allow_nonfinite`
+    (`arraynet.io.weights` says what each check proves)."""
+    b = get_backend(backend) if isinstance(backend, str) else backend
+    model, meta = load_weights(path, b, sha256=sha256, allow_unchecked=allow_unchecked,
+                               allow_nonfinite=allow_nonfinite, cls=Sequential)  # fmt: skip
+    model.metadata = meta
+    return model

@@ -75,7 +75,7 @@ def run_parity(
     each backend's device generator instead (they then differ between libraries, so only
     layouts without dropout can agree).
     """
-    from arraynet.layouts import model_factory
+    from arraynet.zoo.layouts import model_factory
 
     model_name, make, recipe = model_factory(model)
     loss = loss or recipe.loss

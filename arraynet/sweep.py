@@ -2,7 +2,7 @@
 overrides) as Ray Tune trials, each in its own run folder, with the results in one table
 (JSON and CSV).
 
-A trial trains in-process with `arraynet.run.train_model` on one CPU thread. A trial that
+A trial trains in-process with `arraynet.jobs.train_model` on one CPU thread. A trial that
 fails is retried by Tune (`max_failures`) and continues from its run folder's last
 checkpoint; running the same sweep again reuses every finished trial's result and resumes
 the unfinished ones.
@@ -19,9 +19,9 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from arraynet.io import atomic_write_bytes, atomic_write_json
-from arraynet.layouts import model_and_recipe
-from arraynet.recipes import Recipe
+from arraynet.files import atomic_write_bytes, atomic_write_json
+from arraynet.train.recipe import Recipe
+from arraynet.zoo.layouts import model_and_recipe
 
 COLUMNS = (
     "trial", "model", "seed", "overrides", "status", "error_rate", "test_loss", "epochs_run",
@@ -81,9 +81,9 @@ def _slug(text: str) -> str:
 def run_trial(config: dict) -> dict:
     """Train one trial (or pick up its finished result, or resume it); returns its row."""
     from arraynet.backends import get_backend
-    from arraynet.backends.comm import Communicator
     from arraynet.io import load_arrays
-    from arraynet.run import train_model
+    from arraynet.jobs import train_model
+    from arraynet.parallel.comm import Communicator
 
     out = Path(config["out"])
     row = {k: config[k] for k in ("trial", "model", "seed")}

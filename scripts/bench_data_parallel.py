@@ -28,13 +28,12 @@ WORKER = "--worker"
 def worker(model: str, batch: int, steps: int, warmup: int, threads: int) -> dict:
     """Time `steps` training steps of the global batch `batch` on this job's ranks."""
     from arraynet.backends import get_backend
-    from arraynet.backends.comm import world
     from arraynet.data import load_mnist, one_hot, to_float
-    from arraynet.data_parallel import DataParallel
     from arraynet.optimizers import make_optimizer
-    from arraynet.recipes import recipe_for
-    from arraynet.step import train_step
-    from arraynet.zoo import build_layout
+    from arraynet.parallel.comm import world
+    from arraynet.parallel.data_parallel import DataParallel
+    from arraynet.train.step import train_step
+    from arraynet.zoo import build_layout, recipe_for
 
     comm = world()
     b = get_backend("numpy", threads=threads)

@@ -38,9 +38,8 @@ from arraynet.bench import versions  # noqa: E402
 from arraynet.data import DataError, load_mnist, one_hot, to_float  # noqa: E402
 from arraynet.io import atomic_write_json  # noqa: E402
 from arraynet.optimizers import make_optimizer  # noqa: E402
-from arraynet.recipes import recipe_for  # noqa: E402
-from arraynet.step import train_step  # noqa: E402
-from arraynet.zoo import build_layout  # noqa: E402
+from arraynet.train.step import train_step  # noqa: E402
+from arraynet.zoo import build_layout, entry  # noqa: E402
 
 KERNELS_PATH = "arraynet/backends/numpy_kernels.py"
 OPS_PATH = "arraynet/ops.py"
@@ -105,7 +104,7 @@ def compare(
 ) -> dict:
     """Median training (or, with `evaluate`, evaluation) images/s for the reference
     kernels and each current chunk size and thread count."""
-    recipe = recipe_for(model)
+    recipe = entry(model).recipe
     batches = 4 if evaluate else 50
     n = bs * batches
     # (kernels, chunk bytes, their Workers or None for the reference)
@@ -192,7 +191,7 @@ def main() -> None:
         sys.exit(f"bench_kernels_ab: error: the kernels at {args.ref!r} have no threads")
     try:
         for model, _ in pairs:
-            recipe_for(model)
+            _ = entry(model).recipe  # an unknown model fails here, before any timing
         data = load_mnist(args.data_dir, quiet=True)
     except (ValueError, OSError, DataError) as e:
         sys.exit(f"bench_kernels_ab: error: {e}")

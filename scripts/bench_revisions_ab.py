@@ -34,12 +34,12 @@ import numpy as np
 from arraynet.backends import get_backend
 from arraynet.data import load_mnist, one_hot
 from arraynet.optimizers import make_optimizer
-from arraynet.recipes import recipe_for
+from arraynet.zoo import entry
 from arraynet.step import train_step
 from arraynet.zoo import build_layout
 
 model, bs, steps, backend = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-recipe = recipe_for(model)
+recipe = entry(model).recipe
 b = get_backend(backend)
 mnist = load_mnist(None, quiet=True)
 n = bs * 8

@@ -32,9 +32,8 @@ from arraynet.backends import get_backend  # noqa: E402
 from arraynet.bench import versions  # noqa: E402
 from arraynet.data import DataError, load_mnist, one_hot  # noqa: E402
 from arraynet.optimizers import make_optimizer  # noqa: E402
-from arraynet.recipes import recipe_for  # noqa: E402
-from arraynet.step import train_step  # noqa: E402
-from arraynet.zoo import build_layout  # noqa: E402
+from arraynet.train.step import train_step  # noqa: E402
+from arraynet.zoo import build_layout, recipe_for  # noqa: E402
 
 
 def per_step_times(step, steps: int) -> list[float]:

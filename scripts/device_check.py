@@ -485,11 +485,10 @@ def rng_run(args: argparse.Namespace, b: Any, kind: str, batch_size: int) -> dic
     import numpy as np
 
     from arraynet.backends.transfers import count_transfers
-    from arraynet.callbacks import Callback
     from arraynet.data import one_hot
-    from arraynet.recipes import recipe_for
-    from arraynet.training import Dataset, Training, fit_loop
-    from arraynet.zoo import build_layout
+    from arraynet.train.callbacks import Callback
+    from arraynet.train.loop import Dataset, Training, fit_loop
+    from arraynet.zoo import build_layout, recipe_for
 
     steps, warmup = max(2, args.bench_steps), args.bench_warmup
     recipe = recipe_for(args.bench_model).with_overrides(batch_size=batch_size, aug_p=1.0)
@@ -599,8 +598,8 @@ def step_reductions(args: argparse.Namespace, rep: Report, ctx: dict) -> None:
 
 # -- step 6: a short training run ------------------------------------------------------------
 def step_train(args: argparse.Namespace, rep: Report, ctx: dict) -> None:
-    from arraynet.recipes import recipe_for
-    from arraynet.run import train_model
+    from arraynet.jobs import train_model
+    from arraynet.zoo import recipe_for
 
     b = ctx.get("backend")
     if b is None:

@@ -27,7 +27,7 @@ from arraynet.backends import get_backend  # noqa: E402
 from arraynet.cli import script_errors  # noqa: E402
 from arraynet.data import load_mnist  # noqa: E402
 from arraynet.io import atomic_write_json, load_model, refresh_manifest  # noqa: E402
-from arraynet.run import make_dataset, predict_probs  # noqa: E402
+from arraynet.jobs import make_dataset, predict_probs  # noqa: E402
 
 MODELS = REPO / "models"
 

@@ -38,7 +38,7 @@ from arraynet.io import (  # noqa: E402
     refresh_manifest,
 )
 from arraynet.io.weights import load_arrays  # noqa: E402
-from arraynet.run import evaluate_weights  # noqa: E402
+from arraynet.jobs import evaluate_weights  # noqa: E402
 
 
 def candidate(run: Path) -> dict:

@@ -29,7 +29,7 @@ from arraynet.io import (  # noqa: E402
     atomic_write_json,
     refresh_manifest,
 )
-from arraynet.run import evaluate_weights  # noqa: E402
+from arraynet.jobs import evaluate_weights  # noqa: E402
 
 
 def main() -> None:

@@ -33,9 +33,13 @@ from arraynet.io import (  # noqa: E402
     atomic_write_json,
     refresh_manifest,
 )
-from arraynet.recipes import Recipe, recipe_for  # noqa: E402
-from arraynet.run import train_model  # noqa: E402
-from arraynet.zoo import LAYOUTS, ZOO  # noqa: E402
+from arraynet.jobs import train_model  # noqa: E402
+from arraynet.train.recipe import Recipe  # noqa: E402
+from arraynet.zoo import (  # noqa: E402
+    LAYOUTS,
+    ZOO,
+    recipe_for,
+)
 
 MODELS = REPO / "models"
 

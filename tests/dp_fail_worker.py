@@ -12,9 +12,9 @@ import sys
 import time
 
 from arraynet.backends import get_backend
-from arraynet.backends.comm import world
-from arraynet.recipes import recipe_for
-from arraynet.run import train_model
+from arraynet.jobs import train_model
+from arraynet.parallel.comm import world
+from arraynet.zoo import recipe_for
 
 
 def main(out: str, mode: str) -> None:

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from arraynet.backends import get_backend
-from arraynet.backends.comm import world
 from arraynet.layers import Activation, Conv2D, Dense, Flatten, MaxPool2D
 from arraynet.model import Sequential
+from arraynet.parallel.comm import world
 
 
 def main(out: Path) -> None:

@@ -16,14 +16,14 @@ from pathlib import Path
 import numpy as np
 
 from arraynet.backends import get_backend
-from arraynet.backends.comm import world
-from arraynet.callbacks import Hooks
-from arraynet.data_parallel import DataParallel
 from arraynet.io import save_arrays
 from arraynet.layers import Activation, BatchNorm, Conv2D, Dense, Flatten, MaxPool2D
 from arraynet.model import Sequential
-from arraynet.recipes import Recipe
-from arraynet.training import Dataset, Training, fit_loop
+from arraynet.parallel.comm import world
+from arraynet.parallel.data_parallel import DataParallel
+from arraynet.train.callbacks import Hooks
+from arraynet.train.loop import Dataset, Training, fit_loop
+from arraynet.train.recipe import Recipe
 
 N_IMAGES, BATCH, EPOCHS = 48, 8, 2  # 12 steps; 48 = 6 global batches of 8
 

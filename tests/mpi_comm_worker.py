@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from arraynet.backends import get_backend
-from arraynet.backends.comm import world
+from arraynet.parallel.comm import world
 
 
 def main(backend: str, out: Path) -> None:

@@ -158,7 +158,7 @@ def test_grad_hook_runs_between_backward_and_the_update():
     """The training step's seam (e.g. for an all-reduce): the optimizer applies what the
     hook returns."""
     from arraynet.optimizers import make_optimizer
-    from arraynet.step import train_step
+    from arraynet.train.step import train_step
 
     x, y = blobs(8, 8, 1, 3)
     xf = x.astype(np.float32) / 255.0

@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from arraynet.averaging import WeightAverage, recalibrate_batchnorm
 from arraynet.backends import get_backend
-from arraynet.callbacks import Callback
 from arraynet.io import WeightsError, load_arrays
+from arraynet.jobs import make_dataset, train_model
 from arraynet.layers import Activation, BatchNorm, Dense, Dropout, Flatten
 from arraynet.model import Sequential
-from arraynet.recipes import recipe_for
-from arraynet.run import make_dataset, train_model
-from arraynet.training import Training, fit_loop
+from arraynet.train.averaging import WeightAverage, recalibrate_batchnorm
+from arraynet.train.callbacks import Callback
+from arraynet.train.loop import Training, fit_loop
+from arraynet.zoo import recipe_for
 
 
 def _bn_model(b):

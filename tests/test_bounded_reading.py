@@ -396,7 +396,7 @@ def test_run_load_data_never_downloads(
     tmp_path: Path, offline: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """What train, evaluate, bench, plot and sweep load through: not even into the cache."""
-    from arraynet.run import load_data
+    from arraynet.jobs import load_data
 
     monkeypatch.setattr(dl, "MIRRORS", [gz_mirror(tmp_path / "mirror", data_dir).as_uri() + "/"])
     for data in (None, "mnist", "MNIST"):

@@ -547,8 +547,8 @@ BAD_LAYOUTS = [
 def test_bad_layout_files_are_refused_before_a_run(tmp_path, doc, text, data_dir):
     """In process (quick): every bad layout is one ValueError line, and no run starts."""
     from arraynet.backends import get_backend
-    from arraynet.layouts import read_layout
-    from arraynet.run import train_model
+    from arraynet.jobs import train_model
+    from arraynet.zoo.layouts import read_layout
 
     path = tmp_path / "bad.json"
     path.write_text(doc)

@@ -22,8 +22,8 @@ import pytest
 
 from arraynet.backends import get_backend
 from arraynet.io import load_arrays
-from arraynet.recipes import recipe_for
-from arraynet.run import train_model
+from arraynet.jobs import train_model
+from arraynet.zoo import recipe_for
 from tests.conftest import REPO
 
 TIMING = ("seconds", "img_per_s")  # the only history fields a resumed run may change

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 
 from arraynet.backends import get_backend
-from arraynet.backends.comm import Communicator, launcher_world, rank_seed, world
-from arraynet.data.sharding import epoch_batches
-from arraynet.data_parallel import DataParallel, LinearScaling, lr_scaling_for
 from arraynet.io import load_arrays
 from arraynet.layers import BatchNorm
+from arraynet.parallel.comm import Communicator, launcher_world, rank_seed, world
+from arraynet.parallel.data_parallel import DataParallel, LinearScaling, lr_scaling_for
+from arraynet.parallel.sharding import epoch_batches
 from tests.conftest import REPO
 
 MPIEXEC = Path(sys.executable).parent / "mpiexec"
@@ -67,7 +67,7 @@ def test_a_last_batch_the_ranks_do_not_divide_loses_its_remainder():
 
 def test_one_process_world_is_single_and_imports_no_mpi():
     code = (
-        "import sys; from arraynet.backends.comm import world; c = world(); "
+        "import sys; from arraynet.parallel.comm import world; c = world(); "
         "print(c.name, c.size, 'mpi4py' in sys.modules)"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "OMPI_", "SLURM"))}
@@ -120,8 +120,8 @@ def test_linear_scaling_warms_up_per_step_to_the_scaled_rate():
 def test_lr_scaling_reaches_the_optimizer_step(tmp_path):
     """A scaling of 2 without warm-up trains exactly as the recipe's rate doubled."""
     import tests.dp_worker as w
-    from arraynet.recipes import Recipe
-    from arraynet.training import Training, fit_loop
+    from arraynet.train.loop import Training, fit_loop
+    from arraynet.train.recipe import Recipe
 
     b = get_backend("numpy", threads=1)
     finals = []
@@ -179,7 +179,7 @@ def test_every_json_result_names_ranks_and_communicator(data_dir):
 
 
 def test_world_rejects_an_unknown_communicator():
-    from arraynet.backends.comm import CommError
+    from arraynet.parallel.comm import CommError
 
     if world().name == "single":
         with pytest.raises(CommError, match="already single"):
@@ -236,7 +236,8 @@ def test_two_ranks_train_the_one_process_model(tmp_path, mode):
 def test_per_rank_batch_norm_is_not_full_batch_batch_norm(tmp_path):
     """The control for the sync-bn test: without synchronisation the 2-rank run differs."""
     code = (
-        "import sys, tests.dp_worker as w; from arraynet.data_parallel import DataParallel as D;"
+        "import sys, tests.dp_worker as w;"
+        "from arraynet.parallel.data_parallel import DataParallel as D;"
         "init = D.__init__;"
         "D.__init__ = lambda s, c, b, sync_bn=False, lr_scaling=None: init(s, c, b);"
         "w.main(__import__('pathlib').Path(sys.argv[1]), 'syncbn')"
@@ -362,8 +363,8 @@ def test_per_rank_streams_derive_from_the_seed_for_host_and_device_rng(kind):
     """Each rank's dropout/augmentation generator is seeded with rank_seed(seed + 1, rank,
     ranks), host or device alike; one rank keeps the one-process stream."""
     import tests.dp_worker as w
-    from arraynet.recipes import Recipe
-    from arraynet.training import Training
+    from arraynet.train.loop import Training
+    from arraynet.train.recipe import Recipe
 
     b = get_backend("numpy", threads=1)
     draws = []
@@ -386,7 +387,7 @@ def test_per_rank_streams_derive_from_the_seed_for_host_and_device_rng(kind):
                             ("-1", "0 (no limit) or positive"), ("nan", "positive")],
 )  # fmt: skip
 def test_the_collective_timeout_is_read_from_the_environment(monkeypatch, value, expected):
-    from arraynet.backends.comm import CommError, comm_timeout
+    from arraynet.parallel.comm import CommError, comm_timeout
 
     monkeypatch.setenv("ARRAYNET_COMM_TIMEOUT", value)
     if isinstance(expected, str):

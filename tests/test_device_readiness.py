@@ -12,10 +12,9 @@ import pytest
 
 from arraynet.backends import get_backend
 from arraynet.backends.device_rng import DeviceRNG, draw_key
-from arraynet.callbacks import Callback
-from arraynet.recipes import recipe_for
-from arraynet.training import Dataset, Training, evaluate, fit_loop
-from arraynet.zoo import build_layout
+from arraynet.train.callbacks import Callback
+from arraynet.train.loop import Dataset, Training, evaluate, fit_loop
+from arraynet.zoo import build_layout, recipe_for
 from tests.conftest import HAVE_TORCH
 
 needs_torch = pytest.mark.skipif(not HAVE_TORCH, reason="torch is not installed")
@@ -189,9 +188,9 @@ def test_evaluation_reads_back_once_per_batch():
 def test_device_rng_resume_on_torch_is_bitwise(tmp_path):
     """torch (CPU) with --rng device (m9: dropout and augmentation): 2 epochs, then a
     resume from the run folder to 4, equal 4 straight epochs bitwise."""
-    from arraynet.callbacks import ModelCheckpoint
     from arraynet.io import WeightsError
-    from arraynet.runfolder import RunFolder
+    from arraynet.train.callbacks import ModelCheckpoint
+    from arraynet.train.runfolder import RunFolder
 
     b = get_backend("torch")
     recipe = recipe_for("m9").with_overrides(epochs=4, aug_p=0.5, batch_size=16)
@@ -235,9 +234,9 @@ def test_training_evaluation_and_loading_on_strict_device1(tmp_path, rng_kind):
     """Training steps (conv, batch norm, dropout, Adam, EMA, elastic augmentation),
     checkpoints, evaluation, test-time augmentation and weight loading on a non-default
     device: any array created elsewhere would fail to combine."""
-    from arraynet.callbacks import ModelCheckpoint
     from arraynet.io import load_model
-    from arraynet.run import predict_probs
+    from arraynet.jobs import predict_probs
+    from arraynet.train.callbacks import ModelCheckpoint
 
     b = get_backend("array-api-strict", "device1")
     base = recipe_for("m14")

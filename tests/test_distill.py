@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from arraynet.backends import get_backend
-from arraynet.distill import distillation_targets, teacher_probabilities
 from arraynet.io import WeightsError, load_arrays, load_model
-from arraynet.recipes import recipe_for
-from arraynet.run import train_model
+from arraynet.jobs import train_model
+from arraynet.train.distill import distillation_targets, teacher_probabilities
+from arraynet.zoo import recipe_for
 
 
 def _teacher(tmp_path, data_dir, seed: int, val_split: int) -> str:

@@ -1,4 +1,5 @@
-"""float64 finite-difference checks for every layer and both losses."""
+"""float64 finite-difference checks for every registered layer kind (the cases live in
+each layer class, `gradcheck_cases()`) and for the losses."""
 
 from __future__ import annotations
 
@@ -6,42 +7,46 @@ import numpy as np
 import pytest
 
 from arraynet.backends import get_backend
-from arraynet.layers import Activation, BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool2D
+from arraynet.layers import LAYER_TYPES, GradCase
 from arraynet.losses import cross_entropy, mse, softmax_cross_entropy
 from arraynet.testing import numeric_vs_analytic
 
 TOL = 1e-6
 
-CASES = [
-    ("dense", lambda: Dense(7), (5,)),
-    ("dense-uniform", lambda: Dense(4, init="uniform"), (6,)),
-    ("conv-same-5x5", lambda: Conv2D(3, 5, padding="same"), (7, 6, 2)),
-    ("conv-valid-3x3", lambda: Conv2D(4, 3, padding="valid"), (6, 5, 3)),
-    ("conv-stride2-same", lambda: Conv2D(2, 3, stride=2, padding="same"), (7, 8, 2)),
-    ("conv-stride2-pad1", lambda: Conv2D(2, 4, stride=2, padding=1), (9, 7, 1)),
-    ("conv-stride3-k2", lambda: Conv2D(2, 2, stride=3, padding="valid"), (8, 7, 2)),
-    ("conv-stride2-5x5", lambda: Conv2D(2, 5, stride=2, padding="same"), (8, 9, 2)),
-    ("conv-seed-init", lambda: Conv2D(2, 5, init="he_normal_input"), (6, 6, 1)),
-    ("maxpool-2", lambda: MaxPool2D(2), (6, 4, 3)),
-    ("maxpool-2-odd", lambda: MaxPool2D(2), (7, 5, 2)),
-    ("maxpool-3", lambda: MaxPool2D(3), (6, 9, 2)),
-    ("flatten", lambda: Flatten(), (3, 4, 2)),
-    ("dropout", lambda: Dropout(0.3), (4, 5)),
-    ("tanh", lambda: Activation("tanh"), (6,)),
-    ("relu", lambda: Activation("relu"), (3, 3, 2)),
-    ("sigmoid", lambda: Activation("sigmoid"), (6,)),
-    ("softmax", lambda: Activation("softmax"), (5,)),
-    ("batchnorm-dense", lambda: BatchNorm(), (4,)),
-    ("batchnorm-conv", lambda: BatchNorm(), (3, 3, 2)),
-]
+
+def registered_cases() -> list[tuple[str, GradCase]]:
+    """(kind, case) for every case of every registered layer kind (`gradcheck_cases`)."""
+    return [(kind, case) for kind, cls in LAYER_TYPES.items() for case in cls.gradcheck_cases()]
+
+
+def kinds_without_cases() -> list[str]:
+    """Registered kinds with no gradient check of their own: none, or cases that build
+    another class (e.g. inherited from the layer they subclass)."""
+    return [
+        kind
+        for kind, cls in LAYER_TYPES.items()
+        if not cls.gradcheck_cases()
+        or any(type(c.make()) is not cls for c in cls.gradcheck_cases())
+    ]
+
+
+CASES = registered_cases()
+
+
+def test_every_registered_layer_kind_has_a_gradient_check():
+    """A new layer kind cannot forget its gradient check: `gradcheck_cases()` in its class."""
+    assert kinds_without_cases() == [], "give these kinds a gradcheck_cases() classmethod"
+    ids = [case.id for _, case in registered_cases()]
+    assert len(ids) == len(set(ids)), "gradient-check ids must be unique"
 
 
 @pytest.mark.parametrize("fast", [True, False], ids=["fast", "portable"])
-@pytest.mark.parametrize("name,make,shape", CASES, ids=[c[0] for c in CASES])
-def test_layer_gradients(name, make, shape, fast):
-    batch = 6 if name.startswith("batchnorm") else 3
-    for what, err in numeric_vs_analytic(make(), shape, batch=batch, fast=fast):
-        assert err < TOL, f"{name}: gradient of {what} off by {err:.2e}"
+@pytest.mark.parametrize("kind,case", CASES, ids=[case.id for _, case in CASES])
+def test_layer_gradients(kind, case, fast):
+    layer = case.make()
+    errs = numeric_vs_analytic(layer, case.input_shape, batch=case.batch, fast=fast)
+    for what, err in errs:
+        assert err < TOL, f"{case.id} ({kind}): gradient of {what} off by {err:.2e}"
 
 
 def _loss_fd(fn, pred, target, eps=1e-6):

@@ -1,7 +1,7 @@
 """A steady-state training step is ready for CUDA-graph capture, proven on torch's CPU.
 
 A CUDA graph replays the kernels it captured, with the arguments they had then. So the
-device's part of a step (`arraynet.step.device_step`) must, from one step to the next:
+device's part of a step (`arraynet.train.step.device_step`) must, from one step to the next:
 
 - launch the same operations on arrays of the same shapes, with the same non-array
   arguments (what changes per step, the learning rate, Adam's bias corrections and the
@@ -74,7 +74,7 @@ def _steps(name: str, optimizer: str, ema: float | None, steps: int = 3):
     from arraynet.backends import get_backend
     from arraynet.backends.transfers import count_transfers
     from arraynet.optimizers import make_optimizer
-    from arraynet.step import WeightEMA, device_step, prepare_step
+    from arraynet.train.step import WeightEMA, device_step, prepare_step
     from arraynet.zoo import build_layout
 
     b = get_backend("torch")

@@ -7,12 +7,11 @@ import numpy as np
 import pytest
 
 from arraynet.backends import get_backend
-from arraynet.callbacks import ModelCheckpoint
 from arraynet.optimizers import OPTIMIZERS, Adam, make_optimizer
-from arraynet.recipes import recipe_for
-from arraynet.runfolder import RunFolder
-from arraynet.training import Dataset, Training, fit_loop
-from arraynet.zoo import build_layout
+from arraynet.train.callbacks import ModelCheckpoint
+from arraynet.train.loop import Dataset, Training, fit_loop
+from arraynet.train.runfolder import RunFolder
+from arraynet.zoo import build_layout, recipe_for
 
 B1, B2, EPS = 0.9, 0.999, 1e-8
 

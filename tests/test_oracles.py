@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from scipy.signal import correlate
 
-from arraynet import ops
 from arraynet.backends import get_backend
 from arraynet.backends import numpy_kernels as nk
+from arraynet.backends import portable as ops
 from arraynet.layers import BatchNorm, BuildContext, Conv2D, MaxPool2D
 from arraynet.optimizers import adam_update, make_optimizer
 from tests.conftest import CPU_BACKENDS

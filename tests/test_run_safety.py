@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 
 from arraynet.backends import get_backend
-from arraynet.callbacks import Callback, CSVLogger
 from arraynet.io import load_arrays, load_model
-from arraynet.recipes import recipe_for
-from arraynet.run import train_model
-from arraynet.training import EpochSavedError, TrainingDiverged
+from arraynet.jobs import train_model
+from arraynet.train.callbacks import Callback, CSVLogger
+from arraynet.train.loop import EpochSavedError, TrainingDiverged
+from arraynet.zoo import recipe_for
 from tests.test_cli import one_line_error, run
 
 
@@ -98,7 +98,7 @@ def test_weights_that_turn_infinite_on_the_last_step_are_caught(tmp_path, data_d
 def test_the_divergence_check_makes_no_transfer_per_step():
     """The check lives on the device: a step of a run with it still reads nothing back
     (the transfer test of tests/test_device_readiness.py counts that for whole runs)."""
-    from arraynet.training import _first_bad
+    from arraynet.train.loop import _first_bad
 
     b = get_backend("numpy")
     xp = b.xp
@@ -152,8 +152,8 @@ def test_a_logger_failing_after_the_checkpoint_keeps_the_epoch(tmp_path, data_di
 
 
 def test_callbacks_run_state_first_then_the_checkpoint_then_loggers(tmp_path, data_dir):
-    from arraynet.callbacks import EarlyStopping, ModelCheckpoint, Progress
-    from arraynet.training import Dataset, Training
+    from arraynet.train.callbacks import EarlyStopping, ModelCheckpoint, Progress
+    from arraynet.train.loop import Dataset, Training
 
     b = get_backend("numpy")
     x = b.from_host(np.zeros((4, 28, 28, 1), np.float32))

@@ -10,8 +10,8 @@ import pytest
 
 from arraynet.backends import get_backend
 from arraynet.io import load_arrays
-from arraynet.recipes import recipe_for
-from arraynet.run import evaluate_weights, train_model
+from arraynet.jobs import evaluate_weights, train_model
+from arraynet.zoo import recipe_for
 from tests.conftest import REPO
 
 

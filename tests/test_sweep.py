@@ -12,9 +12,9 @@ import pytest
 
 from arraynet.backends import get_backend
 from arraynet.io import load_arrays
-from arraynet.recipes import recipe_for
-from arraynet.run import train_model
+from arraynet.jobs import train_model
 from arraynet.sweep import parse_overrides, plan, run_trial
+from arraynet.zoo import recipe_for
 from tests.conftest import REPO
 
 
@@ -83,7 +83,7 @@ def test_two_trial_sweep_on_local_ray_writes_its_table(tmp_path, data_dir):
 def test_a_layout_file_is_a_trial_that_trains_its_layout(tmp_path, data_dir):
     """--model takes layout files too: the trial trains the file's layout with its recipe
     (here m4's, exported), to the zoo entry's numbers."""
-    from arraynet.layouts import zoo_layout
+    from arraynet.zoo.layouts import zoo_layout
 
     doc = {**zoo_layout("m4"), "name": "mine"}
     path = tmp_path / "mine.json"

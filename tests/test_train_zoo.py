@@ -100,7 +100,7 @@ def test_table_names_an_unreadable_record(tmp_path):
 def test_a_retrain_with_another_recipe_keeps_the_replaced_figures(tmp_path, data_dir):
     """The record a retrain replaces is kept under 'before' when its recipe differs (here
     the optimizer), and shown in the table; a rerun of the same recipe keeps it."""
-    from arraynet.recipes import recipe_for
+    from arraynet.zoo import recipe_for
 
     models = tmp_path / "models"
     models.mkdir()

@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 
 from arraynet.backends import get_backend
-from arraynet.early_stopping import EarlyStopping
 from arraynet.io import WeightsError, load_arrays, load_model, save_arrays, save_model
-from arraynet.recipes import recipe_for
-from arraynet.run import train_model
+from arraynet.jobs import train_model
 from arraynet.schedules import learning_rate
-from arraynet.zoo import build_layout
+from arraynet.train.early_stopping import EarlyStopping
+from arraynet.zoo import build_layout, recipe_for
 
 
 def test_tunable_schedule_worked_values():
@@ -252,7 +251,7 @@ def test_ema_resume_and_final_weights(tmp_path, data_dir):
 
 
 def test_tta_averages_shifted_views(tmp_path):
-    from arraynet.run import TTA_SHIFTS, predict_probs
+    from arraynet.jobs import TTA_SHIFTS, predict_probs
 
     b = get_backend("numpy")
     m = build_layout("m9").build(b, seed=0)
@@ -277,7 +276,7 @@ def _shift(x, dx, dy):
 
 def test_evaluate_reports_mse_for_models_without_softmax():
     from arraynet.losses import mse
-    from arraynet.training import Dataset, evaluate
+    from arraynet.train.loop import Dataset, evaluate
 
     b = get_backend("numpy")
     m = build_layout("m2").build(b, seed=0)
@@ -296,10 +295,10 @@ def test_training_evaluation_and_averaging_run_on_array_api_strict(tmp_path, dat
     batch-norm pass, test-time augmentation, bench) index only as the standard allows:
     no slice runs past the end of an axis, and every multi-axis array gets its `...`."""
     from arraynet.bench import run_bench
-    from arraynet.callbacks import ModelCheckpoint
     from arraynet.data import load_mnist
-    from arraynet.run import make_dataset, predict_probs
-    from arraynet.training import Training, evaluate, fit_loop
+    from arraynet.jobs import make_dataset, predict_probs
+    from arraynet.train.callbacks import ModelCheckpoint
+    from arraynet.train.loop import Training, evaluate, fit_loop
 
     b = get_backend("array-api-strict")
     mnist = load_mnist(str(data_dir), quiet=True)

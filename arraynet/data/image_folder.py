@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from arraynet.data.container import Data, from_arrays
 from arraynet.data.mnist import DataError
-from arraynet.data.sources import Data, from_arrays
 from arraynet.io.images import FORMATS, MAX_PIXELS, picture_format
 
 __all__ = ["IMAGE_SUFFIXES", "REFUSED_SUFFIXES", "load_image_folder"]

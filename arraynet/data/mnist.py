@@ -13,6 +13,8 @@ from typing import IO, Any
 
 import numpy as np
 
+from arraynet.files import one_line
+
 __all__ = [
     "FILES",
     "MAX_IDX_BYTES",
@@ -23,7 +25,6 @@ __all__ = [
     "cache_dir",
     "checkout_data_dir",
     "find_file",
-    "load_mnist",
     "locate",
     "missing_files",
     "missing_message",
@@ -192,10 +193,6 @@ def _is_gzip(path: Path) -> bool:
         return f.read(2) == _GZIP_MAGIC
 
 
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
-
-
 # -- hashing -----------------------------------------------------------------------------------
 def sha256_file(path: str | os.PathLike[str]) -> str:
     """SHA-256 (hex) of the file's decompressed bytes, read as a stream (gzip is detected by
@@ -207,7 +204,7 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
             while chunk := f.read(_CHUNK):
                 digest.update(chunk)
     except _READ_ERRORS as e:
-        raise DataError(f"{path.name}: unreadable file ({_one_line(e)})") from e
+        raise DataError(f"{path.name}: unreadable file ({one_line(e)})") from e
     return digest.hexdigest()
 
 
@@ -377,7 +374,7 @@ def stream_idx(
             out = _read_payload(f, label, header, n * rows * cols, digest, keep)
             _check_end(f, label, header + n * rows * cols)
     except _READ_ERRORS as e:
-        raise DataError(f"{label}: unreadable file ({_one_line(e)})") from e
+        raise DataError(f"{label}: unreadable file ({one_line(e)})") from e
     if out is None:
         return None
     return out.reshape(n, rows, cols) if images else out
@@ -411,32 +408,6 @@ def _load_file(folder: Path, name: str, check_hash: bool) -> np.ndarray:
             raise DataError(f"{path.name}: label {int(arr.max())} out of range 0..9")
         return arr.astype(np.int64)
     return arr  # writable; nothing else refers to its memory
-
-
-def load_mnist(
-    data_dir: str | os.PathLike[str] | None = None,
-    *,
-    download: bool = False,
-    verify: bool = True,
-    quiet: bool = False,
-) -> MNIST:
-    """Load MNIST from the resolved folder. Missing files are a DataError that says how to
-    fetch them, unless `download` is true (an explicit opt-in; `arraynet data fetch` is the
-    usual way), which downloads them (progress on stderr unless `quiet`).
-
-    Every file is read as a stream bounded by its IDX header, which is checked, and (when
-    `verify`) hashed against its pinned SHA-256; raises DataError.
-    """
-    folder = resolve_data_dir(data_dir)
-    missing = missing_files(folder)
-    if missing:
-        if not download:
-            raise DataError(missing_message(folder, missing))
-        from arraynet.data.download import download_missing
-
-        download_missing(folder, missing, quiet=quiet)
-    arrays = [_load_file(folder, name, verify) for name in FILES]
-    return MNIST(*arrays)
 
 
 # -- conversions -------------------------------------------------------------------------------

@@ -1,11 +1,9 @@
 """File I/O: weights and checkpoints (safetensors + JSON), images, plots."""
 
+from arraynet.files import atomic_write_bytes, atomic_write_json, file_sha256
 from arraynet.io.weights import (
     WeightsError,
-    atomic_write_bytes,
-    atomic_write_json,
     check_origin,
-    file_sha256,
     load_arrays,
     load_model,
     read_header,

@@ -1,11 +1,13 @@
 """ONNX export of a built Sequential model, and its check against onnxruntime.
 
 The graph takes what the model takes (float32 NHWC images in [0, 1], batch axis "N") and
-gives what it outputs (class probabilities when it ends in softmax). Convolutions, pooling
-and batch norm run in ONNX's NCHW: one Transpose goes in before the first of them and one
-comes back before Flatten, so the flattened order (and the dense weights) stay NHWC's.
-Dropout is the identity at inference and is left out. Needs the `onnx` extra
-(`uv sync --extra onnx`); the check also needs onnxruntime.
+gives what it outputs (class probabilities when it ends in softmax). Each layer class
+carries its own rule, `onnx_nodes(g, x)`, which adds its nodes through a `GraphBuilder`;
+a kind without one is a one-line ExportError. Convolutions, pooling and batch norm run in
+ONNX's NCHW: one Transpose goes in before the first of them and one comes back before
+Flatten, so the flattened order (and the dense weights) stay NHWC's. Dropout is the
+identity at inference and is left out. Needs the `onnx` extra (`uv sync --extra onnx`);
+the check also needs onnxruntime.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from arraynet.io.weights import atomic_write_bytes
+from arraynet.layers import Layer
 
 OPSET = 17
 IR_VERSION = 8  # the IR of opset 17 (onnx 1.12), so older runtimes read the file too
@@ -37,108 +40,89 @@ def _onnx() -> Any:
     return onnx
 
 
-class _Graph:
-    """Nodes and initializers of a graph being built, with unique tensor names."""
+class GraphBuilder:
+    """The graph being built: what a layer's ONNX rule (`Layer.onnx_nodes(g, x)`) gets.
 
-    def __init__(self, onnx: Any) -> None:
+    It does every `onnx` call, so layer files never import onnx (see the `OnnxGraph`
+    protocol in `arraynet.layers.base`). Each name it hands out is unique. `rank` is the
+    running tensor's rank (batch axis included); `nchw` is True while an image tensor is
+    in ONNX's (N, C, H, W) order instead of NHWC.
+    """
+
+    def __init__(self, onnx: Any, backend: Any, rank: int) -> None:
         self.onnx = onnx
+        self.backend = backend
         self.nodes: list[Any] = []
         self.inits: list[Any] = []
         self.count = 0
+        self.rank = rank
+        self.nchw = False
+        self.index = -1  # the layer whose rule runs
+        self.label = "the model"
 
     def name(self, stem: str) -> str:
+        """A fresh tensor name."""
         self.count += 1
         return f"{stem}_{self.count}"
 
-    def const(self, stem: str, value: np.ndarray) -> str:
+    def initializer(self, stem: str, value: Any) -> str:
+        """Add a constant: a backend array (copied to the host) or a host one, stored as
+        float32. Returns its name."""
+        host = value if isinstance(value, np.ndarray) else self.backend.to_host(value)
         name = self.name(stem)
-        arr = np.ascontiguousarray(value, dtype=np.float32)
+        arr = np.ascontiguousarray(host, dtype=np.float32)
         self.inits.append(self.onnx.numpy_helper.from_array(arr, name))
         return name
 
-    def node(self, op: str, inputs: list[str], stem: str, **attrs: Any) -> str:
-        out = self.name(stem)
+    def node(self, op: str, inputs: list[str], stem: str | None = None, **attrs: Any) -> str:
+        """Add one `op` node with ONNX attributes `attrs`; returns its output's name."""
+        out = self.name(stem or op.lower())
         self.nodes.append(self.onnx.helper.make_node(op, inputs, [out], name=out, **attrs))
         return out
 
+    def channels_first(self, x: str) -> str:
+        """`x` in NCHW (a Transpose unless it already is); only for image tensors."""
+        if self.rank != 4:
+            raise ExportError(f"{self.label} needs (height, width, channels) inputs")
+        if not self.nchw:
+            x, self.nchw = self.node("Transpose", [x], "to_nchw", perm=list(TO_NCHW)), True
+        return x
 
-def _host(backend: Any, arr: Any) -> np.ndarray:
-    return np.asarray(backend.to_host(arr), dtype=np.float32)
+    def channels_last(self, x: str) -> str:
+        """`x` in NHWC again (a Transpose when it is NCHW)."""
+        if self.nchw:
+            x, self.nchw = self.node("Transpose", [x], "to_nhwc", perm=list(TO_NHWC)), False
+        return x
+
+    def error(self, why: str) -> ExportError:
+        """The error to raise for the current layer (`raise g.error(...)`)."""
+        return ExportError(f"{self.label}: {why}")
+
+    def add_layer(self, index: int, layer: Layer, x: str) -> str:
+        """Run layer `index`'s ONNX rule on tensor `x`; returns the rule's output."""
+        self.index, self.label = index, f"layer {index} ({layer.kind})"
+        if type(layer).onnx_nodes is Layer.onnx_nodes:
+            raise ExportError(
+                f"{self.label}: no ONNX export rule (layer kind {layer.kind!r} has no ONNX "
+                "rule: give its class an onnx_nodes(g, x) method)"
+            )
+        x = layer.onnx_nodes(self, x)
+        self.rank = len(layer.output_shape) + 1
+        return x
 
 
 def to_onnx(model: Any, doc: str = "") -> Any:
-    """The ModelProto of a built `Sequential` (opset 17), checked by `onnx.checker`."""
+    """The ModelProto of a built `Sequential` (opset 17), checked by `onnx.checker`: each
+    layer adds its own nodes (`Layer.onnx_nodes`) to one `GraphBuilder`."""
     onnx = _onnx()
     helper = onnx.helper
     if model.backend is None:
         raise ExportError("the model is not built (build it or load weights first)")
-    b = model.backend
-    g = _Graph(onnx)
+    g = GraphBuilder(onnx, model.backend, len(model.input_shape) + 1)
     x = INPUT_NAME
-    rank = len(model.input_shape) + 1
-    nchw = False  # True while the running tensor is (N, C, H, W) instead of NHWC
-
-    def channels_first(t: str, why: str) -> str:
-        if rank != 4:
-            raise ExportError(f"{why} needs (height, width, channels) inputs")
-        return t if nchw else g.node("Transpose", [t], "to_nchw", perm=list(TO_NCHW))
-
     for i, layer in enumerate(model.layers):
-        kind = layer.config()["type"]
-        label = f"layer {i} ({kind})"
-        if kind == "conv2d":
-            x, nchw = channels_first(x, label), True
-            w = _host(b, layer.params["kernel"]).transpose(3, 2, 0, 1)  # (out, in, kh, kw)
-            bias = _host(b, layer.params["bias"])
-            pt, pb, pl, pr = (int(p) for p in layer.pad)
-            x = g.node(
-                "Conv",
-                [x, g.const(f"conv{i}_w", w), g.const(f"conv{i}_b", bias)],
-                f"conv{i}",
-                kernel_shape=[layer.k, layer.k],
-                strides=[layer.stride, layer.stride],
-                pads=[pt, pl, pb, pr],
-            )
-        elif kind == "maxpool2d":
-            x, nchw = channels_first(x, label), True
-            x = g.node(
-                "MaxPool", [x], f"pool{i}", kernel_shape=[layer.p] * 2, strides=[layer.p] * 2
-            )
-        elif kind == "batchnorm":
-            if rank == 4:
-                x, nchw = channels_first(x, label), True
-            inputs = [x] + [
-                g.const(f"bn{i}_{k}", _host(b, v))
-                for k, v in (
-                    ("gamma", layer.params["gamma"]),
-                    ("beta", layer.params["beta"]),
-                    ("mean", layer.buffers["running_mean"]),
-                    ("var", layer.buffers["running_var"]),
-                )
-            ]
-            x = g.node("BatchNormalization", inputs, f"bn{i}", epsilon=layer.eps)
-        elif kind == "activation":
-            op = {"relu": "Relu", "tanh": "Tanh", "sigmoid": "Sigmoid", "softmax": "Softmax"}
-            if layer.fn not in op:
-                raise ExportError(f"{label}: activation {layer.fn!r} has no ONNX export rule")
-            # softmax is over the channels, axis 1 of NCHW (opset >= 13: one axis)
-            attrs = {"axis": 1 if nchw else -1} if layer.fn == "softmax" else {}
-            x = g.node(op[layer.fn], [x], layer.fn, **attrs)
-        elif kind == "dropout":
-            continue  # the identity at inference
-        elif kind == "flatten":
-            if nchw:  # flatten NHWC's order, as the model does
-                x, nchw = g.node("Transpose", [x], "to_nhwc", perm=list(TO_NHWC)), False
-            x, rank = g.node("Flatten", [x], "flatten", axis=1), 2
-        elif kind == "dense":
-            w, bias = _host(b, layer.params["kernel"]), _host(b, layer.params["bias"])
-            x = g.node("Gemm", [x, g.const(f"fc{i}_w", w), g.const(f"fc{i}_b", bias)], f"fc{i}")
-            rank = 2
-        else:
-            raise ExportError(f"{label}: no ONNX export rule for layer type {kind!r}")
-        rank = 4 if kind in ("conv2d", "maxpool2d") else rank
-    if nchw:
-        x = g.node("Transpose", [x], "to_nhwc", perm=list(TO_NHWC))
+        x = g.add_layer(i, layer, x)
+    x = g.channels_last(x)
     out_name = "probabilities" if model.fused_softmax else "output"
     g.nodes.append(helper.make_node("Identity", [x], [out_name], name=out_name))
     f32 = onnx.TensorProto.FLOAT

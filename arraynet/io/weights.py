@@ -29,7 +29,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,10 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
+
+from arraynet.files import atomic_write_bytes, file_sha256, one_line
+from arraynet.layers import BUILTIN
+from arraynet.network import Network, state_misfit
 
 META_KEY = "arraynet"
 SUM_KEY = "sha256"
@@ -56,48 +59,6 @@ _PARSE_ERRORS = (
 
 class WeightsError(ValueError):
     """A weights or checkpoint file is missing, corrupt or does not fit the layout."""
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write to a temporary file beside `path`, fsync, then rename over it."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as e:
-        raise _naming(e, path) from e
-    try:
-        os.chmod(tmp, 0o666 & ~umask())
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        raise _naming(e, path) from e
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _naming(e: OSError, path: Path) -> OSError:
-    """The same error, naming the file it was writing (a full disk names no file)."""
-    if e.filename is not None:
-        return e
-    return type(e)(e.errno, e.strerror or str(e), str(path))
-
-
-def umask() -> int:
-    """The process's file-creation mask (mkstemp's files are 0600 whatever it is)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    """JSON with indentation, written atomically."""
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
 
 def save_arrays(
@@ -160,7 +121,7 @@ def load_arrays(
         raw, recorded = _read_metadata(data)
         meta = _meta_dict(raw)
     except _PARSE_ERRORS as e:
-        raise WeightsError(f"{path}: not a readable safetensors file ({_first_line(e)})") from None
+        raise WeightsError(f"{path}: not a readable safetensors file ({one_line(e)})") from None
     if recorded is None:
         if not allow_unchecked:
             raise WeightsError(
@@ -224,11 +185,6 @@ def _metadata_of(header: dict) -> tuple[str, str | None]:
     return raw, recorded
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
-
-
 def read_header(path: str | os.PathLike) -> tuple[dict[str, tuple[str, tuple[int, ...]]], dict]:
     """From the header alone (no tensor data is read): each tensor's safetensors dtype
     code and shape, and the arraynet metadata. Errors are WeightsError naming the file."""
@@ -255,17 +211,11 @@ def read_header(path: str | os.PathLike) -> tuple[dict[str, tuple[str, tuple[int
                 raise ValueError(f"tensor {name!r} has no valid shape")
             tensors[name] = (str(spec["dtype"]), tuple(shape))
     except _PARSE_ERRORS as e:
-        raise WeightsError(f"{path}: not a readable safetensors file ({_first_line(e)})") from None
+        raise WeightsError(f"{path}: not a readable safetensors file ({one_line(e)})") from None
     return tensors, meta
 
 
 # -- provenance -------------------------------------------------------------------------
-def file_sha256(path: str | os.PathLike) -> str:
-    """The SHA-256 of a file's bytes (what `sha256sum` prints), read in chunks."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def manifest_entries(folder: str | os.PathLike) -> dict[str, str] | None:
     """{file name: SHA-256} from `folder`'s SHA256SUMS (the format `sha256sum` writes),
     or None when it has none."""
@@ -348,8 +298,10 @@ def load_model(
     sha256: str | None = None,
     allow_unchecked: bool = False,
     allow_nonfinite: bool = False,
+    cls: type[Network] = Network,
 ) -> tuple[Any, dict]:
-    """Rebuild a model from a weights file onto `backend`; returns (model, metadata).
+    """Rebuild a model (a `cls`: the network core unless the caller wants more, as
+    `arraynet.load_model` does) from a weights file onto `backend`; returns (model, metadata).
 
     In order: the file's SHA-256 against `sha256` and a SHA256SUMS beside it; the layout
     and the tensor shapes from the header, before anything is allocated; the data and its
@@ -360,7 +312,7 @@ def load_model(
         raise WeightsError(f"{path}: no such weights file")
     check_origin(path, sha256)
     declared, meta = read_header(path)
-    model = _layout_of(path, meta, declared)
+    model = _layout_of(path, meta, declared, cls)
     arrays, meta = load_arrays(path, allow_unchecked=allow_unchecked)
     not_float = [k for k, v in arrays.items() if v.dtype.kind != "f"]
     if not_float:
@@ -381,7 +333,7 @@ def load_model(
             {k: backend.from_host(v.astype(dtype, copy=False)) for k, v in arrays.items()}
         )
     except ValueError as e:
-        raise WeightsError(f"{path}: {_first_line(e)}") from None
+        raise WeightsError(f"{path}: {one_line(e)}") from None
     return model, meta
 
 
@@ -393,17 +345,14 @@ def first_nonfinite(arrays: dict[str, np.ndarray]) -> str | None:
     return None
 
 
-def _layout_of(path: Path, meta: dict, declared: dict) -> Any:
+def _layout_of(path: Path, meta: dict, declared: dict, cls: type[Network]) -> Network:
     """The (unbuilt) model of the file's layout, checked against the declared tensors'
     names and shapes without allocating anything."""
-    from arraynet.layers import BUILTIN
-    from arraynet.model import Sequential, state_misfit
-
     layout = meta.get("layout")
     if layout is None:
         raise WeightsError(f"{path}: no layout in the metadata (not an arraynet weights file)")
     try:
-        model = Sequential.from_config(layout)
+        model = cls.from_config(layout)
         kinds = {c.get("type") for c in layout["layers"]}
         try:
             shapes = model.state_shapes()
@@ -412,7 +361,7 @@ def _layout_of(path: Path, meta: dict, declared: dict) -> Any:
                 raise
             return model  # a layer of the user's own builds only for real: checked later
     except (TypeError, ValueError, ArithmeticError, RecursionError, KeyError) as e:
-        raise WeightsError(f"{path}: unknown layout ({_first_line(e)})") from None
+        raise WeightsError(f"{path}: unknown layout ({one_line(e)})") from None
     misfit = state_misfit(shapes, {k: shape for k, (_, shape) in declared.items()})
     if misfit:
         raise WeightsError(f"{path}: {misfit}")

@@ -1,7 +1,13 @@
-"""Layers: explicit forward/backward, shapes inferred at build time (NHWC images)."""
+"""Layers: explicit forward/backward, shapes inferred at build time (NHWC images).
+
+A layer kind is one file plus its registration: a `Layer` subclass whose `kind` is its
+name in layouts and weights files, whose `onnx_nodes(g, x)` is its ONNX rule and whose
+`gradcheck_cases()` are its gradient checks, listed in `LAYER_TYPES` (built-in kinds) or
+registered with `register` (yours).
+"""
 
 from arraynet.layers.activations import Activation, log_softmax, softmax
-from arraynet.layers.base import BuildContext, Layer
+from arraynet.layers.base import BuildContext, GradCase, Layer, OnnxGraph
 from arraynet.layers.batchnorm import BatchNorm
 from arraynet.layers.conv import Conv2D
 from arraynet.layers.dense import Dense
@@ -18,7 +24,11 @@ BUILTIN = frozenset(LAYER_TYPES)
 
 def register(cls: type[Layer]) -> type[Layer]:
     """Make a Layer subclass loadable from layouts and weights files by its `kind`
-    (usable as a class decorator). The built-in kinds cannot be replaced."""
+    (usable as a class decorator). The built-in kinds cannot be replaced.
+
+    Any Layer subclass is accepted. ONNX export needs its `onnx_nodes` rule (a kind
+    without one fails to export with "layer kind 'k' has no ONNX rule"), and
+    `tests/test_gradients.py` fails for a registered kind without `gradcheck_cases()`."""
     if not (isinstance(cls, type) and issubclass(cls, Layer)):
         raise TypeError(f"register wants a Layer subclass, not {cls!r}")
     if cls.kind in BUILTIN and LAYER_TYPES[cls.kind] is not cls:
@@ -45,8 +55,10 @@ __all__ = [
     "Dense",
     "Dropout",
     "Flatten",
+    "GradCase",
     "Layer",
     "MaxPool2D",
+    "OnnxGraph",
     "layer_from_config",
     "log_softmax",
     "register",

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from numbers import Integral, Real
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 from arraynet.backends.base import Backend, HostRNG
 
@@ -52,6 +53,50 @@ def input_shape_of(shape: Any) -> Shape:
     return dims
 
 
+class OnnxGraph(Protocol):
+    """What a layer's ONNX rule (`Layer.onnx_nodes`) gets: the graph being built.
+
+    Implemented in `arraynet.io.onnx_export`, which does every `onnx` call, so layer files
+    never import onnx. Tensor names are strings; each call hands out a fresh unique name.
+    The running tensor has rank `rank` (batch axis included); while `nchw` is True an image
+    tensor is laid out (N, C, H, W), ONNX's order, instead of arraynet's NHWC.
+    """
+
+    index: int  # the layer's position in the model (for readable names)
+    rank: int
+    nchw: bool
+
+    def initializer(self, stem: str, value: Array) -> str:
+        """Add a constant (a backend or host array, stored as float32); return its name."""
+        ...
+
+    def node(self, op: str, inputs: list[str], stem: str | None = None, **attrs: Any) -> str:
+        """Add one `op` node (ONNX attributes as keywords); return its output's name."""
+        ...
+
+    def channels_first(self, x: str) -> str:
+        """`x` as NCHW (a Transpose unless it already is); an image tensor is required."""
+        ...
+
+    def channels_last(self, x: str) -> str:
+        """`x` as NHWC again (a Transpose when it is NCHW)."""
+        ...
+
+    def error(self, why: str) -> Exception:
+        """The export error to raise, naming this layer: `raise g.error("...")`."""
+        ...
+
+
+class GradCase(NamedTuple):
+    """One float64 finite-difference check of a layer kind (`Layer.gradcheck_cases`):
+    `make()` gives a fresh unbuilt layer, checked on inputs of `input_shape` x `batch`."""
+
+    id: str
+    make: Callable[[], Layer]
+    input_shape: Shape
+    batch: int = 3
+
+
 @dataclass
 class BuildContext:
     """What a layer needs to create its parameters."""
@@ -62,10 +107,33 @@ class BuildContext:
 
 
 class Layer:
-    """Base class. Shapes exclude the batch axis; images are NHWC (channels last).
+    """Base class of every layer. Shapes exclude the batch axis; images are NHWC.
 
     After `build`, `params` holds trainable arrays, `buffers` non-trainable state, and
     `backward` fills `grads` with one array per parameter.
+
+    A layer kind is one class: `kind` (its name in layouts), `_build`, `forward`,
+    `backward`, `config`, its ONNX rule `onnx_nodes` and its gradient checks
+    `gradcheck_cases`; `arraynet.layers.register` makes a kind of your own loadable.
+
+    Example::
+
+        @register
+        class Scale(Layer):
+            kind = "scale"
+
+            def forward(self, x, training=False):
+                return 2.0 * x
+
+            def backward(self, dy):
+                return 2.0 * dy
+
+            def onnx_nodes(self, g, x):
+                return g.node("Mul", [x, g.initializer("two", self.backend.xp.asarray(2.0))])
+
+            @classmethod
+            def gradcheck_cases(cls):
+                return [GradCase("scale", lambda: Scale(), (3, 4))]
     """
 
     kind: str = "layer"
@@ -104,6 +172,18 @@ class Layer:
     def rng_uses(self) -> bool:
         """True when forward in training mode draws random numbers."""
         return False
+
+    def onnx_nodes(self, g: OnnxGraph, x: str) -> str:
+        """This layer's ONNX rule: add its inference-time nodes to `g`, reading tensor `x`,
+        and return the name of the output. A kind that does not override it cannot be
+        exported ("layer kind 'k' has no ONNX rule")."""
+        raise NotImplementedError(f"layer kind {self.kind!r} has no ONNX rule")
+
+    @classmethod
+    def gradcheck_cases(cls) -> list[GradCase]:
+        """The float64 gradient checks of this kind (`tests/test_gradients.py` runs them
+        and fails for a registered kind with none)."""
+        return []
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "type")

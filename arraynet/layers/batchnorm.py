@@ -8,17 +8,30 @@ from collections.abc import Callable
 from array_api_compat import array_namespace
 
 from arraynet.backends.portable import channel_sum64, running_stats
-from arraynet.layers.base import Array, BuildContext, Layer, Shape, real
+from arraynet.layers.base import Array, BuildContext, GradCase, Layer, OnnxGraph, Shape, real
 
 
 class BatchNorm(Layer):
-    """y = gamma * (x - mean) / sqrt(var + eps) + beta.
+    """Batch normalisation per channel (the last axis): y = gamma * (x - mean) /
+    sqrt(var + eps) + beta.
 
     Training uses the batch statistics and updates running ones
     (running = momentum * running + (1 - momentum) * batch); eval uses the running ones.
     The per-channel sums accumulate in float64 (one value per channel comes back in the
     input's dtype): a float32 running sum over N*H*W values loses about log10(N*H*W)
     digits, which the normalisation then amplifies.
+
+    Args:
+        momentum: the running statistics' decay, in [0, 1].
+        eps: added to the variance, in (0, 1].
+
+    Shapes: (batch, features) or (batch, height, width, channels) -> the same shape.
+    Parameters: gamma, beta (channels,); buffers: running_mean, running_var (channels,).
+
+    Example::
+
+        Sequential([Conv2D(16, 3), BatchNorm(), Activation("relu"), Flatten(), Dense(10)],
+                   (28, 28, 1))
     """
 
     kind = "batchnorm"
@@ -110,3 +123,25 @@ class BatchNorm(Layer):
 
     def config(self) -> dict:
         return {"type": self.kind, "momentum": self.momentum, "eps": self.eps}
+
+    def onnx_nodes(self, g: OnnxGraph, x: str) -> str:
+        if g.rank not in (2, 4):  # ONNX normalises axis 1, arraynet the last one
+            raise g.error("batch norm exports for flat or (height, width, channels) inputs only")
+        if g.rank == 4:
+            x = g.channels_first(x)
+        i = g.index
+        stats = (
+            ("gamma", self.params["gamma"]),
+            ("beta", self.params["beta"]),
+            ("mean", self.buffers["running_mean"]),
+            ("var", self.buffers["running_var"]),
+        )
+        inputs = [x] + [g.initializer(f"bn{i}_{k}", v) for k, v in stats]
+        return g.node("BatchNormalization", inputs, f"bn{i}", epsilon=self.eps)
+
+    @classmethod
+    def gradcheck_cases(cls) -> list[GradCase]:
+        return [
+            GradCase("batchnorm-dense", lambda: BatchNorm(), (4,), batch=6),
+            GradCase("batchnorm-conv", lambda: BatchNorm(), (3, 3, 2), batch=6),
+        ]

@@ -2,11 +2,33 @@
 
 from __future__ import annotations
 
-from arraynet.layers.base import MAX_SIZE, Array, BuildContext, Layer, Shape, whole
+from arraynet.layers.base import (
+    MAX_SIZE,
+    Array,
+    BuildContext,
+    GradCase,
+    Layer,
+    OnnxGraph,
+    Shape,
+    whole,
+)
 
 
 class MaxPool2D(Layer):
-    """p x p max pooling with stride p on NHWC inputs (a ragged edge is dropped)."""
+    """Max pooling over non-overlapping p x p windows of NHWC images.
+
+    Args:
+        pool_size: the window side p; the stride is p too.
+        stride: None or p (only non-overlapping windows are supported).
+
+    Shapes: (batch, height, width, channels) -> (batch, height // p, width // p, channels);
+    a ragged bottom row or right column of fewer than p pixels is dropped.
+
+    Example::
+
+        Sequential([Conv2D(16, 3, activation="relu"), MaxPool2D(2), Flatten(), Dense(10)],
+                   (28, 28, 1))
+    """
 
     kind = "maxpool2d"
 
@@ -36,3 +58,16 @@ class MaxPool2D(Layer):
 
     def config(self) -> dict:
         return {"type": self.kind, "pool_size": self.p}
+
+    def onnx_nodes(self, g: OnnxGraph, x: str) -> str:
+        x = g.channels_first(x)
+        size = [self.p, self.p]
+        return g.node("MaxPool", [x], f"pool{g.index}", kernel_shape=size, strides=size)
+
+    @classmethod
+    def gradcheck_cases(cls) -> list[GradCase]:
+        return [
+            GradCase("maxpool-2", lambda: MaxPool2D(2), (6, 4, 3)),
+            GradCase("maxpool-2-odd", lambda: MaxPool2D(2), (7, 5, 2)),
+            GradCase("maxpool-3", lambda: MaxPool2D(3), (6, 9, 2)),
+        ]

@@ -6,11 +6,18 @@ import math
 
 from array_api_compat import array_namespace
 
-from arraynet.layers.base import Array, BuildContext, Layer, Shape, real
+from arraynet.layers.base import Array, BuildContext, GradCase, Layer, OnnxGraph, Shape, real
 
 
 class Flatten(Layer):
-    """(batch, ...) -> (batch, prod(...))."""
+    """Flattens each sample to one axis, in NHWC (row-major) order.
+
+    Shapes: (batch, d1, ..., dn) -> (batch, d1 * ... * dn). No parameters.
+
+    Example::
+
+        Sequential([Conv2D(8, 3), Flatten(), Dense(10)], (28, 28, 1))
+    """
 
     kind = "flatten"
 
@@ -25,9 +32,30 @@ class Flatten(Layer):
         xp = array_namespace(dy)
         return xp.reshape(dy, (dy.shape[0], *self.input_shape))
 
+    def onnx_nodes(self, g: OnnxGraph, x: str) -> str:
+        x = g.channels_last(x)  # flatten NHWC's order, as the model does
+        return g.node("Flatten", [x], "flatten", axis=1)
+
+    @classmethod
+    def gradcheck_cases(cls) -> list[GradCase]:
+        return [GradCase("flatten", lambda: Flatten(), (3, 4, 2))]
+
 
 class Dropout(Layer):
-    """Inverted dropout: at train time zero a `rate` share and scale the rest by 1/(1-rate)."""
+    """Inverted dropout: in training, zero a random `rate` share of the values and scale the
+    rest by 1 / (1 - rate); at inference, the identity.
+
+    Args:
+        rate: the share dropped, in [0, 1).
+
+    Shapes: any input (batch, ...) -> the same shape. No parameters; the mask is drawn
+    from the model's generator.
+
+    Example::
+
+        Sequential([Flatten(), Dense(256, activation="relu"), Dropout(0.5), Dense(10)],
+                   (28, 28, 1))
+    """
 
     kind = "dropout"
 
@@ -59,3 +87,10 @@ class Dropout(Layer):
 
     def config(self) -> dict:
         return {"type": self.kind, "rate": self.rate}
+
+    def onnx_nodes(self, g: OnnxGraph, x: str) -> str:
+        return x  # the identity at inference
+
+    @classmethod
+    def gradcheck_cases(cls) -> list[GradCase]:
+        return [GradCase("dropout", lambda: Dropout(0.3), (4, 5))]

@@ -117,10 +117,3 @@ class Recipe:
     def from_dict(cls, d: dict) -> Recipe:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
-
-
-def recipe_for(name: str) -> Recipe:
-    """The seed recipe of zoo entry `name` (the registry is `arraynet.zoo.ZOO`)."""
-    from arraynet.zoo import entry
-
-    return entry(name).recipe

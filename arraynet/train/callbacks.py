@@ -1,4 +1,4 @@
-"""Callbacks of the training loop (`arraynet.training.fit_loop`), Keras-style.
+"""Callbacks of the training loop (`arraynet.train.loop.fit_loop`), Keras-style.
 
 A callback overrides any of `on_train_begin(t)`, `on_epoch_begin(t, epoch, n)`,
 `on_batch_end(t, batch, size)`, `on_epoch_end(t, row)` and `on_train_end(t)`; `t` is the
@@ -16,16 +16,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
-from arraynet.averaging import WeightAverage, recalibrate_batchnorm
-from arraynet.early_stopping import EarlyStopping as Window
-from arraynet.io import atomic_write_bytes
+from arraynet.files import atomic_write_bytes
+from arraynet.train.averaging import WeightAverage, recalibrate_batchnorm
+from arraynet.train.early_stopping import EarlyStopping as Window
 
-Training = Any  # arraynet.training.Training (not imported: it imports this module)
+Training = Any  # arraynet.train.loop.Training (not imported: it imports this module)
 
 
 class Callback:
     """Base class: every hook does nothing. `order` sorts callbacks (lower first) within
-    their group (`arraynet.training.Training`)."""
+    their group (`arraynet.train.loop.Training`)."""
 
     order = 0
     saves_run = False  # True for the checkpoint (ModelCheckpoint)
@@ -165,7 +165,7 @@ class Progress(Callback):
 
 class Hooks(Callback):
     """Plain functions as a callback: on_epoch_start(epoch, n), on_batch(batch, size),
-    on_epoch(row) (the form `arraynet.run.train_model` takes)."""
+    on_epoch(row) (the form `arraynet.jobs.train_model` takes)."""
 
     def __init__(self, fns: dict[str, Callable]) -> None:
         unknown = set(fns) - {"on_epoch_start", "on_batch", "on_epoch"}
@@ -274,13 +274,13 @@ class TensorBoard(Callback):
 
 class ModelCheckpoint(Callback):
     """Saves the run into a run folder after every epoch (checkpoint.safetensors and
-    state.json, see `arraynet.runfolder`): after the callbacks whose state it keeps and
+    state.json, see `arraynet.train.runfolder`): after the callbacks whose state it keeps and
     before the others (loggers), so no logger can lose an epoch (`Training.end_epoch`)."""
 
     saves_run = True
 
     def __init__(self, folder: Any) -> None:
-        from arraynet.runfolder import RunFolder
+        from arraynet.train.runfolder import RunFolder
 
         self.folder = folder if isinstance(folder, RunFolder) else RunFolder(folder)
 

@@ -2,19 +2,19 @@
 
 Every rank holds the whole model and the whole training set. Rank 0's initial weights are
 broadcast; each epoch every rank takes its 1/N share of each global batch of the same
-shuffled order (`arraynet.data.sharding`); after every backward the gradients are
+shuffled order (`arraynet.parallel.sharding`); after every backward the gradients are
 all-reduced in one flat buffer and averaged (`grad_hook`), so every rank applies the same
 update and the weights stay bitwise equal. Dropout and augmentation draw from per-rank
-streams derived from the seed (`stream_seed`; `arraynet.training.Training.use_rng` makes
+streams derived from the seed (`stream_seed`; `arraynet.train.loop.Training.use_rng` makes
 them, host or device generators alike). Batch norm uses per-rank statistics (its running statistics
 are averaged over the ranks at the end of every epoch, before anything is saved), or with
 `sync_bn` the statistics of the global batch. The trainer asks `is_root` before it prints
 or writes.
 
-The seam with the training loop (`arraynet.training`) is small: `batches` (the epoch's
+The seam with the training loop (`arraynet.train.loop`) is small: `batches` (the epoch's
 local batches), `grad_hook` (composed into `train_step`'s gradient hook), `step_lr` (linear
 scaling), `sum_floats` (epoch totals), `end_epoch` (buffers); the run folder
-(`arraynet.runfolder`) uses `gather_json` (every rank's RNG state) and `is_root`.
+(`arraynet.train.runfolder`) uses `gather_json` (every rank's RNG state) and `is_root`.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from arraynet.backends import Backend
-from arraynet.backends.comm import Communicator, rank_seed
-from arraynet.data.sharding import epoch_batches
 from arraynet.layers.batchnorm import BatchNorm
-from arraynet.model import Sequential
+from arraynet.network import Network
+from arraynet.parallel.comm import Communicator, rank_seed
+from arraynet.parallel.sharding import epoch_batches
 
 Array = Any
 
@@ -89,7 +89,7 @@ class DataParallel:
                 f"{self.size} ranks; pick a multiple of {self.size}"
             )
 
-    def setup(self, model: Sequential) -> None:
+    def setup(self, model: Network) -> None:
         """Rank 0's parameters and buffers on every rank, and (with sync_bn) batch norm over
         the global batch."""
         b = self.backend
@@ -124,7 +124,7 @@ class DataParallel:
     def sum_floats(self, values: list[float]) -> list[float]:
         return self.comm.sum_floats(values)
 
-    def end_epoch(self, model: Sequential) -> None:
+    def end_epoch(self, model: Network) -> None:
         """Per-rank batch norm: average the running statistics, so that every rank holds
         (and rank 0 saves) the same ones. Synchronised batch norm's are equal already."""
         if self.size == 1 or self.sync_bn:

@@ -10,8 +10,6 @@ from typing import Any
 
 from arraynet.augment import affine_matrix, affine_resample
 from arraynet.backends import Backend
-from arraynet.backends.comm import Communicator, world
-from arraynet.callbacks import Callback, Hooks, ModelCheckpoint
 from arraynet.data import load_mnist, locate, sha256_file
 from arraynet.data.arrays import (
     check_inputs_fit,
@@ -19,20 +17,23 @@ from arraynet.data.arrays import (
     float_inputs,
     label_targets,
 )
-from arraynet.data_parallel import DataParallel, check_resume_ranks, lr_scaling_for
-from arraynet.distill import (
+from arraynet.io import WeightsError, file_sha256, load_arrays, load_model
+from arraynet.io.weights import first_nonfinite
+from arraynet.network import Network
+from arraynet.parallel.comm import Communicator, world
+from arraynet.parallel.data_parallel import DataParallel, check_resume_ranks, lr_scaling_for
+from arraynet.train.callbacks import Callback, Hooks, ModelCheckpoint
+from arraynet.train.distill import (
     check_teacher,
     describe_teacher,
     distillation_targets,
     teacher_probabilities,
 )
-from arraynet.io import WeightsError, file_sha256, load_arrays, load_model
-from arraynet.io.weights import first_nonfinite
-from arraynet.layouts import new_model
-from arraynet.model import Sequential
-from arraynet.recipes import Recipe, recipe_for
-from arraynet.runfolder import RUN_FILES, RunFolder
-from arraynet.training import Dataset, Training, evaluate, fit_loop
+from arraynet.train.loop import Dataset, Training, evaluate, fit_loop
+from arraynet.train.recipe import Recipe
+from arraynet.train.runfolder import RUN_FILES, RunFolder
+from arraynet.zoo import recipe_for
+from arraynet.zoo.layouts import new_model
 
 __all__ = ["RUN_FILES", "evaluate_weights", "make_dataset", "train_model"]
 
@@ -86,17 +87,17 @@ def split_train(data: Any, val_split: int, train_limit: int | None) -> tuple[tup
     return tr, val
 
 
-def shape_from_data(model: Sequential, data: Any) -> None:
+def shape_from_data(model: Network, data: Any) -> None:
     """A layout file may leave its input shape to the data: take it from a test sample."""
     if model.input_shape is None:
         model.input_shape = tuple(float_inputs(data.x_test[:1]).shape[1:])
 
 
-def fit_data(model: Sequential, data: Any) -> int:
+def fit_data(model: Network, data: Any) -> int:
     """The model's number of outputs, after checking that it fits the data's samples and
     labels (one line naming both when it does not)."""
     from arraynet import datasets
-    from arraynet.data.sources import misfit_message
+    from arraynet.data.container import misfit_message
 
     num_outputs = int(model.output_shape[-1])
     if isinstance(data, datasets.Data):
@@ -111,9 +112,7 @@ def fit_data(model: Sequential, data: Any) -> int:
     return num_outputs
 
 
-def _val_metrics(
-    model: Sequential, val_ds: Dataset | None, par: DataParallel | None = None
-) -> dict:
+def _val_metrics(model: Network, val_ds: Dataset | None, par: DataParallel | None = None) -> dict:
     """Error and loss of the final weights on the validation split (empty without one)."""
     if val_ds is None:
         return {}
@@ -165,7 +164,7 @@ def train_model(
     default; a resume keeps the run's own).
 
     Under a launcher with several ranks (`mpiexec -n N`, `srun`), or given `comm`, the run
-    is data-parallel (arraynet.data_parallel): `recipe.batch_size` is the global batch,
+    is data-parallel (arraynet.parallel.data_parallel): `recipe.batch_size` is the global batch,
     `sync_bn` normalises over it, `lr_scaling` scales the rate linearly from the recipe's
     own batch (zoo entries: the zoo recipe's) with `lr_warmup_epochs` of warm-up; rank 0
     alone writes, and loads (fetches) the data before the others.
@@ -294,7 +293,7 @@ def _teachers(given: list[str | Path] | None, val_split: int, saved: dict) -> li
     return records
 
 
-def _start_from(model: Sequential, path: Path) -> dict:
+def _start_from(model: Network, path: Path) -> dict:
     """Load `path`'s state into `model`; returns what the run's record keeps about it."""
     arrays, meta = load_arrays(path)
     bad = first_nonfinite(arrays)

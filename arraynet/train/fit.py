@@ -1,18 +1,14 @@
 """`Sequential.fit`, `evaluate` and `predict` on plain arrays: the data are checked against
 the model, moved to its backend, and trained through the same loop, callbacks and run
-folders as the CLI (`arraynet.training`, `arraynet.runfolder`). Under `mpiexec -n N` a fit
-is data-parallel, as `arraynet train` is (`arraynet.data_parallel`)."""
+folders as the CLI (`arraynet.train.loop`, `arraynet.train.runfolder`). Under `mpiexec -n N` a fit
+is data-parallel, as `arraynet train` is (`arraynet.parallel.data_parallel`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from array_api_compat import array_namespace
-
 from arraynet.backends import Backend, get_backend
-from arraynet.backends.comm import Communicator, world
-from arraynet.callbacks import Callback, ModelCheckpoint, Progress
 from arraynet.data.arrays import (
     backend_name_of,
     check_inputs_fit,
@@ -21,10 +17,12 @@ from arraynet.data.arrays import (
     host_array,
     label_targets,
 )
-from arraynet.data_parallel import DataParallel, check_resume_ranks
-from arraynet.recipes import Recipe
-from arraynet.runfolder import RunFolder
-from arraynet.training import Dataset, Training, evaluate, fit_loop
+from arraynet.parallel.comm import Communicator, world
+from arraynet.parallel.data_parallel import DataParallel, check_resume_ranks
+from arraynet.train.callbacks import Callback, ModelCheckpoint, Progress
+from arraynet.train.loop import Dataset, Training, evaluate, fit_loop
+from arraynet.train.recipe import Recipe
+from arraynet.train.runfolder import RunFolder
 
 Array = Any
 # fit's defaults where no recipe is given (Keras-like: Adam 1e-3, batches of 32, 10 epochs)
@@ -178,25 +176,5 @@ def fit(
 
 
 def evaluate_arrays(model: Any, x: Any, y: Any, batch_size: int = 500) -> dict:
-    """error_rate, loss, correct and total of `model` on (x, y)."""
-    _check_built(model)
+    """error_rate, loss, correct and total of `model` (built) on (x, y)."""
     return evaluate(model, to_dataset(model, x, y), batch_size)
-
-
-def device_inputs(model: Any, x: Any) -> Array:
-    """`x` as floating inputs on the model's backend (arrays already there pass through)."""
-    b = model.backend
-    try:
-        same = array_namespace(x) is b.xp
-    except TypeError:
-        same = False
-    if same and b.xp.isdtype(x.dtype, "real floating"):
-        return x
-    xh = float_inputs(host_array(x), model.input_shape)
-    check_inputs_fit(xh.shape[1:], model.input_shape)
-    return b.from_host(xh, b.dtype("float32"))
-
-
-def _check_built(model: Any) -> None:
-    if model.backend is None:
-        raise ValueError("the model is not built yet: fit it, or call model.build(backend)")

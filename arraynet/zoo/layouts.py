@@ -7,7 +7,7 @@ input shape and, optionally, its training recipe, as JSON:
 
 `arraynet zoo --export m12` writes one for a zoo entry; `arraynet train --model FILE`
 trains one. "input_shape" may be null (taken from the data); recipe settings left out
-keep their defaults (`arraynet.recipes.Recipe`).
+keep their defaults (`arraynet.train.recipe.Recipe`).
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 
+from arraynet.files import one_line
 from arraynet.model import Sequential
-from arraynet.recipes import Recipe
+from arraynet.train.recipe import Recipe
 
 KEYS = ("name", "input_shape", "layers", "recipe")
 
@@ -53,7 +54,7 @@ def read_layout(path: str | Path) -> tuple[str, dict, Recipe | None]:
     try:
         Sequential.from_config(cfg)
     except (TypeError, ValueError) as e:
-        raise ValueError(f"{path}: bad layer ({_first_line(e)})") from None
+        raise ValueError(f"{path}: bad layer ({one_line(e)})") from None
     recipe = None
     if doc.get("recipe") is not None:
         recipe = recipe_from_dict(doc["recipe"], path)
@@ -64,7 +65,7 @@ def model_and_recipe(model: str) -> tuple[str, dict | None, Recipe]:
     """A `--model` value: (name, layout or None for a zoo entry, base recipe). A layout
     file brings its own recipe (the default one when it has none); a zoo entry its seed
     recipe."""
-    from arraynet.recipes import recipe_for
+    from arraynet.zoo import recipe_for
 
     if is_layout_file(model):
         name, layout, file_recipe = read_layout(model)
@@ -101,7 +102,7 @@ def recipe_from_dict(d: object, where: str | Path) -> Recipe:
     try:
         return Recipe(**d).validate()
     except (TypeError, ValueError) as e:
-        raise ValueError(f"{where}: recipe: {_first_line(e)}") from None
+        raise ValueError(f"{where}: recipe: {one_line(e)}") from None
 
 
 def zoo_layout(name: str) -> dict:
@@ -111,8 +112,3 @@ def zoo_layout(name: str) -> dict:
     e = entry(name)
     cfg = e.layout().config()
     return {"name": name, **cfg, "recipe": e.recipe.to_dict()}
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__

@@ -3,8 +3,8 @@ stopping, weight averaging, checkpoints, progress, logs) is a callback.
 
 `Training` holds what the loop and its callbacks share (model, optimizer, data, random
 streams, the run's progress); `fit_loop` runs it. Each batch goes through
-`arraynet.step.train_step`, the one training step of the project. A data-parallel run
-(`parallel`, see `arraynet.data_parallel`) takes its rank's share of every batch, averages
+`arraynet.train.step.train_step`, the one training step of the project. A data-parallel run
+(`parallel`, see `arraynet.parallel.data_parallel`) takes its rank's share of every batch, averages
 the gradients over the ranks in the step's gradient hook and all-reduces the epoch totals.
 """
 
@@ -21,15 +21,16 @@ from array_api_compat import array_namespace
 from arraynet.augment import maybe_augment
 from arraynet.backends import HostRNG
 from arraynet.backends.portable import clip
-from arraynet.data.sharding import epoch_batches
-from arraynet.model import Sequential
+from arraynet.files import one_line
+from arraynet.network import Network
 from arraynet.optimizers import make_optimizer
-from arraynet.recipes import Recipe
+from arraynet.parallel.sharding import epoch_batches
 from arraynet.schedules import learning_rate
-from arraynet.step import GradHook, WeightEMA, train_step
+from arraynet.train.recipe import Recipe
+from arraynet.train.step import GradHook, WeightEMA, train_step
 
 if TYPE_CHECKING:
-    from arraynet.data_parallel import DataParallel
+    from arraynet.parallel.data_parallel import DataParallel
 
 Array = Any
 RNG_KINDS = ("host", "device")
@@ -59,7 +60,7 @@ class Dataset:
 
 
 def evaluate(
-    model: Sequential, data: Dataset, batch_size: int = 500, parallel: DataParallel | None = None
+    model: Network, data: Dataset, batch_size: int = 500, parallel: DataParallel | None = None
 ) -> dict:
     """Error rate and mean loss of `model` in eval mode on `data` (cross-entropy for a
     softmax output, else mean squared error over all outputs, as the MSE loss). With
@@ -111,7 +112,7 @@ class Training:
     the epoch. Within a group: the recipe's first, then `callbacks` in the order given,
     then by `order`."""
 
-    model: Sequential
+    model: Network
     recipe: Recipe
     train: Dataset
     val: Dataset | None = None
@@ -120,10 +121,10 @@ class Training:
     meta: dict = field(default_factory=dict)
     grad_hook: GradHook | None = None
     rng_kind: str | None = None  # 'host', 'device' or None: the backend's default
-    parallel: DataParallel | None = None  # a data-parallel run (arraynet.data_parallel)
+    parallel: DataParallel | None = None  # a data-parallel run (arraynet.parallel.data_parallel)
 
     def __post_init__(self) -> None:
-        from arraynet.callbacks import recipe_callbacks
+        from arraynet.train.callbacks import recipe_callbacks
 
         self.recipe.validate(validation=self.val is not None)
         self.backend = self.model.backend
@@ -193,13 +194,13 @@ class Training:
                 place = f" in {where.path}" if where is not None else ""
                 raise EpochSavedError(
                     f"epoch {self.epoch} is saved{place} (--resume continues from it), but "
-                    f"then {type(cb).__name__} failed: {_one_line(e)}"
+                    f"then {type(cb).__name__} failed: {one_line(e)}"
                 ) from e
 
 
 def _group(cb: Any) -> int:
     """0: a callback whose state the checkpoint keeps; 1: the checkpoint; 2: the rest."""
-    from arraynet.callbacks import Callback
+    from arraynet.train.callbacks import Callback
 
     if getattr(cb, "saves_run", False):
         return 1
@@ -209,11 +210,6 @@ def _group(cb: Any) -> int:
         for name in ("checkpoint_arrays", "checkpoint_state", "restore")
     )
     return 0 if keeps else 2
-
-
-def _one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split())
-    return text or type(e).__name__
 
 
 def run_epoch(t: Training) -> dict:

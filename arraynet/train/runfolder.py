@@ -3,7 +3,7 @@
 A run folder holds `checkpoint.safetensors` (model, optimizer, weight averages, the
 early-stopping window and, in its metadata, the whole run state), `state.json` (a readable
 copy of that state, written after it) and at the end `model.safetensors`. The CLI,
-`arraynet.run.train_model` and `Sequential.fit` all go through `RunFolder`.
+`arraynet.jobs.train_model` and `Sequential.fit` all go through `RunFolder`.
 
 In a data-parallel run (`Training.parallel`) every rank calls the same methods: rank 0
 alone writes, and the checkpoint keeps every rank's random stream (`rank_rng_states`), so
@@ -19,10 +19,10 @@ from typing import Any
 from arraynet import __version__
 from arraynet.backends.device_rng import rng_kind_of
 from arraynet.io import WeightsError, atomic_write_json, load_arrays, save_arrays, save_model
-from arraynet.recipes import Recipe
+from arraynet.train.recipe import Recipe
 
 RUN_FILES = ("state.json", "checkpoint.safetensors", "model.safetensors")
-Training = Any  # arraynet.training.Training
+Training = Any  # arraynet.train.loop.Training
 
 
 class RunFolder:

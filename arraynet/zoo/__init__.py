@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from arraynet.layers import Activation, BatchNorm, Conv2D, Dense, Dropout, Flatten, Layer, MaxPool2D
 from arraynet.model import Sequential
-from arraynet.recipes import Recipe
+from arraynet.train.recipe import Recipe
 
 CONV_INIT = "he_normal_input"
 MNIST_SHAPE = (28, 28, 1)
@@ -277,3 +277,8 @@ def entry(name: str) -> ZooEntry:
 def build_layout(name: str) -> Sequential:
     """An unbuilt model of the zoo layout `name`; unknown names are a ValueError."""
     return entry(name).layout()
+
+
+def recipe_for(name: str) -> Recipe:
+    """The seed recipe of zoo entry `name`."""
+    return entry(name).recipe

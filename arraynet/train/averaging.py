@@ -8,7 +8,7 @@ from typing import Any
 from array_api_compat import array_namespace
 
 from arraynet.layers.batchnorm import BatchNorm
-from arraynet.model import Sequential
+from arraynet.network import Network
 
 Array = Any
 
@@ -31,7 +31,7 @@ class WeightAverage:
         self.mean = {k: m + (params[k] - m) * w for k, m in self.mean.items()}
 
 
-def recalibrate_batchnorm(model: Sequential, x: Array, batch_size: int = 500) -> int:
+def recalibrate_batchnorm(model: Network, x: Array, batch_size: int = 500) -> int:
     """Replace every BatchNorm's running statistics by those of the inputs it sees when
     the model classifies `x` (dropout off): the mean over batches of each batch's mean and
     unbiased variance. Weights averaged from several points of a run need this, since
