@@ -37,14 +37,16 @@ _MODULES = {
 }
 
 # Modules that moved in the restructuring into packages, and where they live now: the old
-# import paths keep working (`import arraynet.fitting` is `arraynet.train.fit`).
-MOVED = {
+# import paths keep working (`import arraynet.fitting` is `arraynet.train.fit`). A module
+# whose names went to several places maps to a tuple: its old path gives a module that
+# looks them up in that order.
+MOVED: dict[str, str | tuple[str, ...]] = {
     "arraynet.averaging": "arraynet.train.averaging",
     "arraynet.callbacks": "arraynet.train.callbacks",
     "arraynet.distill": "arraynet.train.distill",
-    "arraynet.early_stopping": "arraynet.train.callbacks",
-    "arraynet.fitting": "arraynet.train.fit",
-    "arraynet.recipes": "arraynet.train.recipe",
+    "arraynet.early_stopping": "arraynet.train.early_stopping",
+    "arraynet.fitting": ("arraynet.train.fit", "arraynet.network"),
+    "arraynet.recipes": ("arraynet.train.recipe", "arraynet.zoo"),
     "arraynet.runfolder": "arraynet.train.runfolder",
     "arraynet.step": "arraynet.train.step",
     "arraynet.training": "arraynet.train.loop",
@@ -68,10 +70,27 @@ class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return importlib.machinery.ModuleSpec(fullname, self)
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
-        return importlib.import_module(MOVED[spec.name])
+        target = MOVED[spec.name]
+        if isinstance(target, str):
+            return importlib.import_module(target)
+        return _Merged(spec.name, [importlib.import_module(t) for t in target])
 
     def exec_module(self, module: ModuleType) -> None:
         """The module is the new one, already executed."""
+
+
+class _Merged(ModuleType):
+    """An old module whose names now live in several modules (looked up in order)."""
+
+    def __init__(self, name: str, parts: list[ModuleType]) -> None:
+        super().__init__(name, f"Moved: see {', '.join(p.__name__ for p in parts)}.")
+        self._parts = parts
+
+    def __getattr__(self, attr: str) -> Any:
+        for part in self._parts:
+            if hasattr(part, attr):
+                return getattr(part, attr)
+        raise AttributeError(f"module {self.__name__!r} has no attribute {attr!r}")
 
 
 if not any(isinstance(f, _MovedModules) for f in sys.meta_path):

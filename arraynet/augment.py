@@ -24,11 +24,11 @@ own namespace.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from array_api_compat import array_namespace, is_array_api_obj
 
+from arraynet.augment_settings import DEFAULT_AUGMENT, AugmentSettings
 from arraynet.backends.portable import clip
 from arraynet.data.affine import affine_matrix, random_affine_params, random_elastic_field
 
@@ -37,8 +37,13 @@ if TYPE_CHECKING:
 
 Array = Any
 
+#: The former name of `AugmentSettings` (`arraynet.augment_settings`), kept for old imports.
+AugmentConfig = AugmentSettings
+
 __all__ = [
+    "DEFAULT_AUGMENT",
     "AugmentConfig",
+    "AugmentSettings",
     "affine_matrix",
     "affine_resample",
     "augment_batch",
@@ -140,10 +145,10 @@ def augment_batch(
     x: Array,
     rng: HostRNG,
     *,
-    zoom: tuple[float, float] = (0.8, 1.2),
-    rotation: float = 25.0,
-    shift: float = 0.2,
-    elastic: tuple[float, float] | None = None,
+    zoom: tuple[float, float] = DEFAULT_AUGMENT.zoom,
+    rotation: float = DEFAULT_AUGMENT.rotation,
+    shift: float = DEFAULT_AUGMENT.shift,
+    elastic: tuple[float, float] | None = DEFAULT_AUGMENT.elastic,
 ) -> Array:
     """Randomly zoom, rotate and shift every image of an NHWC batch (one map per image);
     with `elastic=(alpha, sigma)` also distort it elastically (drawn after the maps)."""
@@ -177,9 +182,9 @@ def device_affine_params(
     rng: Any,
     n: int,
     *,
-    zoom: tuple[float, float] = (0.8, 1.2),
-    rotation: float = 25.0,
-    shift: float = 0.2,
+    zoom: tuple[float, float] = DEFAULT_AUGMENT.zoom,
+    rotation: float = DEFAULT_AUGMENT.rotation,
+    shift: float = DEFAULT_AUGMENT.shift,
     size: tuple[int, int] = (28, 28),
 ) -> Array:
     """`random_affine_params` drawn with a device generator's `params`: the same ranges and
@@ -226,40 +231,3 @@ def maybe_augment(x: Array, rng: HostRNG, p: float, **kw: Any) -> Array:
     if rng.host_random() < p:
         return augment_batch(x, rng, **kw)
     return x
-
-
-@dataclass
-class AugmentConfig:
-    """Augmentation ranges: zoom factor interval, max |angle| in degrees, max shift fraction."""
-
-    zoom: tuple[float, float] = (0.8, 1.2)
-    rotation: float = 25.0
-    shift: float = 0.2
-
-    def __post_init__(self) -> None:
-        lo, hi = (float(v) for v in self.zoom)
-        if not 0 < lo <= hi:
-            raise ValueError(f"zoom must satisfy 0 < low <= high, got {self.zoom}")
-        if self.rotation < 0 or self.shift < 0:
-            raise ValueError("rotation and shift must be non-negative")
-        self.zoom = (lo, hi)
-        self.rotation = float(self.rotation)
-        self.shift = float(self.shift)
-
-    def to_dict(self) -> dict:
-        """A JSON-serialisable dict (zoom as a list)."""
-        d = asdict(self)
-        d["zoom"] = list(self.zoom)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> AugmentConfig:
-        """Inverse of to_dict; missing keys take the defaults."""
-        kw = {k: d[k] for k in ("zoom", "rotation", "shift") if k in d}
-        if "zoom" in kw:
-            kw["zoom"] = tuple(kw["zoom"])
-        return cls(**kw)
-
-    def kwargs(self) -> dict:
-        """Keyword arguments for augment_batch / maybe_augment."""
-        return {"zoom": self.zoom, "rotation": self.rotation, "shift": self.shift}

@@ -10,114 +10,37 @@ from typing import Any
 
 from arraynet.augment import affine_matrix, affine_resample
 from arraynet.backends import Backend
-from arraynet.data import load_mnist, locate, sha256_file
+from arraynet.data import sha256_file
 from arraynet.data.arrays import (
-    check_inputs_fit,
     data_fingerprint,
-    float_inputs,
-    label_targets,
 )
 from arraynet.io import WeightsError, file_sha256, load_arrays, load_model
 from arraynet.io.weights import first_nonfinite
 from arraynet.network import Network
-from arraynet.parallel.comm import Communicator, world
-from arraynet.parallel.data_parallel import DataParallel, check_resume_ranks, lr_scaling_for
-from arraynet.train.callbacks import Callback, Hooks, ModelCheckpoint
+from arraynet.parallel.comm import Communicator
+from arraynet.parallel.data_parallel import lr_scaling_for
+from arraynet.train.callbacks import Callback, Hooks
 from arraynet.train.distill import (
     check_teacher,
     describe_teacher,
     distillation_targets,
     teacher_probabilities,
 )
+from arraynet.train.inputs import (
+    fit_data,
+    load_data,
+    make_dataset,
+    shape_from_data,
+    split_train,
+)
 from arraynet.train.loop import Dataset, Training, evaluate, fit_loop
 from arraynet.train.recipe import Recipe
-from arraynet.train.runfolder import RUN_FILES, RunFolder
+from arraynet.train.runfolder import RUN_FILES
+from arraynet.train.setup import RunSetup
 from arraynet.zoo import recipe_for
 from arraynet.zoo.layouts import new_model
 
 __all__ = ["RUN_FILES", "evaluate_weights", "make_dataset", "train_model"]
-
-
-def make_dataset(images: Any, labels: Any, backend: Backend, num_classes: int = 10) -> Dataset:
-    """Host images (uint8, scaled to [0, 1], or float) and integer (or one-hot) labels
-    -> a Dataset on `backend`."""
-    x = float_inputs(images)
-    y, labels = label_targets(labels, num_classes)
-    dtype = backend.dtype("float32")
-    return Dataset(x=backend.from_host(x, dtype), y=backend.from_host(y, dtype), labels=labels)
-
-
-def load_data(data: str | None, data_dir: str | None = None, quiet: bool = False) -> Any:
-    """MNIST (data None or 'mnist', found as `arraynet data` finds it) or any dataset
-    `arraynet.datasets.load` reads; an object with x_train, y_train, x_test, y_test and
-    num_classes. Never downloads: missing MNIST files are a DataError that says how to
-    fetch them (`arraynet data fetch`, into the `data_dir` given if any). `quiet` is kept
-    for callers; nothing is printed."""
-    if data is None or data == "mnist":
-        m = load_mnist(locate(data_dir), quiet=True)
-        return _Arrays("mnist", m.train_images, m.train_labels, m.test_images, m.test_labels)
-    from arraynet import datasets
-
-    return datasets.load(data, data_dir=data_dir, download=False)
-
-
-class _Arrays:
-    """MNIST's arrays as loaded (images (N, 28, 28), for run fingerprints), with its classes."""
-
-    num_classes = 10
-    input_shape = (28, 28, 1)
-
-    def __init__(self, name: str, xtr: Any, ytr: Any, xte: Any, yte: Any) -> None:
-        self.name = name
-        self.x_train, self.y_train, self.x_test, self.y_test = xtr, ytr, xte, yte
-
-
-def split_train(data: Any, val_split: int, train_limit: int | None) -> tuple[tuple, tuple | None]:
-    """The last `val_split` training samples are held out; `train_limit` caps the rest."""
-    n = data.x_train.shape[0]
-    if not 0 <= val_split < n:
-        raise ValueError(f"--val-split must be between 0 and {n - 1}")
-    cut = n - val_split
-    tr = (data.x_train[:cut], data.y_train[:cut])
-    if train_limit is not None:
-        if train_limit <= 0:
-            raise ValueError("--train-limit must be positive")
-        tr = (tr[0][:train_limit], tr[1][:train_limit])
-    val = (data.x_train[cut:], data.y_train[cut:]) if val_split else None
-    return tr, val
-
-
-def shape_from_data(model: Network, data: Any) -> None:
-    """A layout file may leave its input shape to the data: take it from a test sample."""
-    if model.input_shape is None:
-        model.input_shape = tuple(float_inputs(data.x_test[:1]).shape[1:])
-
-
-def fit_data(model: Network, data: Any) -> int:
-    """The model's number of outputs, after checking that it fits the data's samples and
-    labels (one line naming both when it does not)."""
-    from arraynet import datasets
-    from arraynet.data.container import misfit_message
-
-    num_outputs = int(model.output_shape[-1])
-    if isinstance(data, datasets.Data):
-        datasets.check_fits(model.input_shape, num_outputs, data)
-    sample = float_inputs(data.x_test[:1], model.input_shape)
-    check_inputs_fit(sample.shape[1:], model.input_shape)
-    for y in (data.y_train, data.y_test):
-        label_targets(y, num_outputs)
-    if isinstance(data, _Arrays) and num_outputs != data.num_classes:  # (more outputs)
-        raise ValueError(misfit_message(model.input_shape, num_outputs, data.name,
-                                        data.input_shape, data.num_classes))  # fmt: skip
-    return num_outputs
-
-
-def _val_metrics(model: Network, val_ds: Dataset | None, par: DataParallel | None = None) -> dict:
-    """Error and loss of the final weights on the validation split (empty without one)."""
-    if val_ds is None:
-        return {}
-    m = evaluate(model, val_ds, parallel=par)
-    return {"val_error": m["error_rate"], "val_loss": m["loss"]}
 
 
 def _callbacks(given: dict[str, Callable] | list | None) -> list[Callback]:
@@ -171,24 +94,16 @@ def train_model(
 
     Returns the summary: error_rate, correct, total (test set), epochs_run, and more.
     """
-    folder = RunFolder(out_dir)
-    out = folder.path
     if recipe is None:
         recipe = recipe_for(name) if layout is None else Recipe()
     recipe = recipe.validate(validation=val_split > 0)
-    comm = comm or world()
-    par = None
-    if comm.size > 1 or sync_bn or lr_scaling:
-        scaling = None
-        if lr_scaling:
-            reference = recipe_for(name).batch_size if layout is None else recipe.batch_size
-            scaling = lr_scaling_for(recipe.batch_size, reference, lr_warmup_epochs)
-        par = DataParallel(comm, backend, sync_bn=sync_bn, lr_scaling=scaling)
-        par.check_batch(recipe.batch_size)
-    if resume:
-        folder.check_resumable()
-    else:
-        folder.check_new(probe=comm.is_root)
+    scaling = None
+    if lr_scaling:
+        reference = recipe_for(name).batch_size if layout is None else recipe.batch_size
+        scaling = lr_scaling_for(recipe.batch_size, reference, lr_warmup_epochs)
+    run = RunSetup.open(backend, recipe.batch_size, out_dir=out_dir, resume=resume, comm=comm,
+                        sync_bn=sync_bn, lr_scaling=scaling)  # fmt: skip
+    comm = run.comm
     if comm.size > 1 and not comm.is_root:
         comm.barrier()  # rank 0 reads (and checks) the files first
     ds = load_data(data, data_dir, quiet=quiet_data or not comm.is_root)
@@ -201,36 +116,37 @@ def train_model(
     (trx, try_), val = split_train(ds, val_split, train_limit)
     train = make_dataset(trx, try_, backend, num_classes)
     val_ds = make_dataset(*val, backend, num_classes) if val else None
-    meta: dict[str, Any] = {"model": name, "val_split": val_split, "train_limit": train_limit}
-    if data is not None:
-        meta["data"] = data  # the path, for the record; the contents are checked by hash
-    meta["data_sha256"] = data_fingerprint(ds.x_train, ds.y_train)["sha256"]
-    if layout is not None:
-        meta["layout"] = model.config()
-    if par is not None:
-        meta.update(ranks=comm.size, sync_bn=sync_bn,
-                    lr_scaling=par.lr_scaling.to_dict() if par.lr_scaling else None)  # fmt: skip
-    flags = {"model": "--model", "val_split": "--val-split", "train_limit": "--train-limit",
-             "data": "--data", "layout": "layout (--model file)"}  # fmt: skip
-    saved = folder.saved_meta() if resume else {}
+    meta = _run_meta(run, name, model, ds, data, layout, val_split, train_limit)
     if resume:
-        check_resume_ranks(out, saved, comm.size)
-        for key in ("sync_bn", "lr_scaling"):
-            if saved.get(key) != meta.get(key):
-                raise ValueError(f"{out}: the run was begun with {key} {saved.get(key)}, not "
-                                 f"{meta.get(key)}")  # fmt: skip
-        if "data_sha256" in saved:  # the contents decide, wherever the files now lie
-            del flags["data"]
-            if saved["data_sha256"] != meta["data_sha256"]:
-                raise ValueError(f"{out}: the training data differ from the run's "
-                                 f"(SHA-256 of the training arrays)")  # fmt: skip
-        elif data not in (None, "mnist") and "data" not in saved:  # (an older MNIST run)
-            raise ValueError(f"{out}: the run was begun on MNIST, not --data {data}")
-        folder.check_same(meta, flags)
+        _check_resumed(run, meta, data)
+    _starting_point(run, model, recipe, train, meta, init, teachers, val_split)
+    t = run.start(model, recipe, train, val_ds, seed=seed, meta=meta,
+                  callbacks=_callbacks(callbacks), rng=rng)  # fmt: skip
+    t0 = time.perf_counter()
+    summary = fit_loop(t, epochs)
+    test = make_dataset(ds.x_test, ds.y_test, backend, num_classes)
+    result = _summary(run, t, test, val_ds, summary, time.perf_counter() - t0, data)
+    run.finish(t, result)
+    return result
+
+
+def _starting_point(
+    run: RunSetup,
+    model: Network,
+    recipe: Recipe,
+    train: Dataset,
+    meta: dict,
+    init: str | Path | None,
+    teachers: list | None,
+    val_split: int,
+) -> None:
+    """Start from --init's weights, and mix the teachers' probabilities into the targets
+    of a distilling recipe; both are recorded in `meta` (a resume keeps the run's own)."""
+    saved, backend = run.saved, model.backend
     if init is not None:
         meta["init"] = _start_from(model, Path(init))
         if saved.get("init") and saved["init"]["sha256"] != meta["init"]["sha256"]:
-            raise ValueError(f"{out}: the run was begun from other --init weights")
+            raise ValueError(f"{run.folder.path}: the run was begun from other --init weights")
     elif saved.get("init"):
         meta["init"] = saved["init"]  # the checkpoint holds the weights; keep the record
     if recipe.distill:
@@ -241,42 +157,80 @@ def train_model(
         train.y = distillation_targets(train.y, probs, recipe.distill)
     elif teachers:
         raise ValueError("--teacher needs a recipe that distills (--distill WEIGHT)")
-    cbs = [*_callbacks(callbacks), ModelCheckpoint(folder)]
-    if par is not None:
-        par.setup(model)  # rank 0's weights (or --init's, the same) on every rank
-    t = Training(model, recipe, train, val_ds, seed=seed, callbacks=cbs, meta=meta,
-                 rng_kind=rng, parallel=par)  # fmt: skip
-    if resume:
-        folder.resume(t)
-    t0 = time.perf_counter()
-    summary = fit_loop(t, epochs)
-    test = make_dataset(ds.x_test, ds.y_test, backend, num_classes)
-    metrics = evaluate(model, test, parallel=par)
+
+
+def _summary(
+    run: RunSetup,
+    t: Training,
+    test: Dataset,
+    val: Dataset | None,
+    summary: dict,
+    wall: float,
+    data: str | None,
+) -> dict:
+    """The run's result: test figures, the loop's summary, validation, timing, set-up."""
+    model, backend, comm = t.model, t.backend, run.comm
+    metrics = evaluate(model, test, parallel=run.parallel)
     result = {
-        "model": name,
+        "model": t.meta["model"],
         "error_rate": metrics["error_rate"],
         "correct": metrics["correct"],
         "total": metrics["total"],
         "test_loss": metrics["loss"],
         **summary,
-        **_val_metrics(model, val_ds, par),
+        **run.val_metrics(model, val),
         "train_seconds": round(t.elapsed, 2),
-        "wall_seconds_this_session": round(time.perf_counter() - t0, 2),
+        "wall_seconds_this_session": round(wall, 2),
         "backend": backend.name,
         "device": backend.device_name(),
         "threads": backend.threads,
         "tf32": backend.tf32,
-        "seed": seed,
-        "out": str(out),
+        "seed": t.seed,
+        "out": str(run.folder.path),
         "ranks": comm.size,
         "communicator": comm.name,
     }
-    if par is not None:
-        result["distributed"] = par.describe()
+    if run.parallel is not None:
+        result["distributed"] = run.parallel.describe()
     if data is not None:
         result["data"] = data
-    folder.save_final(t, result)
     return result
+
+
+_FLAGS = {"model": "--model", "val_split": "--val-split", "train_limit": "--train-limit",
+          "data": "--data", "layout": "layout (--model file)"}  # fmt: skip
+
+
+def _run_meta(run: RunSetup, name: str, model: Network, ds: Any, data: str | None,
+              layout: dict | None, val_split: int, train_limit: int | None) -> dict:  # fmt: skip
+    """The facts of a run that its record keeps and a resume must match."""
+    meta: dict[str, Any] = {"model": name, "val_split": val_split, "train_limit": train_limit}
+    if data is not None:
+        meta["data"] = data  # the path, for the record; the contents are checked by hash
+    meta["data_sha256"] = data_fingerprint(ds.x_train, ds.y_train)["sha256"]
+    if layout is not None:
+        meta["layout"] = model.config()
+    meta.update(run.parallel_meta())
+    return meta
+
+
+def _check_resumed(run: RunSetup, meta: dict, data: str | None) -> None:
+    """A resume continues the same run: ranks, batch-norm sync, rate scaling, data
+    (by content) and the flags in _FLAGS."""
+    saved, out = run.saved, run.folder.path
+    flags = dict(_FLAGS)
+    for key in ("sync_bn", "lr_scaling"):
+        if saved.get(key) != meta.get(key):
+            raise ValueError(f"{out}: the run was begun with {key} {saved.get(key)}, not "
+                             f"{meta.get(key)}")  # fmt: skip
+    if "data_sha256" in saved:  # the contents decide, wherever the files now lie
+        del flags["data"]
+        if saved["data_sha256"] != meta["data_sha256"]:
+            raise ValueError(f"{out}: the training data differ from the run's "
+                             f"(SHA-256 of the training arrays)")  # fmt: skip
+    elif data not in (None, "mnist") and "data" not in saved:  # (an older MNIST run)
+        raise ValueError(f"{out}: the run was begun on MNIST, not --data {data}")
+    run.check_same(meta, flags)
 
 
 def _teachers(given: list[str | Path] | None, val_split: int, saved: dict) -> list[dict]:

@@ -11,7 +11,10 @@ from arraynet.backends import Backend, get_backend
 from arraynet.io.onnx_export import export_onnx
 from arraynet.io.weights import load_model as load_weights
 from arraynet.io.weights import save_model
+from arraynet.network import LOSS_NAMES as LOSS_NAMES  # (re-exported: the old home)
+from arraynet.network import MAX_LAYERS as MAX_LAYERS
 from arraynet.network import Network, check_built
+from arraynet.network import state_misfit as state_misfit
 from arraynet.train.fit import evaluate_arrays, fit
 
 Array = Any

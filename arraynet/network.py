@@ -10,8 +10,9 @@ from typing import Any
 from array_api_compat import array_namespace
 
 from arraynet.backends import Backend, HostRNG, get_backend
+from arraynet.backends.host import host_array
 from arraynet.backends.shapes import ShapeRNG, shape_backend
-from arraynet.data.arrays import check_inputs_fit, float_inputs, host_array
+from arraynet.data.arrays import check_inputs_fit, float_inputs
 from arraynet.layers import Activation, BuildContext, Layer, layer_from_config
 from arraynet.layers.base import input_shape_of
 from arraynet.losses import cross_entropy, mse, softmax_cross_entropy

@@ -15,12 +15,13 @@ def _batch(
     """A real MNIST batch (host arrays) when the files are at hand and the model takes
     MNIST, else a random one of the model's input shape and classes."""
     from arraynet.data import DataError, load_mnist, one_hot
+    from arraynet.data.arrays import uint8_to_float32
 
     try:
         if tuple(input_shape) != (28, 28, 1) or classes != 10:
             raise DataError("not an MNIST model")
         m = load_mnist(data_dir, download=False, verify=False, quiet=True)
-        x = m.train_images[:batch_size].astype("float32")[..., None] / 255.0
+        x = uint8_to_float32(m.train_images[:batch_size])[..., None]
         return x, one_hot(m.train_labels[:batch_size]), "mnist"
     except DataError:
         g = get_backend("numpy").rng(seed)

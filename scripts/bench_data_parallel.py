@@ -28,11 +28,10 @@ WORKER = "--worker"
 def worker(model: str, batch: int, steps: int, warmup: int, threads: int) -> dict:
     """Time `steps` training steps of the global batch `batch` on this job's ranks."""
     from arraynet.backends import get_backend
+    from arraynet.bench import TimedSteps
     from arraynet.data import load_mnist, one_hot, to_float
-    from arraynet.optimizers import make_optimizer
     from arraynet.parallel.comm import world
     from arraynet.parallel.data_parallel import DataParallel
-    from arraynet.train.step import train_step
     from arraynet.zoo import build_layout, recipe_for
 
     comm = world()
@@ -47,7 +46,6 @@ def worker(model: str, batch: int, steps: int, warmup: int, threads: int) -> dic
     net = build_layout(model).build(b, seed=0)
     par.setup(net)
     recipe = recipe_for(model)
-    opt = make_optimizer(recipe.optimizer)
     rows = []
     marks: dict[str, float] = {}
 
@@ -59,11 +57,11 @@ def worker(model: str, batch: int, steps: int, warmup: int, threads: int) -> dic
         marks["t3"] = time.perf_counter()
         return mean
 
+    step = TimedSteps(net, recipe, xs, ys, local, grad_hook=timed_mean, rank=comm.rank,
+                      ranks=comm.size)  # fmt: skip
     for s in range(steps + warmup):
-        lo = s * batch + comm.rank * local
-        x, y = xs[lo : lo + local, ...], ys[lo : lo + local, ...]
         t0 = time.perf_counter()
-        train_step(net, opt, x, y, lr=recipe.lr, loss=recipe.loss, grad_hook=timed_mean)
+        step()
         t4 = time.perf_counter()
         t1, t2, t3 = marks["t1"], marks["t2"], marks["t3"]
         comm.barrier()  # (steps begin together, so a step's time is the slower rank's)

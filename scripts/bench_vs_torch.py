@@ -29,10 +29,9 @@ import numpy as np  # noqa: E402
 from torch_twin import torch_model  # noqa: E402
 
 from arraynet.backends import get_backend  # noqa: E402
-from arraynet.bench import versions  # noqa: E402
+from arraynet.bench import TimedSteps, versions  # noqa: E402
 from arraynet.data import DataError, load_mnist, one_hot  # noqa: E402
-from arraynet.optimizers import make_optimizer  # noqa: E402
-from arraynet.train.step import train_step  # noqa: E402
+from arraynet.data.arrays import uint8_to_float32  # noqa: E402
 from arraynet.zoo import build_layout, recipe_for  # noqa: E402
 
 
@@ -63,16 +62,11 @@ def bench_pair(
     # arraynet
     b = get_backend(backend, threads=threads) if backend == "numpy" else get_backend(backend)
     net = build_layout(name).build(b, seed=0)
-    opt = make_optimizer(recipe.optimizer)
     xs = b.from_host(x_host)
     ys = b.from_host(y_host)
     n = xs.shape[0]
-    pos = {"a": 0, "t": 0}
-
-    def a_step():
-        i = pos["a"] % (n - bs)
-        pos["a"] += bs
-        train_step(net, opt, xs[i : i + bs], ys[i : i + bs], lr=recipe.lr, loss=recipe.loss)
+    pos = {"t": 0}
+    a_step = TimedSteps(net, recipe, xs, ys, bs)
 
     xe = xs[:500]
 
@@ -155,7 +149,7 @@ def main() -> None:
         mnist = load_mnist(args.data_dir, quiet=True)
     except DataError as e:
         sys.exit(f"bench_vs_torch: error: {e}")
-    x = (mnist.train_images[:4096].astype(np.float32) / 255.0)[..., None]
+    x = uint8_to_float32(mnist.train_images[:4096])[..., None]
     labels = mnist.train_labels[:4096].astype(np.int64)
     y = one_hot(labels)
     rows = []

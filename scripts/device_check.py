@@ -302,10 +302,11 @@ def host_pool(args: argparse.Namespace, n: int) -> tuple[Any, Any]:
     import numpy as np
 
     from arraynet.data import DataError, load_mnist
+    from arraynet.data.arrays import uint8_to_float32
 
     try:
         m = load_mnist(args.data_dir, download=False, quiet=True)
-        x = m.train_images[:n].astype(np.float32)[:, None] / np.float32(255.0)
+        x = uint8_to_float32(m.train_images[:n])[:, None]
         return x, m.train_labels[:n].astype(np.int64)
     except DataError:
         g = np.random.default_rng(0)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from arraynet.augment import (
-    AugmentConfig,
+    DEFAULT_AUGMENT,
+    AugmentSettings,
     affine_matrix,
     affine_resample,
     augment_batch,
@@ -192,12 +193,15 @@ def test_maybe_augment_probability_and_stream_alignment():
     np.testing.assert_array_equal(y, augment_batch(x, coin))
 
 
-def test_config_round_trip_and_validation():
-    cfg = AugmentConfig(zoom=(0.9, 1.1), rotation=10, shift=0.1)
+def test_settings_round_trip_and_validation():
+    cfg = AugmentSettings(zoom=(0.9, 1.1), rotation=10, shift=0.1)
     d = cfg.to_dict()
     assert d == {"zoom": [0.9, 1.1], "rotation": 10.0, "shift": 0.1}
-    assert AugmentConfig.from_dict(d) == cfg
-    assert AugmentConfig.from_dict({}) == AugmentConfig()
+    assert AugmentSettings.from_dict(d) == cfg
+    assert AugmentSettings.from_dict({}) == AugmentSettings() == DEFAULT_AUGMENT
+    el = AugmentSettings(elastic=[34, 4])
+    assert el.elastic == (34.0, 4.0) and el.to_dict()["elastic"] == [34.0, 4.0]
+    assert AugmentSettings.from_dict(el.to_dict()) == el
     b = get_backend("numpy")
     x = b.from_host(_images())
     np.testing.assert_array_equal(
@@ -205,9 +209,42 @@ def test_config_round_trip_and_validation():
         augment_batch(x, b.rng(1), zoom=(0.9, 1.1), rotation=10, shift=0.1),
     )
     with pytest.raises(ValueError):
-        AugmentConfig(zoom=(1.2, 0.8))
+        AugmentSettings(zoom=(1.2, 0.8))
     with pytest.raises(ValueError):
-        AugmentConfig(rotation=-1)
+        AugmentSettings(rotation=-1)
+    with pytest.raises(ValueError):
+        AugmentSettings(elastic=(8.0, 0.0))
+    from arraynet.augment import AugmentConfig  # the former name
+
+    assert AugmentConfig is AugmentSettings
+
+
+def test_defaults_are_defined_once():
+    """The recipe's dict, the keyword defaults of the augmentation functions and the
+    host-side draws all come from `DEFAULT_AUGMENT` (the recipe's JSON form unchanged)."""
+    import inspect
+
+    from arraynet import augment
+    from arraynet.data import affine
+    from arraynet.train.recipe import Recipe
+
+    assert Recipe().augment == {"zoom": [0.8, 1.2], "rotation": 25.0, "shift": 0.2}
+    assert Recipe().augment == DEFAULT_AUGMENT.to_dict()
+    assert Recipe().augment is not Recipe().augment  # a fresh dict for every recipe
+    assert list(Recipe().augment) == ["zoom", "rotation", "shift"]  # (the JSON key order)
+    assert DEFAULT_AUGMENT.kwargs() == {
+        "zoom": (0.8, 1.2), "rotation": 25.0, "shift": 0.2, "elastic": None,
+    }  # fmt: skip
+    for fn in (augment.augment_batch, augment.device_affine_params, affine.random_affine_params):
+        params = inspect.signature(fn).parameters
+        for key in ("zoom", "rotation", "shift", "elastic"):
+            if key in params:  # the very objects, not equal literals written again
+                assert params[key].default is getattr(DEFAULT_AUGMENT, key), (fn, key)
+    b = get_backend("numpy")
+    x = b.from_host(_images())
+    np.testing.assert_array_equal(
+        augment_batch(x, b.rng(4)), augment_batch(x, b.rng(4), **DEFAULT_AUGMENT.kwargs())
+    )
 
 
 # -- elastic distortion ---------------------------------------------------------------------

@@ -121,3 +121,45 @@ def test_fit_takes_tf32(monkeypatch):
     model.fit(x, y, epochs=1, batch_size=4, tf32=True)
     model.fit(x, y, epochs=1, batch_size=4)
     assert seen[-2:] == [True, False]
+
+
+def test_a_registered_backend_is_built_by_its_module(monkeypatch):
+    """A new backend is one module with `make(device, *, fast, threads)` plus one line of
+    registration; get_backend finds it by name and alias, and probe lists it."""
+    import types
+
+    import arraynet.backends as backends
+    from arraynet.backends import numpy_backend
+
+    calls = []
+
+    def make(device=None, *, fast=True, threads=None):
+        calls.append((device, fast, threads))
+        b = numpy_backend.make(fast=False)
+        b.name = "toy"
+        return b
+
+    module = types.ModuleType("toy_backend_for_test")
+    module.make = make
+    monkeypatch.setitem(sys.modules, "toy_backend_for_test", module)
+    monkeypatch.setattr(backends, "BACKENDS", dict(backends.BACKENDS))
+    monkeypatch.setattr(backends, "ALIASES", dict(backends.ALIASES))
+    backends.register_backend("toy", "toy_backend_for_test", aliases=("tb",))
+    assert get_backend("tb", device="cpu", threads=3).name == "toy"
+    assert calls == [("cpu", True, 3)]
+    assert "toy" in [row["backend"] for row in backends.probe()]
+    with pytest.raises(ValueError, match="'numpy' is taken"):
+        backends.register_backend("numpy", "toy_backend_for_test")
+    with pytest.raises(ValueError, match=r"unknown backend 'nope'; choose from .*toy"):
+        get_backend("nope")
+
+
+def test_fast_false_gives_the_portable_kernels_on_every_backend():
+    from arraynet.backends.kernels import Kernels
+
+    for name in ("numpy", "torch", "array-api-strict"):
+        try:
+            b = get_backend(name, fast=False)
+        except BackendUnavailable:
+            continue
+        assert type(b.kernels) is Kernels, name

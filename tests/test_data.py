@@ -129,6 +129,19 @@ def test_load_source(mnist: MNIST) -> None:
     assert "60000" in repr(mnist)
 
 
+def test_load_mnist_gives_the_one_container(mnist: MNIST) -> None:
+    """MNIST loads as a `Data` (images as the files hold them); the old names are aliases."""
+    from arraynet.data import Data
+
+    assert MNIST is Data and isinstance(mnist, Data)
+    assert mnist.name == "mnist" and mnist.num_classes == 10 and mnist.class_names is None
+    assert mnist.input_shape == (28, 28, 1) and mnist.x_train.shape == (60000, 28, 28)
+    assert mnist.y_train.dtype == mnist.y_test.dtype == np.int64
+    for old, new in [("train_images", "x_train"), ("train_labels", "y_train"),
+                     ("test_images", "x_test"), ("test_labels", "y_test")]:  # fmt: skip
+        assert getattr(mnist, old) is getattr(mnist, new)
+
+
 def test_load_raw_matches_gz(mnist: MNIST, raw_dir: Path) -> None:
     raw = load_mnist(raw_dir, download=False)
     for field in ("train_images", "train_labels", "test_images", "test_labels"):
@@ -457,6 +470,42 @@ def test_one_hot(mnist: MNIST) -> None:
         one_hot(np.array([10]))
     with pytest.raises(ValueError):
         one_hot(np.array([-1]))
+
+
+# One conversion each: uint8 -> float32 and indices -> one-hot rows, same bytes everywhere.
+_U8 = np.arange(256, dtype=np.uint8)
+#: SHA-256 of the float32 bytes of 0..255 / 255 as arraynet has always computed them
+#: (`astype(float32) / float32(255)`; multiplying by 1/255 instead changes 126 of them).
+_U8_FLOAT_SHA256 = "010413efe9fc4438fee48de66c4d09f377b28af6a9fe2522201e8c1dbb831fc8"
+
+
+def test_uint8_to_float32_is_the_one_conversion() -> None:
+    import hashlib
+
+    from arraynet.data.arrays import float_inputs, uint8_to_float32
+
+    x = uint8_to_float32(_U8)
+    assert x.dtype == np.float32 and x[0] == 0.0 and x[255] == 1.0
+    assert hashlib.sha256(x.tobytes()).hexdigest() == _U8_FLOAT_SHA256
+    reference = np.array([np.float32(v) / np.float32(255) for v in range(256)], np.float32)
+    assert x.tobytes() == reference.tobytes()
+    images = np.broadcast_to(_U8.reshape(16, 16), (3, 16, 16)).copy()  # (N, H, W)
+    want = uint8_to_float32(images)[..., None].tobytes()
+    assert float_inputs(images).tobytes() == want
+    assert to_float(images, _HostBackend()).tobytes() == want
+    assert float_inputs(images, (16, 16)).tobytes() == uint8_to_float32(images).tobytes()
+
+
+def test_one_hot_is_the_one_one_hot() -> None:
+    from arraynet.data.arrays import label_targets, one_hot_rows
+
+    y = np.array([3, 0, 9, 9, 1], dtype=np.uint8)
+    rows = one_hot_rows(y, 10)
+    assert rows.dtype == np.float32 and rows.shape == (5, 10)
+    np.testing.assert_array_equal(rows, np.eye(10, dtype=np.float32)[y])
+    assert one_hot(y).tobytes() == rows.tobytes()
+    targets, labels = label_targets(y, 10)
+    assert targets.tobytes() == rows.tobytes() and labels.dtype == np.int64
 
 
 def test_tarball_member_filter() -> None:

@@ -436,3 +436,134 @@ def test_unreadable_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(Path, "iterdir", denied)
     msg = _error(tmp_path)
     assert msg.startswith(f"{tmp_path}: cannot be read (") and "Permission denied" in msg
+
+
+# -- the format registry -----------------------------------------------------------------------
+_BUILT_IN_EXPECTS = (
+    "an .npz file, a folder of IDX files, or a folder with train/ and test/ class folders"
+)
+
+
+@pytest.fixture
+def toy_format():
+    """A toy format registered for one test: a `.toy` text file of `<label> <pixel>` lines
+    (one 1x1 image each, used as both splits)."""
+    from arraynet.data import formats
+
+    before = dict(formats.FORMATS)
+
+    @datasets.register_format("toy", lambda path: path.suffix == ".toy", "a .toy file")
+    def load_toy(path: Path, name: str) -> datasets.Data:
+        rows = [line.split() for line in path.read_text().splitlines() if line.strip()]
+        if not rows:
+            raise DataError(f"{name}: an empty .toy file")
+        y = np.array([int(r[0]) for r in rows])
+        x = np.array([[[int(r[1])]] for r in rows], dtype=np.uint8)
+        return datasets.from_arrays(x, y, x, y, name=name)
+
+    yield load_toy
+    formats.FORMATS.clear()
+    formats.FORMATS.update(before)
+
+
+def test_built_in_formats() -> None:
+    assert list(datasets.FORMATS) == ["npz", "idx-folder", "image-folder"]
+
+
+def test_a_registered_format_loads_through_load(tmp_path: Path, toy_format) -> None:
+    path = tmp_path / "three.toy"
+    path.write_text("0 10\n2 200\n1 0\n")
+    d = datasets.load(path)
+    assert isinstance(d, datasets.Data) and d.name == str(path)
+    assert d.x_train.shape == (3, 1, 1, 1) and d.x_train.dtype == np.uint8
+    assert d.x_train[:, 0, 0, 0].tolist() == [10, 200, 0] and d.num_classes == 3
+    assert d.y_test.tolist() == [0, 2, 1] and d.y_test.dtype == np.int64
+    empty = tmp_path / "empty.toy"
+    empty.write_text("")
+    assert _error(empty) == f"{empty}: an empty .toy file"
+    other = tmp_path / "notes.txt"
+    other.write_text("hello")
+    expects = _BUILT_IN_EXPECTS.replace(", or ", ", ") + ", or a .toy file"
+    assert _error(other) == f"{other}: not a dataset (expected {expects})"
+    with pytest.raises(ValueError, match="'toy' is already registered"):
+        datasets.register_format("toy", lambda path: False, "a .toy file", toy_format)
+
+
+def test_a_later_format_is_probed_first(tmp_path: Path, toy_format) -> None:
+    """A folder format registered after the built-ins claims a folder before the IDX folder
+    format (which takes any folder left)."""
+    folder = tmp_path / "marked"
+    folder.mkdir()
+    (folder / "data.toy").write_text("1 7\n0 9\n")
+    assert _error(folder).startswith(f"{folder}: not a dataset folder (no IDX files")
+    datasets.register_format(
+        "toy-folder",
+        lambda path: (path / "data.toy").is_file(),
+        "a folder holding data.toy",
+        lambda path, name: toy_format(path / "data.toy", name),
+    )
+    d = datasets.load(folder)
+    assert d.name == str(folder) and d.y_train.tolist() == [1, 0]
+
+
+def test_not_a_dataset_message(tmp_path: Path) -> None:
+    other = tmp_path / "notes.txt"
+    other.write_text("hello")
+    assert _error(other) == f"{other}: not a dataset (expected {_BUILT_IN_EXPECTS})"
+
+
+# -- MNIST for a run ---------------------------------------------------------------------------
+#: SHA-256 `data_fingerprint` gives MNIST's training arrays as runs load them, (60000, 28, 28)
+#: uint8 images and int64 labels: what the records of existing runs hold, so never changed.
+_MNIST_RUN_SHA256 = "7a20c28713f9dfe2c89b1c34d09b169926037fc85ad98ff0f296cde461ed23d7"
+
+
+def test_run_data_for_mnist(data_dir: Path) -> None:
+    from arraynet.data.arrays import data_fingerprint
+    from arraynet.train.inputs import load_data
+
+    ds = load_data(None, data_dir=str(data_dir))
+    assert isinstance(ds, datasets.Data) and ds.name == "mnist" and ds.num_classes == 10
+    assert ds.x_train.shape == (60000, 28, 28) and ds.x_train.dtype == np.uint8
+    assert ds.input_shape == (28, 28, 1) and ds.y_train.dtype == np.int64
+    assert data_fingerprint(ds.x_train, ds.y_train)["sha256"] == _MNIST_RUN_SHA256
+
+
+def test_fit_data_checks_mnist_as_runs_always_have(data_dir: Path) -> None:
+    """MNIST as a run reads it is checked sample first (a model taking (28, 28) samples
+    fits); a `Data` with a channel axis is checked against the model first."""
+    import arraynet as an
+    from arraynet.layers import Dense, Flatten
+    from arraynet.train.inputs import fit_data, load_data
+
+    run_data = load_data(None, data_dir=str(data_dir))
+    named = datasets.load("mnist", data_dir=data_dir)
+
+    def model(shape: tuple[int, ...], outputs: int, flatten: bool = True):
+        m = an.Sequential([Flatten(), Dense(outputs)] if flatten else [Dense(outputs)],
+                          input_shape=shape)  # fmt: skip
+        m.build(an.get_backend("numpy"), seed=0)
+        return m
+
+    def message(m, data) -> str:
+        with pytest.raises(ValueError) as exc:
+            fit_data(m, data)
+        return str(exc.value)
+
+    assert fit_data(model((28, 28, 1), 10), run_data) == 10
+    assert fit_data(model((28, 28), 10), run_data) == 10
+    assert message(model((28, 28), 10), named).startswith("model takes (28, 28) images")
+    five = model((28, 28, 1), 5)
+    assert message(five, run_data) == (
+        "labels run from 0 to 9, but the model has 5 outputs (classes 0..4)"
+    )
+    assert message(five, named) == (
+        "model takes (28, 28, 1) images with 5 classes; "
+        "data 'mnist' has (28, 28, 1) images with 10 classes"
+    )
+    twelve = "model takes (28, 28, 1) images with 12 classes; data 'mnist' has (28, 28, 1)"
+    assert message(model((28, 28, 1), 12), run_data).startswith(twelve)
+    flat = model((784,), 10, flatten=False)
+    assert message(flat, run_data) == (
+        "the model takes inputs of shape (784,), but the data's samples are (28, 28, 1)"
+    )

@@ -13,7 +13,7 @@ from arraynet.backends import get_backend
 from arraynet.io import WeightsError, load_arrays, load_model, save_arrays, save_model
 from arraynet.jobs import train_model
 from arraynet.schedules import learning_rate
-from arraynet.train.early_stopping import EarlyStopping
+from arraynet.train.early_stopping import StoppingWindow
 from arraynet.zoo import build_layout, recipe_for
 
 
@@ -51,7 +51,7 @@ def test_keras_and_cosine_and_const():
 
 
 def test_early_stopping_window_and_restore_best():
-    es = EarlyStopping(min_delta=0.01, patience=3)
+    es = StoppingWindow(min_delta=0.01, patience=3)
     losses = [1.0, 0.5, 0.3, 0.29, 0.295, 0.2951]
     stops = [es.update(e + 1, v, {"w": e}) for e, v in enumerate(losses)]
     # window [0.3, 0.29, 0.295]: oldest 0.3 vs best 0.29 is > 1 % -> go on;
@@ -62,7 +62,7 @@ def test_early_stopping_window_and_restore_best():
 
 
 def test_early_stopping_keeps_going_while_improving():
-    es = EarlyStopping(min_delta=0.005, patience=2)
+    es = StoppingWindow(min_delta=0.005, patience=2)
     assert not any(es.update(e, 1.0 / (e + 1), None) for e in range(20))
 
 
@@ -70,7 +70,7 @@ def test_m13_stops_like_keras_patience_20():
     """The seed's notebook (Keras EarlyStopping, patience 20) stopped at epoch 85 with its
     best at 65: m13's window must stop 20 epochs after the best, not 19."""
     delta, patience = recipe_for("m13").early_stopping
-    es = EarlyStopping(delta, patience)
+    es = StoppingWindow(delta, patience)
     losses = [1.0 / e for e in range(1, 66)] + [0.5] * 30  # best at epoch 65, then worse
     stop = next(e for e, v in enumerate(losses, 1) if es.update(e, v, None))
     assert stop == 85 and es.best()[0] == 65

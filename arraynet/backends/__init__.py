@@ -1,13 +1,45 @@
-"""Backend selector: `get_backend(name, device)` returns the adapter for one array library."""
+"""Backend selector: `get_backend(name, device)` returns the adapter for one array library.
+
+The registry `BACKENDS` names, for each backend, the module whose
+`make(device=None, *, fast=True, threads=None)` builds it; the module is imported only
+when the backend is asked for. `register_backend` adds one (see CONTRIBUTING.md).
+"""
 
 from __future__ import annotations
 
+import importlib
+
 from arraynet.backends.base import Array, Backend, BackendUnavailable, HostRNG
 
-NAMES = ("numpy", "cupy", "torch", "array-api-strict")
+BACKENDS: dict[str, str] = {
+    "numpy": "arraynet.backends.numpy_backend",
+    "cupy": "arraynet.backends.cupy_backend",
+    "torch": "arraynet.backends.torch_backend",
+    "array-api-strict": "arraynet.backends.strict_backend",
+}
+NAMES = tuple(BACKENDS)  # the built-in backends
 ALIASES = {"strict": "array-api-strict", "np": "numpy", "cp": "cupy", "pytorch": "torch"}
 
-__all__ = ["NAMES", "Array", "Backend", "BackendUnavailable", "HostRNG", "get_backend", "probe"]
+__all__ = [
+    "BACKENDS",
+    "NAMES",
+    "Array",
+    "Backend",
+    "BackendUnavailable",
+    "HostRNG",
+    "get_backend",
+    "probe",
+    "register_backend",
+]
+
+
+def register_backend(name: str, module: str, aliases: tuple[str, ...] = ()) -> None:
+    """Make `get_backend(name)` build the backend with `module`'s `make` (a module path)."""
+    taken = [n for n in (name, *aliases) if n in BACKENDS or n in ALIASES or n == "auto"]
+    if taken:
+        raise ValueError(f"backend name {taken[0]!r} is taken")
+    BACKENDS[name] = module
+    ALIASES.update(dict.fromkeys(aliases, name))
 
 
 def get_backend(
@@ -39,29 +71,15 @@ def _make(name: str, device: str | None, fast: bool, threads: int | None) -> Bac
         from arraynet.backends import cupy_backend
 
         key = "cupy" if cupy_backend.cuda_usable() else "numpy"
-    if key == "numpy":
-        from arraynet.backends import numpy_backend
-
-        return numpy_backend.make(device, fast=fast, threads=threads)
-    if key == "cupy":
-        from arraynet.backends import cupy_backend
-
-        return cupy_backend.make(device)
-    if key == "torch":
-        from arraynet.backends import torch_backend
-
-        return torch_backend.make(device)
-    if key == "array-api-strict":
-        from arraynet.backends import strict_backend
-
-        return strict_backend.make(device)
-    raise ValueError(f"unknown backend {name!r}; choose from {', '.join((*NAMES, 'auto'))}")
+    if key not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; choose from {', '.join((*BACKENDS, 'auto'))}")
+    return importlib.import_module(BACKENDS[key]).make(device, fast=fast, threads=threads)
 
 
 def probe() -> list[dict]:
     """Which backends import here and which devices they see."""
     rows = []
-    for name in NAMES:
+    for name in BACKENDS:
         try:
             b = get_backend(name)
             rows.append({"backend": name, "available": True, "devices": b.devices(), "error": None})

@@ -82,8 +82,9 @@ def cuda_usable() -> bool:
         return False
 
 
-def make(device: str | None = None) -> Backend:
-    """The CuPy backend on `device` ('cuda', 'cuda:N', or an integer string)."""
+def make(device: str | None = None, *, fast: bool = True, threads: int | None = None) -> Backend:
+    """The CuPy backend on `device` ('cuda', 'cuda:N', or an integer string); `fast=False`
+    runs only the portable Array-API code. (`threads` is the NumPy backend's.)"""
     hint = "run `uv sync --extra cuda12` (CUDA 12) or `uv sync --extra cuda13` (CUDA 13)"
     try:
         import cupy
@@ -107,8 +108,10 @@ def make(device: str | None = None) -> Backend:
                 raise BackendUnavailable(f"backend 'cupy' has no device {device!r} ({count} seen)")
             index = int(tail)
     from arraynet.backends.cupy_kernels import CupyKernels
+    from arraynet.backends.kernels import Kernels
 
-    b = CupyBackend(name="cupy", xp=xpc, device=cupy.cuda.Device(index), kernels=CupyKernels())
+    kernels = CupyKernels() if fast else Kernels()
+    b = CupyBackend(name="cupy", xp=xpc, device=cupy.cuda.Device(index), kernels=kernels)
     b.cupy = cupy
     b.device.use()
     return b

@@ -99,7 +99,7 @@ def default_threads() -> int:
     return usable_cpus()
 
 
-def make(device: str | None = None, fast: bool = True, threads: int | None = None) -> Backend:
+def make(device: str | None = None, *, fast: bool = True, threads: int | None = None) -> Backend:
     """The NumPy backend; `fast=False` runs only the portable Array-API code.
 
     The fast kernels share their work among `threads` threads (default:

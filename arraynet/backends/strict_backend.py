@@ -19,10 +19,11 @@ class StrictBackend(Backend):
         return self.label
 
 
-def make(device: str | None = None) -> Backend:
+def make(device: str | None = None, *, fast: bool = True, threads: int | None = None) -> Backend:
     """The array-api-strict backend on `device`: its default CPU_DEVICE (None or 'cpu'), or
     one of its other simulated devices ('device1', 'device2', ...), on which any array
-    created without `device=` fails as soon as it meets one on the right device."""
+    created without `device=` fails as soon as it meets one on the right device. It has
+    only the portable code (`fast` and `threads` change nothing)."""
     try:
         import array_api_strict as xps
     except ImportError as e:

@@ -68,8 +68,9 @@ class TorchBackend(Backend):
         return "cpu"
 
 
-def make(device: str | None = None) -> Backend:
-    """The torch backend on `device` ('cpu', 'cuda', 'cuda:N'; default cpu)."""
+def make(device: str | None = None, *, fast: bool = True, threads: int | None = None) -> Backend:
+    """The torch backend on `device` ('cpu', 'cuda', 'cuda:N'; default cpu); `fast=False`
+    runs only the portable Array-API code. (`threads` is the NumPy backend's.)"""
     try:
         import array_api_compat.torch as xpt
         import torch
@@ -80,9 +81,11 @@ def make(device: str | None = None) -> Backend:
     dev = torch.device(device or "cpu")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise BackendUnavailable(f"backend 'torch' sees no CUDA device for --device {device}")
+    from arraynet.backends.kernels import Kernels
     from arraynet.backends.torch_kernels import TorchKernels
 
     torch.set_grad_enabled(False)
-    b = TorchBackend(name="torch", xp=xpt, device=dev, kernels=TorchKernels())
+    kernels = TorchKernels() if fast else Kernels()
+    b = TorchBackend(name="torch", xp=xpt, device=dev, kernels=kernels)
     b.torch = torch
     return b

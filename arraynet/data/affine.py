@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from arraynet.augment_settings import DEFAULT_AUGMENT
+
 if TYPE_CHECKING:
     from arraynet.backends.base import HostRNG
 
@@ -44,9 +46,9 @@ def random_affine_params(
     rng: HostRNG,
     n: int,
     *,
-    zoom: tuple[float, float] = (0.8, 1.2),
-    rotation: float = 25.0,
-    shift: float = 0.2,
+    zoom: tuple[float, float] = DEFAULT_AUGMENT.zoom,
+    rotation: float = DEFAULT_AUGMENT.rotation,
+    shift: float = DEFAULT_AUGMENT.shift,
     size: Size = 28,
 ) -> np.ndarray:
     """Draw `n` random inverse maps (n, 2, 3) float64 with `rng.host_uniform`.

@@ -1,5 +1,9 @@
 """Arrays a user hands to training: images or vectors and labels, checked and converted
-(uint8 scaled to [0, 1], labels to target rows) on the host."""
+(uint8 scaled to [0, 1], labels to target rows) on the host.
+
+The two conversions are defined here once: `uint8_to_float32` (uint8 -> float32 in [0, 1])
+and `one_hot_rows` (class indices -> float32 one-hot rows); `float_inputs`, `to_float`,
+`label_targets` and `one_hot` check their inputs and call them."""
 
 from __future__ import annotations
 
@@ -8,29 +12,34 @@ from typing import Any
 
 import numpy as np
 
+# Re-exported from their home in `arraynet.backends.host` (the library-specific code).
+from arraynet.backends.host import backend_name_of, host_array
 
-def host_array(x: Any) -> np.ndarray:
-    """A NumPy view or copy of an array of any supported library (NumPy, CuPy, PyTorch,
-    array-api-strict, or anything NumPy can read)."""
-    if isinstance(x, np.ndarray):
-        return x
-    lib = type(x).__module__.split(".")[0]
-    if lib == "torch":
-        return x.detach().cpu().numpy()
-    if lib == "cupy":
-        return x.get()
-    try:
-        return np.from_dlpack(x)
-    except (TypeError, AttributeError, RuntimeError, BufferError):
-        return np.asarray(x)
+__all__ = [
+    "backend_name_of",
+    "check_inputs_fit",
+    "data_fingerprint",
+    "float_inputs",
+    "host_array",
+    "label_targets",
+    "one_hot",
+    "one_hot_rows",
+    "to_float",
+    "uint8_to_float32",
+]
 
 
-def backend_name_of(x: Any) -> str:
-    """The backend that holds `x` natively ('numpy' for NumPy and plain sequences)."""
-    lib = type(x).__module__.split(".")[0]
-    return {"torch": "torch", "cupy": "cupy", "array_api_strict": "array-api-strict"}.get(
-        lib, "numpy"
-    )
+def uint8_to_float32(a: np.ndarray) -> np.ndarray:
+    """uint8 values 0..255 -> float32 in [0, 1], as `a.astype(float32) / float32(255)` (the
+    one conversion: every uint8 input reaches a model through it)."""
+    return a.astype(np.float32) / np.float32(255.0)
+
+
+def one_hot_rows(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Checked integer class indices (N,) -> float32 one-hot rows (N, num_classes)."""
+    rows = np.zeros((labels.shape[0], num_classes), dtype=np.float32)
+    rows[np.arange(labels.shape[0]), labels] = 1.0
+    return rows
 
 
 def float_inputs(x: Any, input_shape: tuple[int, ...] | None = None) -> np.ndarray:
@@ -42,10 +51,32 @@ def float_inputs(x: Any, input_shape: tuple[int, ...] | None = None) -> np.ndarr
     if a.ndim == 3 and (input_shape is None or tuple(input_shape) != tuple(a.shape[1:])):
         a = a[..., None]
     if a.dtype == np.uint8:
-        return a.astype(np.float32) / np.float32(255.0)
+        return uint8_to_float32(a)
     if a.dtype.kind == "f":
         return a.astype(np.float32, copy=False)
     raise ValueError(f"inputs must be uint8 or floating point, not {a.dtype}")
+
+
+def to_float(images_uint8: np.ndarray, backend: Any) -> Any:
+    """uint8 images (N, 28, 28) -> float32 (N, 28, 28, 1) in [0, 1] on `backend` (NHWC)."""
+    x = np.asarray(images_uint8)
+    if x.dtype != np.uint8:
+        raise ValueError(f"to_float expects uint8 images, got {x.dtype}")
+    if x.ndim == 3:
+        x = x[..., None]
+    elif x.ndim != 4 or x.shape[-1] != 1:
+        raise ValueError(f"to_float expects images of shape (N, H, W), got {x.shape}")
+    return backend.from_host(uint8_to_float32(x), backend.dtype("float32"))
+
+
+def one_hot(labels: np.ndarray, num_classes: int = 10) -> np.ndarray:
+    """Integer labels (N,) -> float32 one-hot rows (N, num_classes)."""
+    y = np.asarray(labels)
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"one_hot expects a 1-D integer array, got {y.dtype} {y.shape}")
+    if y.size and (y.min() < 0 or y.max() >= num_classes):
+        raise ValueError(f"labels must lie in 0..{num_classes - 1}")
+    return one_hot_rows(y, num_classes)
 
 
 def label_targets(y: Any, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -60,9 +91,7 @@ def label_targets(y: Any, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
             raise ValueError(f"labels run from {lo} to {hi}, but the model has {num_classes} "
                              f"outputs (classes 0..{num_classes - 1})")  # fmt: skip
         labels = a.astype(np.int64)
-        rows = np.zeros((a.shape[0], num_classes), dtype=np.float32)
-        rows[np.arange(a.shape[0]), labels] = 1.0
-        return rows, labels
+        return one_hot_rows(labels, num_classes), labels
     if a.ndim == 2:
         if a.shape[1] != num_classes:
             raise ValueError(f"one-hot labels have {a.shape[1]} columns, but the model has "

@@ -1,6 +1,7 @@
 """The one dataset container, `Data`: train and test arrays on the host with their number
-of classes, checked on the way in (`from_arrays`) and against a model (`check_fits`). Every
-dataset format (`arraynet.data.sources`) returns one."""
+of classes, checked on the way in (`from_arrays`) and against a model (`check_fits`); and
+`DataError`, the one error of the data layer. Every dataset format (`arraynet.data.formats`)
+and the MNIST loader (`arraynet.data.load_mnist`) return a `Data`."""
 
 from __future__ import annotations
 
@@ -8,9 +9,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from arraynet.data.mnist import DataError
+__all__ = ["Data", "DataError", "check_fits", "from_arrays", "misfit_message"]
 
 _SPLITS = ("x_train", "y_train", "x_test", "y_test")
+
+
+class DataError(ValueError):
+    """A data file is missing, corrupt or could not be downloaded (one-line message)."""
 
 
 @dataclass(frozen=True, repr=False)
@@ -18,7 +23,9 @@ class Data:
     """Train and test arrays on the host.
 
     Images are (N, H, W, C), uint8 (0..255) or float32 (values as stored); labels are (N,)
-    int64 class indices 0..K-1, with K = `num_classes`.
+    int64 class indices 0..K-1, with K = `num_classes`. `load_mnist` keeps MNIST's images
+    (N, H, W) as its IDX files hold them (one grey channel; the runs' data fingerprints
+    hash them so); `from_arrays` and `arraynet.datasets.load` always give (N, H, W, C).
     """
 
     name: str
@@ -31,9 +38,31 @@ class Data:
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
-        """(H, W, C) of one image."""
-        h, w, c = self.x_train.shape[1:]
+        """(H, W, C) of one image (C = 1 for (N, H, W) images)."""
+        shape = self.x_train.shape[1:]
+        h, w, c = shape if len(shape) == 3 else (*shape, 1)
         return int(h), int(w), int(c)
+
+    # The names of the former `MNIST` container, kept for its callers.
+    @property
+    def train_images(self) -> np.ndarray:
+        """`x_train` (the former `MNIST` container's name)."""
+        return self.x_train
+
+    @property
+    def train_labels(self) -> np.ndarray:
+        """`y_train` (the former `MNIST` container's name)."""
+        return self.y_train
+
+    @property
+    def test_images(self) -> np.ndarray:
+        """`x_test` (the former `MNIST` container's name)."""
+        return self.x_test
+
+    @property
+    def test_labels(self) -> np.ndarray:
+        """`y_test` (the former `MNIST` container's name)."""
+        return self.y_test
 
     def __repr__(self) -> str:
         return (
@@ -173,6 +202,3 @@ def _labels(name: str, key: str, y: np.ndarray) -> tuple[np.ndarray, int | None]
     if y.size and y.min() < 0:
         raise DataError(f"{name}: {key} holds label {y.min()}; class labels start at 0")
     return y.astype(np.int64), None
-
-
-# -- sources -----------------------------------------------------------------------------------

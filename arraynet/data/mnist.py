@@ -1,4 +1,6 @@
-"""MNIST: locate, verify and parse the four original IDX files (raw or gzip'd)."""
+"""MNIST: locate, verify and parse the four original IDX files (raw or gzip'd).
+
+`load_mnist` (in `arraynet.data.download`) reads them into a `Data`."""
 
 from __future__ import annotations
 
@@ -7,12 +9,12 @@ import hashlib
 import os
 import shlex
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
+from arraynet.data.container import Data, DataError
 from arraynet.files import one_line
 
 __all__ = [
@@ -28,12 +30,10 @@ __all__ = [
     "locate",
     "missing_files",
     "missing_message",
-    "one_hot",
     "read_idx",
     "resolve_data_dir",
     "sha256_file",
     "stream_idx",
-    "to_float",
     "verify",
     "verify_or_raise",
 ]
@@ -74,24 +74,10 @@ SIZES: dict[str, int] = {name: _size(name) for name in FILES}
 MAX_IDX_BYTES = 1 << 31
 
 
-class DataError(ValueError):
-    """A data file is missing, corrupt or could not be downloaded (one-line message)."""
-
-
-@dataclass(repr=False)
-class MNIST:
-    """The MNIST arrays on the host: uint8 images (N, 28, 28) and int64 labels (N,)."""
-
-    train_images: np.ndarray
-    train_labels: np.ndarray
-    test_images: np.ndarray
-    test_labels: np.ndarray
-
-    def __repr__(self) -> str:
-        return (
-            f"MNIST(train={self.train_images.shape}/{self.train_images.dtype}, "
-            f"test={self.test_images.shape}/{self.test_images.dtype})"
-        )
+#: The former MNIST container: MNIST loads as a `Data` (`train_images` is `x_train` ...).
+MNIST = Data
+# (`DataError` is re-exported from `arraynet.data.container`; `one_hot` and `to_float`, whose
+# home is `arraynet.data.arrays`, are found by `__getattr__` below.)
 
 
 # -- locating files ----------------------------------------------------------------------------
@@ -410,27 +396,14 @@ def _load_file(folder: Path, name: str, check_hash: bool) -> np.ndarray:
     return arr  # writable; nothing else refers to its memory
 
 
-# -- conversions -------------------------------------------------------------------------------
-def to_float(images_uint8: np.ndarray, backend: Any) -> Any:
-    """uint8 images (N, 28, 28) -> float32 (N, 28, 28, 1) in [0, 1] on `backend` (NHWC)."""
-    x = np.asarray(images_uint8)
-    if x.dtype != np.uint8:
-        raise ValueError(f"to_float expects uint8 images, got {x.dtype}")
-    if x.ndim == 3:
-        x = x[..., None]
-    elif x.ndim != 4 or x.shape[-1] != 1:
-        raise ValueError(f"to_float expects images of shape (N, H, W), got {x.shape}")
-    host = x.astype(np.float32) / np.float32(255.0)
-    return backend.from_host(host, backend.dtype("float32"))
+def __getattr__(name: str) -> Any:
+    """`one_hot` and `to_float`, moved to `arraynet.data.arrays`: imported on first use, so
+    that reading MNIST does not load the backends."""
+    if name in _MOVED:
+        from arraynet.data import arrays
+
+        return getattr(arrays, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def one_hot(labels: np.ndarray, num_classes: int = 10) -> np.ndarray:
-    """Integer labels (N,) -> float32 one-hot rows (N, num_classes)."""
-    y = np.asarray(labels)
-    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"one_hot expects a 1-D integer array, got {y.dtype} {y.shape}")
-    if y.size and (y.min() < 0 or y.max() >= num_classes):
-        raise ValueError(f"labels must lie in 0..{num_classes - 1}")
-    out = np.zeros((y.shape[0], num_classes), dtype=np.float32)
-    out[np.arange(y.shape[0]), y] = 1.0
-    return out
+_MOVED = ("one_hot", "to_float")

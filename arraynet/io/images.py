@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from arraynet.data.arrays import uint8_to_float32
+
 #: The most pixels a picture may have (`arraynet predict` and image folders; the server's
 #: own MAX_PIXELS is the same), checked from the header before anything is decoded.
 MAX_PIXELS = 4096 * 4096
@@ -35,13 +37,13 @@ def _grey(im) -> np.ndarray:
         lo, hi = float(a.min()), float(a.max())
         return (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
     if "A" in im.getbands() or "transparency" in im.info:
-        la = np.asarray(im.convert("LA"), dtype=np.float32) / 255.0
+        la = uint8_to_float32(np.asarray(im.convert("LA")))
         lum, alpha = la[..., 0], la[..., 1]
         weight = float(alpha.sum())  # the opaque pixels' mean shade, weighted by opacity
         ink = float((lum * alpha).sum()) / weight if weight > 0 else 1.0
         bg = 1.0 if ink < 0.5 else 0.0
         return lum * alpha + bg * (1.0 - alpha)
-    return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
+    return uint8_to_float32(np.asarray(im.convert("L")))
 
 
 def load_digit(
@@ -118,7 +120,7 @@ def digit_from_bytes(
     scale = 20.0 / max(h, w)
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
     small = Image.fromarray((crop * 255).astype(np.uint8)).resize((nw, nh), Image.LANCZOS)
-    small = np.asarray(small, dtype=np.float32) / 255.0
+    small = uint8_to_float32(np.asarray(small))
     frame = np.zeros((28, 28), dtype=np.float32)
     top, left = (28 - nh) // 2, (28 - nw) // 2
     frame[top : top + nh, left : left + nw] = small

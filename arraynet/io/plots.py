@@ -41,7 +41,7 @@ def make_plots(run_dir: str | Path, backend: Any, data_dir: str | None = None) -
     hist = state.get("history") or []
     written = [_curves(plt, hist, run / "curves.png")]
     from arraynet.data.arrays import float_inputs
-    from arraynet.jobs import fit_data, load_data
+    from arraynet.train.inputs import fit_data, load_data
 
     data = load_data((state.get("meta") or {}).get("data"), data_dir, quiet=True)
     labels = np.asarray(data.y_test).astype(np.int64)

@@ -38,6 +38,8 @@ from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
 from arraynet.files import atomic_write_bytes, file_sha256, one_line
+from arraynet.files import atomic_write_json as atomic_write_json  # (re-exported: the old home)
+from arraynet.files import umask as umask
 from arraynet.layers import BUILTIN
 from arraynet.network import Network, state_misfit
 

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 from arraynet.files import atomic_write_bytes
 from arraynet.train.averaging import WeightAverage, recalibrate_batchnorm
-from arraynet.train.early_stopping import EarlyStopping as Window
+from arraynet.train.early_stopping import MIN_DELTA, PATIENCE, StoppingWindow
 
 Training = Any  # arraynet.train.loop.Training (not imported: it imports this module)
 
@@ -54,10 +54,10 @@ class EarlyStopping(Callback):
     relative `min_delta` of the best; the best kept weights are restored at the end."""
 
     def __init__(
-        self, patience: int = 15, min_delta: float = 0.005, monitor: str = "train_loss"
+        self, patience: int = PATIENCE, min_delta: float = MIN_DELTA, monitor: str = "train_loss"
     ) -> None:
         self.monitor = monitor
-        self.window = Window(min_delta, patience)
+        self.window = StoppingWindow(min_delta, patience)
 
     def on_epoch_end(self, t: Training, row: dict) -> None:
         if self.monitor not in row:

@@ -1,4 +1,5 @@
-"""Early stopping with the seed's semantics.
+"""The sliding window behind early stopping, with the seed's semantics (the callback that
+uses it is `arraynet.train.callbacks.EarlyStopping`).
 
 Keep the last `patience` epochs' monitored values and weights; stop when the oldest kept
 value is within a relative `min_delta` of the best kept one (no real progress over the
@@ -9,11 +10,15 @@ from __future__ import annotations
 
 from typing import Any
 
+#: The seed's window: 15 epochs, 0.5 % relative progress (also the CLI's defaults).
+PATIENCE = 15
+MIN_DELTA = 0.005
 
-class EarlyStopping:
+
+class StoppingWindow:
     """Sliding-window early stopping on a value to minimise."""
 
-    def __init__(self, min_delta: float = 0.005, patience: int = 15) -> None:
+    def __init__(self, min_delta: float = MIN_DELTA, patience: int = PATIENCE) -> None:
         if patience < 1:
             raise ValueError("patience must be at least 1")
         self.min_delta = float(min_delta)
@@ -45,3 +50,14 @@ class EarlyStopping:
     def window(self) -> dict:
         """JSON-able window (values and epochs; weights are saved separately)."""
         return {"values": list(self.values), "epochs": list(self.epochs)}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "EarlyStopping":  # this module's class before the callback took the name
+        import warnings
+
+        warnings.warn("arraynet.early_stopping.EarlyStopping is now StoppingWindow; the "
+                      "callback is arraynet.callbacks.EarlyStopping", DeprecationWarning,
+                      stacklevel=2)  # fmt: skip
+        return StoppingWindow
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,21 +8,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from arraynet.augment_settings import AUGMENT_P
 from arraynet.backends import Backend, get_backend
-from arraynet.data.arrays import (
-    backend_name_of,
-    check_inputs_fit,
-    data_fingerprint,
-    float_inputs,
-    host_array,
-    label_targets,
-)
-from arraynet.parallel.comm import Communicator, world
-from arraynet.parallel.data_parallel import DataParallel, check_resume_ranks
-from arraynet.train.callbacks import Callback, ModelCheckpoint, Progress
-from arraynet.train.loop import Dataset, Training, evaluate, fit_loop
+from arraynet.backends.host import backend_name_of, host_array
+from arraynet.data.arrays import data_fingerprint, float_inputs
+from arraynet.parallel.comm import Communicator
+from arraynet.train.callbacks import Callback, Progress
+from arraynet.train.inputs import to_dataset
+from arraynet.train.loop import evaluate, fit_loop
 from arraynet.train.recipe import Recipe
-from arraynet.train.runfolder import RunFolder
+from arraynet.train.setup import RunSetup
 
 Array = Any
 # fit's defaults where no recipe is given (Keras-like: Adam 1e-3, batches of 32, 10 epochs)
@@ -46,19 +41,6 @@ def ensure_built(model: Any, backend: str | Backend | None, seed: int, x: Any) -
     return backend
 
 
-def to_dataset(model: Any, x: Any, y: Any) -> Dataset:
-    """Host or device arrays -> a Dataset on the model's backend, checked against the
-    model's input shape and number of outputs (one line naming both when they differ)."""
-    b = model.backend
-    xh = float_inputs(host_array(x), model.input_shape)
-    check_inputs_fit(xh.shape[1:], model.input_shape)
-    rows, labels = label_targets(y, int(model.output_shape[-1]))
-    if rows.shape[0] != xh.shape[0]:
-        raise ValueError(f"{xh.shape[0]} samples but {rows.shape[0]} labels")
-    dtype = b.dtype("float32")
-    return Dataset(b.from_host(xh, dtype), b.from_host(rows, dtype), labels)
-
-
 def _augment(base: Recipe, augment: Any) -> dict:
     """fit's `augment` (None: the recipe's; False; True: every batch; a probability; or a
     dict of zoom, rotation, shift, elastic and p) as recipe settings."""
@@ -72,7 +54,7 @@ def _augment(base: Recipe, augment: Any) -> dict:
         return {"aug_p": float(augment)}
     if isinstance(augment, dict):
         spec = dict(augment)
-        p = spec.pop("p", 1.0)
+        p = spec.pop("p", AUGMENT_P)
         return {"aug_p": p, "augment": {**base.augment, **spec}}
     raise ValueError(f"augment wants True, False, a probability or a dict, not {augment!r}")
 
@@ -108,7 +90,6 @@ def fit(
 ) -> list[dict]:
     """Train `model` on (x, y); see `Sequential.fit`. Returns the history rows."""
     ensure_built(model, backend, seed, x).set_tf32(tf32)
-    comm = comm or world()
     base = recipe or FIT_RECIPE
     settings = dict(
         epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, loss=loss,
@@ -116,10 +97,6 @@ def fit(
     )  # fmt: skip
     settings.update(_augment(base, augment))
     r = base.with_overrides(**settings).validate()
-    par = None
-    if comm.size > 1 or sync_bn:
-        par = DataParallel(comm, model.backend, sync_bn=sync_bn)
-        par.check_batch(r.batch_size)
     if validation_data is not None and validation_split:
         raise ValueError("give validation_data or validation_split, not both")
     n = int(host_array(y).shape[0])
@@ -139,39 +116,21 @@ def fit(
         raise ValueError(f"augment needs images (H, W, C); the model takes {model.input_shape}")
     train = to_dataset(model, x, y)
     val = to_dataset(model, *validation_data) if validation_data is not None else None
+    run = RunSetup.open(model.backend, r.batch_size, out_dir=out_dir, resume=resume, comm=comm,
+                        sync_bn=sync_bn)  # fmt: skip
     cbs = list(callbacks or [])
-    if verbose and comm.is_root:
+    if verbose and run.comm.is_root:
         cbs.append(Progress())
     meta: dict[str, Any] = {"model": "fit", "layout": model.config()}
-    if par is not None:
-        meta.update(ranks=comm.size, sync_bn=sync_bn)
-    folder = None
-    if out_dir is not None:
-        folder = RunFolder(out_dir)
+    if run.parallel is not None:
+        meta.update(ranks=run.comm.size, sync_bn=sync_bn)
+    if run.folder is not None:
         meta["data"] = data_fingerprint(x, y, validation_data)
-        cbs.append(ModelCheckpoint(folder))
-        if resume:
-            folder.check_resumable()
-            check_resume_ranks(folder.path, folder.saved_meta(), comm.size)
-            folder.check_same(meta, {"layout": "model layout", "data": "data",
-                                     "sync_bn": "sync_bn"})  # fmt: skip
-        else:
-            folder.check_new(probe=comm.is_root)
-    elif resume:
-        raise ValueError("resume=True needs the out_dir of the run to continue")
-    if par is not None:
-        par.setup(model)  # rank 0's weights on every rank
-    t = Training(model, r, train, val, seed=seed, callbacks=cbs, meta=meta, rng_kind=rng,
-                 parallel=par)  # fmt: skip
-    if folder is not None and resume:
-        folder.resume(t)
+    run.check_same(meta, {"layout": "model layout", "data": "data", "sync_bn": "sync_bn"})
+    t = run.start(model, r, train, val, seed=seed, meta=meta, callbacks=cbs, rng=rng)
     fit_loop(t)
-    if folder is not None:
-        metrics = {}
-        if val is not None:
-            ev = evaluate(model, val, parallel=par)
-            metrics = {"val_error": ev["error_rate"], "val_loss": ev["loss"]}
-        folder.save_final(t, metrics)
+    if run.folder is not None:
+        run.finish(t, run.val_metrics(model, val))
     return t.history
 
 

@@ -48,7 +48,8 @@ class EpochSavedError(RuntimeError):
 
 @dataclass
 class Dataset:
-    """Images (N, H, W, C) or vectors (N, D) and target rows (N, K) on a backend's device,
+    """The training loop's device copy of one split of a `Data` (`arraynet.data.container`):
+    images (N, H, W, C) or vectors (N, D) and target rows (N, K) on a backend's device,
     plus the integer labels on the host for scoring."""
 
     x: Array

@@ -6,6 +6,8 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from arraynet.augment_settings import DEFAULT_AUGMENT
+
 MONITORS = ("train_loss", "val_loss")
 FLAGS = (
     "epochs", "batch_size", "lr", "schedule", "optimizer", "aug_p", "monitor", "label_smoothing",
@@ -23,9 +25,7 @@ class Recipe:
     schedule: str = "const"
     batch_size: int = 16
     aug_p: float = 0.0
-    augment: dict = field(
-        default_factory=lambda: {"zoom": [0.8, 1.2], "rotation": 25.0, "shift": 0.2}
-    )
+    augment: dict = field(default_factory=DEFAULT_AUGMENT.to_dict)
     early_stopping: list | None = None  # [min_delta_rel, patience]
     monitor: str = "train_loss"  # or "val_loss"
     epochs: int = 10
