@@ -27,6 +27,8 @@ _NAMES = {
     "load_model": ("arraynet.model", "load_model"),
     "get_backend": ("arraynet.backends", "get_backend"),
     "Recipe": ("arraynet.train.recipe", "Recipe"),
+    "History": ("arraynet.train.callbacks", "History"),
+    "TrainingWarning": ("arraynet.train.callbacks", "TrainingWarning"),
 }
 _MODULES = {
     "layers": "arraynet.layers",
@@ -58,7 +60,16 @@ MOVED: dict[str, str | tuple[str, ...]] = {
     "arraynet.ops": "arraynet.backends.portable",
 }
 
-__all__ = ["Recipe", "Sequential", "__version__", "get_backend", "load_model", *_MODULES]
+__all__ = [
+    "History",
+    "Recipe",
+    "Sequential",
+    "TrainingWarning",
+    "__version__",
+    "get_backend",
+    "load_model",
+    *_MODULES,
+]
 
 
 class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):

@@ -15,7 +15,7 @@ from arraynet.network import LOSS_NAMES as LOSS_NAMES  # (re-exported: the old h
 from arraynet.network import MAX_LAYERS as MAX_LAYERS
 from arraynet.network import Network, check_built
 from arraynet.network import state_misfit as state_misfit
-from arraynet.train.fit import evaluate_arrays, fit
+from arraynet.train.fit import evaluate_arrays, fit, verbosity
 
 Array = Any
 
@@ -25,30 +25,42 @@ class Sequential(Network):
     (H, W, C) for images, (D,) for vectors, or None to take it from the data at `fit`."""
 
     # -- training and scoring on arrays (arraynet.train.fit) ------------------------------
-    def fit(self, x: Array, y: Array, **kw: Any) -> list[dict]:
-        """Train on images (N, H, W, C) or vectors (N, D), uint8 (scaled to [0, 1]) or float,
-        NumPy or any backend's arrays, with integer labels (N,) or one-hot rows (N, K).
+    # `fit` is arraynet.train.fit.fit itself, so help(), IDEs and the docs show its keywords
+    # (epochs=, batch_size=, lr=/learning_rate=, optimizer=, loss=, metrics=,
+    # validation_split=, verbose= ...) and its docstring.
+    fit = fit
 
-        Keywords: epochs, batch_size, lr, optimizer ('adam', 'sgd', 'adam-seed'), loss
-        ('cross_entropy', 'mse'), schedule, warmup, label_smoothing, ema, augment (True,
-        False, a probability or a dict of zoom/rotation/shift/elastic/p), recipe (a Recipe
-        the other keywords override), validation_data=(xv, yv) or validation_split (a
-        fraction or a count of the last samples), callbacks, backend, seed, out_dir (a
-        run folder, checkpointed every epoch), resume (continue the run in out_dir
-        exactly), verbose, rng ('host' or 'device': where dropout masks and augmentation
-        are drawn; default the backend's, see the README), tf32 (NVIDIA GPUs: float32
-        products and convolutions in TF32; default off, plain float32), sync_bn and comm (under
-        `mpiexec -n N` the fit is data-parallel: batch_size is the global batch, rank 0
-        alone writes and prints; see the README). An unbuilt model is built
-        first (on the backend that holds `x` unless `backend` says otherwise). Returns the
-        history: one dict per epoch.
+    def evaluate(
+        self,
+        x: Array,
+        y: Array,
+        batch_size: int | None = 500,
+        *,
+        verbose: int | str = 0,
+        return_dict: bool = True,
+    ) -> dict | list[float]:
+        """Score the model on (x, y) (labels or one-hot rows), in eval mode.
+
+        Returns a dict: error_rate, accuracy, loss, correct and total; with
+        `return_dict=False` Keras's list [loss, accuracy]. `verbose` 1 or 2 (or 'auto')
+        prints one line of the figures; 0 (the default) nothing. `batch_size` None is 500.
         """
-        return fit(self, x, y, **kw)
-
-    def evaluate(self, x: Array, y: Array, batch_size: int = 500) -> dict:
-        """error_rate, loss, correct and total on (x, y) (labels or one-hot rows)."""
         check_built(self)
-        return evaluate_arrays(self, x, y, batch_size)
+        level = verbosity(verbose)
+        res = evaluate_arrays(self, x, y, 500 if batch_size is None else batch_size)
+        if level:
+            print(f"loss {res['loss']:.4f}  accuracy {100 * res['accuracy']:.2f}% "
+                  f"({res['correct']}/{res['total']})")  # fmt: skip
+        return res if return_dict else [res["loss"], res["accuracy"]]
+
+    def predict(self, x: Array, batch_size: int | None = 1000, *, verbose: int | str = 0) -> Array:
+        """Outputs in eval mode (probabilities when the model ends in softmax), computed in
+        batches (`batch_size` None is 1000), as arrays of the model's backend. `x` may be a
+        NumPy array or any other backend's (uint8 images are scaled to [0, 1]). `verbose`
+        is accepted as Keras's is (0, 1, 2 or 'auto') and shows nothing: a prediction
+        reads no figures to show."""
+        verbosity(verbose)
+        return super().predict(x, 1000 if batch_size is None else batch_size)
 
     def save(self, path: Any, meta: dict | None = None) -> None:
         """Write the weights and layout (safetensors + JSON metadata) atomically."""

@@ -4,7 +4,9 @@ the user-facing `Sequential` (`arraynet.model`) adds fit, evaluate, save and exp
 
 from __future__ import annotations
 
+import inspect
 import math
+from collections.abc import Callable
 from typing import Any
 
 from array_api_compat import array_namespace
@@ -49,6 +51,9 @@ class Network:
         self.dtype: Any = None
         self.training = False
         self.metadata: dict = {}  # what a loaded weights file carried besides the arrays
+        # Correct training predictions so far (a 0-d device array), counted by
+        # `loss_and_grads` while a caller sets it (fit's accuracy metric); None: off.
+        self.train_hits: Array | None = None
 
     # -- building ----------------------------------------------------------------------
     def build(
@@ -94,25 +99,40 @@ class Network:
 
     @property
     def fused_softmax(self) -> bool:
-        """True when the last layer is a softmax, so logits are the input to it."""
+        """True when the model ends in a softmax, so logits are its input: a final
+        `Activation("softmax")`, or a final `Dense`/`Conv2D` with `activation="softmax"`
+        (training then fuses softmax and cross-entropy for both alike)."""
+        return self._softmax_head() is not None
+
+    def _softmax_head(self) -> Activation | None:
+        """The final softmax (a layer, or the last layer's activation), or None."""
         last = self.layers[-1] if self.layers else None
-        return isinstance(last, Activation) and last.fn == "softmax"
+        if isinstance(last, Activation):
+            return last if last.fn == "softmax" else None
+        act = getattr(last, "act", None)
+        if isinstance(act, Activation) and act.fn == "softmax" and _splits_activation(last):
+            return act
+        return None
 
     def logits(self, x: Array, training: bool | None = None) -> Array:
         """Output before a final softmax (the whole output when there is none)."""
         training = self.training if training is None else training
         if self.dtype is not None and x.dtype != self.dtype:  # e.g. float32 images, float64 model
             x = array_namespace(x).astype(x, self.dtype)
-        layers = self.layers[:-1] if self.fused_softmax else self.layers
+        head = self._softmax_head()
+        layers = self.layers[:-1] if head is not None else self.layers
         for layer in layers:
             x = layer.forward(x, training)
+        if head is not None and head is not self.layers[-1]:  # the last layer's activation
+            x = self.layers[-1].forward_linear(x, training)
         return x
 
     def forward(self, x: Array, training: bool | None = None) -> Array:
         """The model's output (probabilities when it ends in softmax)."""
         training = self.training if training is None else training
         z = self.logits(x, training)
-        return self.layers[-1].forward(z, training) if self.fused_softmax else z
+        head = self._softmax_head()
+        return head.forward(z, training) if head is not None else z
 
     __call__ = forward
 
@@ -121,11 +141,14 @@ class Network:
 
         With a final softmax, `dy` is dL/dlogits unless `through_softmax` is True.
         """
-        layers = self.layers if (through_softmax or not self.fused_softmax) else self.layers[:-1]
+        head = None if through_softmax else self._softmax_head()
+        layers = self.layers if head is None else self.layers[:-1]
+        if head is not None and head is not self.layers[-1]:
+            dy = self.layers[-1].backward_linear(dy)
         for layer in reversed(layers):
-            dy = layer.backward(dy)
             if dy is None:
                 break
+            dy = layer.backward(dy)
 
     def loss_and_grads(
         self, x: Array, y: Array, loss: str = "cross_entropy", smoothing: float = 0.0
@@ -135,13 +158,24 @@ class Network:
             z = self.logits(x, True)
             value, dz = softmax_cross_entropy(z, y, smoothing, self.backend.kernels)
             self.backward(dz)
+            self._count_hits(z, y)
             return value, z
         if loss not in LOSS_NAMES:
             raise ValueError(f"unknown loss {loss!r}; choose from {', '.join(LOSS_NAMES)}")
         out = self.forward(x, True)
         value, dout = (cross_entropy if loss == "cross_entropy" else mse)(out, y)
         self.backward(dout, through_softmax=True)
+        self._count_hits(out, y)
         return value, out
+
+    def _count_hits(self, out: Array, y: Array) -> None:
+        """Add the batch's correct predictions to `train_hits` (a device 0-d array) when a
+        caller keeps it (fit's `metrics=["accuracy"]`); no host read."""
+        if self.train_hits is None:
+            return
+        xp = array_namespace(out)
+        hit = xp.argmax(out, axis=-1) == xp.argmax(y, axis=-1)
+        self.train_hits = self.train_hits + xp.sum(xp.astype(hit, out.dtype))
 
     def predict(self, x: Array, batch_size: int = 1000) -> Array:
         """Outputs in eval mode (probabilities when the model ends in softmax), computed in
@@ -198,18 +232,24 @@ class Network:
         """The shape of every parameter and buffer `build` would create (named as in
         `state_dict`), found without allocating any: the layout is built afresh on a
         backend whose arrays are only shapes (`arraynet.backends.shapes`)."""
+        out: dict[str, tuple[int, ...]] = {}
+        for i, layer in enumerate(self._shape_layers()):
+            for kind in (layer.params, layer.buffers):
+                out.update({f"{i}.{k}": tuple(v.shape) for k, v in kind.items()})
+        return out
+
+    def _shape_layers(self) -> list[Layer]:
+        """The layout's layers built afresh on the shape-only backend (nothing allocated):
+        their output shapes, parameters and buffers are those `build` would give."""
         if self.input_shape is None:
             raise ValueError("the model has no input_shape")
         b = shape_backend()
         ctx = BuildContext(backend=b, rng=ShapeRNG(b), dtype="float32")
         shape: tuple[int, ...] = self.input_shape
-        out: dict[str, tuple[int, ...]] = {}
-        for i, cfg in enumerate(self.config()["layers"]):
-            layer = layer_from_config(cfg)
+        layers = [layer_from_config(cfg) for cfg in self.config()["layers"]]
+        for layer in layers:
             shape = layer.build(shape, ctx)
-            for kind in (layer.params, layer.buffers):
-                out.update({f"{i}.{k}": tuple(v.shape) for k, v in kind.items()})
-        return out
+        return layers
 
     def num_parameters(self) -> int:
         return sum(math.prod(v.shape) for v in self.parameters().values())
@@ -231,13 +271,82 @@ class Network:
         shape = cfg.get("input_shape", (28, 28, 1))  # (files from before shapes were saved)
         return cls([layer_from_config(c) for c in cfg["layers"]], shape)
 
-    def summary(self) -> str:
-        lines = [f"input {self.input_shape}"]
-        for i, layer in enumerate(self.layers):
-            n = sum(math.prod(v.shape) for v in layer.params.values())
-            lines.append(f"{i:>2} {layer!r:<60} -> {layer.output_shape}  params {n}")
-        lines.append(f"total parameters {self.num_parameters()}")
+    def count_params(self) -> int:
+        """Every number the model holds, parameters and buffers (batch-norm running
+        statistics) alike, as Keras counts; known once the input shape is (before build).
+        `num_parameters()` counts the trainable ones alone."""
+        if self.backend is None and self.input_shape is None:
+            raise ValueError("the model has no input_shape yet: give Sequential(..., "
+                             "input_shape=...) or fit it first")  # fmt: skip
+        layers = self.layers if self.backend is not None else self._shape_layers()
+        return sum(_size(layer.params) + _size(layer.buffers) for layer in layers)
+
+    def summary(self, print_fn: Callable[[str], Any] | None = None) -> None:
+        """Print the layers with their output shapes and numbers of parameters, one line
+        at a time through `print_fn` (default `print`), as Keras's `summary` does. Shapes
+        and counts are known once the input shape is: before `build`, from a build that
+        allocates nothing. `summary_text()` returns the same text."""
+        for line in self.summary_text().splitlines():
+            (print_fn or print)(line)
+
+    def summary_text(self) -> str:
+        """The table `summary` prints, as one string."""
+        known = self.backend is not None or self.input_shape is not None
+        try:
+            layers = self.layers if self.backend is not None or not known else self._shape_layers()
+        except (TypeError, ValueError):  # a layer that cannot build on the shape backend
+            layers, known = self.layers, False
+        rows = [("Layer", "Output shape", "Param #")]
+        for i, layer in enumerate(layers):
+            n = _size(layer.params) + _size(layer.buffers)
+            shape = f"(None, {', '.join(map(str, layer.output_shape))})" if known else "?"
+            rows.append((f"{i} {_short_repr(layer)}", shape, f"{n:,}" if known else "?"))
+        widths = [max(len(r[c]) for r in rows) for c in range(3)]
+        lines = [f"{type(self).__name__}, input shape {self.input_shape or '? (from the data)'}"]
+        for j, (name, shape, n) in enumerate(rows):
+            lines.append(f"{name:<{widths[0]}}   {shape:<{widths[1]}}   {n:>{widths[2]}}")
+            if j == 0:
+                lines.append("=" * len(lines[-1]))
+        lines.append("=" * len(lines[2]))
+        if known:
+            trainable = sum(_size(layer.params) for layer in layers)
+            other = sum(_size(layer.buffers) for layer in layers)
+            lines += [f"Total params: {trainable + other:,}", f"Trainable params: {trainable:,}",
+                      f"Non-trainable params: {other:,}"]  # fmt: skip
+        else:
+            lines.append("Total params: unknown until the input shape is (input_shape= or fit)")
         return "\n".join(lines)
+
+
+def _size(arrays: dict[str, Array]) -> int:
+    return sum(math.prod(v.shape) for v in arrays.values())
+
+
+def _short_repr(layer: Layer) -> str:
+    """`Kind(arg=value, ...)` with the arguments that differ from the constructor's
+    defaults (e.g. Conv2D(filters=8, kernel_size=3, activation='relu'))."""
+    try:
+        params = inspect.signature(type(layer)).parameters
+    except (TypeError, ValueError):
+        params = {}
+    args = [
+        f"{k}={v!r}"
+        for k, v in layer.config().items()
+        if k != "type" and not (k in params and params[k].default == v)
+    ]
+    return f"{type(layer).__name__}({', '.join(args)})"
+
+
+def _splits_activation(layer: Layer) -> bool:
+    """True when `layer` runs its linear part alone (`forward_linear`/`backward_linear`)
+    and its `forward`/`backward` are those of the same class (a subclass that overrides
+    them keeps its own, unfused)."""
+    cls = type(layer)
+    owner = next((c for c in cls.__mro__ if "forward_linear" in vars(c)), None)
+    return owner is not None and all(
+        getattr(cls, name) is vars(owner).get(name)
+        for name in ("forward", "backward", "backward_linear")
+    )
 
 
 def check_built(model: Network) -> None:

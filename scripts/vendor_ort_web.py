@@ -5,8 +5,10 @@ drawing page can run the exported model in the browser with no CDN.
 
     uv run python scripts/vendor_ort_web.py          # needs npm and the npm registry
 
-The wheel build runs it (hatch_build.py) when the files are missing; a source checkout
-runs it once by hand. The files are not in git (14 MB).
+A source checkout runs it once by hand, for the editable install (`uv sync`) to find the
+files there; they are not in git (14 MB). The wheel build (hatch_build.py) takes that copy
+when it is there, and otherwise calls `vendor(dest)` with a temporary folder of its own:
+building a wheel writes nothing into the source tree.
 """
 
 from __future__ import annotations

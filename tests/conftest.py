@@ -35,7 +35,9 @@ def isolate_mnist(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     empty_bin = tmp_path / "empty-bin"
     empty_bin.mkdir()
     monkeypatch.setenv("PATH", str(empty_bin))
-    return tmp_path / "xdg-cache" / "arraynet" / "mnist"
+    cache = mnist.cache_dir()  # platformdirs': XDG_CACHE_HOME on Linux and macOS
+    assert cache == tmp_path / "xdg-cache" / "arraynet" / "mnist", f"not isolated: {cache}"
+    return cache
 
 
 @pytest.fixture(scope="session")

@@ -186,16 +186,39 @@ def test_tensorboard_callback_writes_per_epoch_scalars(tmp_path):
     model = small_cnn((8, 8, 1), 3)
     history = model.fit(x, y, epochs=2, batch_size=20, validation_split=20,
                         callbacks=[an.callbacks.TensorBoard(tmp_path / "tb")])  # fmt: skip
-    tb = _scalars(tmp_path / "tb")
+    (run,) = (tmp_path / "tb").iterdir()  # the run's own subfolder
+    assert run.name.startswith("run-")
+    tb = _scalars(run)
     assert {"train/loss", "val/error", "val/loss", "lr", "img_per_s"} <= set(tb)
     assert [s for s, _ in tb["train/loss"]] == [1, 2]
     assert tb["train/loss"][1][1] == pytest.approx(history[1]["train_loss"])
     assert tb["val/error"][0][1] == pytest.approx(history[0]["val_error"])
 
 
+def test_runs_sharing_a_logdir_get_their_own_subfolders(tmp_path):
+    x, y = blobs(40, 8, 1, 3)
+    first = an.callbacks.TensorBoard(tmp_path / "tb")
+    small_cnn((8, 8, 1), 3).fit(x, y, epochs=1, batch_size=20, callbacks=[first])
+    second = an.callbacks.TensorBoard(tmp_path / "tb")
+    small_cnn((8, 8, 1), 3).fit(x, y, epochs=1, batch_size=20, callbacks=[second])
+    named = an.callbacks.TensorBoard(tmp_path / "tb", run_name="mine")
+    small_cnn((8, 8, 1), 3).fit(x, y, epochs=2, batch_size=20, callbacks=[named],
+                                out_dir=tmp_path / "run")  # fmt: skip
+    in_folder = an.callbacks.TensorBoard(tmp_path / "tb")
+    small_cnn((8, 8, 1), 3).fit(x, y, epochs=1, batch_size=20, callbacks=[in_folder],
+                                out_dir=tmp_path / "my-run")  # fmt: skip
+    runs = {first.run_dir, second.run_dir, named.run_dir, in_folder.run_dir}
+    assert len(runs) == 4 and all(r.parent == tmp_path / "tb" for r in runs)
+    assert named.run_dir.name == "mine" and in_folder.run_dir.name == "my-run"
+    for run in runs:
+        assert list(run.glob("events.out.tfevents.*"))
+    with pytest.raises(ValueError, match="run_name wants a folder name"):
+        an.callbacks.TensorBoard(tmp_path / "tb", run_name="../x")
+
+
 def test_a_bad_setting_is_refused_before_a_run_folder_is_made(tmp_path):
     x, y = blobs(20, 8, 1, 3)
-    with pytest.raises(ValueError, match="--lr wants a number"):
+    with pytest.raises(ValueError, match="lr= wants a number"):  # (fit speaks its keywords)
         small_cnn((8, 8, 1), 3).fit(x, y, lr=float("nan"), out_dir=tmp_path / "run")
     assert not (tmp_path / "run").exists()
     with pytest.raises(ValueError, match="resume=True needs the out_dir"):

@@ -1,17 +1,22 @@
 """Bounded reading and data-path honesty: gzip bombs, implicit downloads, oversized or
 unaccepted images, and the class-count check on MNIST. No network: downloads go to file://
-mirrors, and CLI subprocesses get a `urlopen` that only logs (tests/test_cli.py's way of
-running the CLI, with a small sitecustomize)."""
+mirrors, and CLI subprocesses get a `urlopen` and a `requests` transport that only log, or
+serve a local folder (tests/test_cli.py's way of running the CLI, with a small
+sitecustomize)."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import http.server
 import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import tracemalloc
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -40,17 +45,64 @@ from pathlib import Path
 _real = urllib.request.urlopen
 
 
-def _urlopen(url, *args, **kwargs):
-    url = getattr(url, "full_url", url)
+def _log(url):
     with open(os.environ["ARRAYNET_TEST_NET_LOG"], "a") as f:
         f.write(url + "\\n")
-    mirror = os.environ.get("ARRAYNET_TEST_MIRROR")
+    return os.environ.get("ARRAYNET_TEST_MIRROR")
+
+
+def _urlopen(url, *args, **kwargs):
+    url = getattr(url, "full_url", url)
+    mirror = _log(url)
     if not mirror:
         raise OSError("the network is off in this test")
     return _real(Path(mirror, url.rsplit("/", 1)[-1]).as_uri(), *args, **kwargs)
 
 
 urllib.request.urlopen = _urlopen
+
+
+def _send(adapter, request, **kwargs):
+    # every request `requests` makes (pooch's HTTPDownloader) goes through an adapter's send
+    import requests
+
+    mirror = _log(request.url)
+    if not mirror:
+        raise requests.ConnectionError("the network is off in this test")
+    path = Path(mirror, request.url.rsplit("/", 1)[-1])
+    response = requests.Response()
+    response.url, response.request = request.url, request
+    response.status_code = 200 if path.is_file() else 404
+    response.raw = open(path, "rb") if path.is_file() else None
+    if path.is_file():
+        response.headers["Content-Length"] = str(path.stat().st_size)
+    return response
+
+
+class _PatchRequests:
+    # replaces HTTPAdapter.send as `requests.adapters` is imported (not before: importing
+    # requests takes about 0.4 s, and most commands never do)
+
+    def find_spec(self, name, path, target=None):
+        if name != "requests.adapters":
+            return None
+        import importlib.machinery
+
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is not None:
+            run = spec.loader.exec_module
+
+            def exec_module(module):
+                run(module)
+                module.HTTPAdapter.send = _send
+
+            spec.loader.exec_module = exec_module
+        return spec
+
+
+import sys
+
+sys.meta_path.insert(0, _PatchRequests())
 
 
 def _rss():
@@ -291,7 +343,57 @@ def test_a_mirror_serving_a_bomb_is_refused_early(
     msg = str(exc.value)
     assert "\n" not in msg and name in msg and "more than" in msg
     assert find_file(dest, name) is None
-    assert not [p for p in dest.iterdir() if p.name.endswith(".part")]
+    finals = {f"{n}.gz" for n in FILES}
+    assert not [p for p in dest.iterdir() if p.name not in finals]  # no temporary file left
+
+
+@contextlib.contextmanager
+def http_server(root: Path) -> Iterator[tuple[str, list[str]]]:
+    """A local HTTP server of `root`'s files: (its base URL, the paths asked for)."""
+    asked: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, directory=str(root), **kwargs)
+
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/", asked
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_an_http_mirror_is_read_through_pooch_with_the_same_bounds(
+    tmp_path: Path, offline: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over HTTP (pooch's HTTPDownloader, requests): a dead mirror is skipped after its
+    first failure, a mirror serving a bomb is cut off at the file's bound, and nothing but
+    the good files is left."""
+    name = "t10k-labels-idx1-ubyte"
+    root = tmp_path / "www"
+    bomb = gz_mirror(root / "mnist", data_dir) / f"{name}.gz"
+    write_bomb(bomb, _header(False, 10000), 10000, extra=2 * BOMB_EXTRA)
+    assert bomb.stat().st_size > dl._max_served(name)  # cut off by the bound on bytes served
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    dest = tmp_path / "dest"
+    with http_server(root) as (base, asked):
+        monkeypatch.setattr(dl, "MIRRORS", [f"{base}gone/", f"{base}mnist/"])
+        with pytest.raises(DataError) as exc:
+            dl.fetch(dest, quiet=True)
+    msg = str(exc.value)
+    assert "\n" not in msg and f"{base}mnist/{name}.gz" in msg and "bytes served" in msg
+    assert [a for a in asked if a.startswith("/gone/")] == [f"/gone/{FILES[0]}.gz"]
+    assert sorted(p.name for p in dest.iterdir()) == sorted(f"{n}.gz" for n in FILES if n != name)
 
 
 def test_cli_verify_of_a_gzip_bomb_is_one_line_and_bounded(

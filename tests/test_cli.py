@@ -490,7 +490,7 @@ def _scalars(logdir: Path) -> dict[str, list[tuple[int, float]]]:
     from tensorboardX.proto import event_pb2
 
     out: dict[str, list[tuple[int, float]]] = {}
-    for f in sorted(logdir.glob("events.out.tfevents.*")):
+    for f in sorted(logdir.rglob("events.out.tfevents.*")):
         data, pos = f.read_bytes(), 0
         while pos < len(data):
             n = int.from_bytes(data[pos : pos + 8], "little")

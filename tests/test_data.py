@@ -110,7 +110,9 @@ def _flipped(name: str, offset: int = 600) -> bytes:
 
 
 def _leftovers(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".part"))
+    """Anything in `folder` that is not an MNIST file (a temporary file left behind)."""
+    finals = {*FILES, *(f"{n}.gz" for n in FILES)}
+    return sorted(p.name for p in folder.iterdir() if p.name not in finals)
 
 
 # -- loading -----------------------------------------------------------------------------------
@@ -318,7 +320,7 @@ def test_download_from_mirror(
     real_sha = dl.sha256_file
 
     def spy(path: Path) -> str:
-        name = next(n for n in FILES if n in Path(path).name)
+        name = FILES[len(checked)]  # (downloaded in this order)
         checked.append((Path(path), (cache / f"{name}.gz").exists()))
         return real_sha(path)
 
@@ -327,8 +329,9 @@ def test_download_from_mirror(
     assert data.train_images.shape == (60000, 28, 28)
     assert sorted(p.name for p in cache.iterdir()) == sorted(f"{n}.gz" for n in FILES)
     assert len(checked) == 4
-    for path, final_existed in checked:
-        assert path.parent == cache and path.name.endswith(".part")
+    finals = {f"{n}.gz" for n in FILES}
+    for path, final_existed in checked:  # a temporary file beside the destination (pooch's)
+        assert path.parent.resolve() == cache.resolve() and path.name not in finals
         assert not final_existed  # verified before being renamed into place
     assert "train-images-idx3-ubyte.gz" in capsys.readouterr().err  # progress bar shown
     mask = os.umask(0)

@@ -3,7 +3,7 @@
 Every weights file has a JSON record; each model scores exactly the `correct` count its
 record holds on all 10,000 test images (slow: it runs every shipped model), an ensemble
 record is rescored from its members, and the results tables (models/README.md) and the
-figures the top-level README quotes agree with the records.
+figures the docs' zoo page quotes agree with the records.
 """
 
 from __future__ import annotations
@@ -128,8 +128,8 @@ def test_models_readme_is_the_table_of_the_records():
     assert _script("train_zoo").table_text(MODELS) == (MODELS / "README.md").read_text()
 
 
-README = (REPO / "README.md").read_text()
-# (record, a pattern of the README whose group 1 is the figure it quotes for that record)
+README = (REPO / "docs" / "zoo.md").read_text()  # the docs page that quotes the figures
+# (record, a pattern of that page whose group 1 is the figure it quotes for that record)
 QUOTED = [
     ("m10", r"\bm10 (\d+\.\d\d) %"),
     ("m11", r"\bm11 (\d+\.\d\d) %"),
@@ -149,8 +149,8 @@ def _percent(name: str) -> str:
 @pytest.mark.parametrize("name,pattern", QUOTED)
 def test_readme_quotes_the_recorded_error(name, pattern):
     found = re.findall(pattern, README) or re.findall(pattern, " ".join(README.split()))
-    assert found, f"README.md no longer quotes {name} as /{pattern}/: update this test"
-    assert set(found) == {_percent(name)}, f"README.md quotes {name} at {found} %"
+    assert found, f"docs/zoo.md no longer quotes {name} as /{pattern}/: update this test"
+    assert set(found) == {_percent(name)}, f"docs/zoo.md quotes {name} at {found} %"
 
 
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]

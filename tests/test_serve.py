@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.client
 import io
@@ -25,6 +26,7 @@ from starlette.testclient import TestClient
 
 from arraynet.backends import get_backend
 from arraynet.data import load_mnist
+from arraynet.data.arrays import uint8_to_float32
 from arraynet.io import load_model
 from arraynet.io.images import digit_from_bytes, load_digit
 from arraynet.serve import MAX_BYTES, create_app
@@ -35,13 +37,23 @@ LOCAL = "http://127.0.0.1:8000"  # the Host header the server answers by default
 
 
 @pytest.fixture(scope="module")
-def model():
-    return load_model(WEIGHTS, get_backend("numpy"))[0]
+def loaded():
+    return load_model(WEIGHTS, get_backend("numpy"))
 
 
 @pytest.fixture(scope="module")
-def client(model):
-    with TestClient(create_app(model, "best.safetensors"), base_url=LOCAL) as c:
+def model(loaded):
+    return loaded[0]
+
+
+@pytest.fixture(scope="module")
+def meta(loaded):
+    return loaded[1]
+
+
+@pytest.fixture(scope="module")
+def client(model, meta):
+    with TestClient(create_app(model, "best.safetensors", meta=meta), base_url=LOCAL) as c:
         yield c
 
 
@@ -66,7 +78,7 @@ def test_predict_answers_the_digit_of_mnist_pngs(client, model, data_dir):
         r = client.post("/predict", content=body, headers={"content-type": "image/png"})
         assert r.status_code == 200
         res = r.json()
-        assert set(res) == {"digit", "probabilities"}
+        assert set(res) == {"digit", "probabilities", "input_png"}
         assert res["digit"] == int(mnist.test_labels[i])
         assert len(res["probabilities"]) == 10 and abs(sum(res["probabilities"]) - 1) < 1e-4
         # the same preprocessing and model as `arraynet predict`
@@ -79,6 +91,67 @@ def test_predict_reads_a_drawn_seven_as_png_and_jpeg(client):
     for fmt in ("PNG", "JPEG"):
         r = client.post("/predict", content=png(drawn_seven(), fmt))
         assert r.status_code == 200 and r.json()["digit"] == 7
+
+
+def seen_by_the_model(data_url: str) -> np.ndarray:
+    """A predict answer's input_png as the model's float input (1, 28, 28, 1)."""
+    head, _, data = data_url.partition(",")
+    assert head == "data:image/png;base64"
+    with Image.open(io.BytesIO(base64.b64decode(data))) as im:
+        assert im.format == "PNG" and im.size == (28, 28) and im.mode == "L"
+        return uint8_to_float32(np.asarray(im))[None, :, :, None]
+
+
+def test_predict_answers_with_the_28x28_input_the_model_saw(client, data_dir):
+    """input_png is exactly the preprocessed picture (`arraynet predict`'s), for a drawing,
+    a JPEG and an MNIST digit drawn dark on light."""
+    digit = load_mnist(data_dir, quiet=True).test_images[0]
+    bodies = [png(drawn_seven()), png(drawn_seven(), "JPEG"), png(Image.fromarray(255 - digit))]
+    for body in bodies:
+        r = client.post("/predict", content=body)
+        assert r.status_code == 200
+        seen = seen_by_the_model(r.json()["input_png"])
+        np.testing.assert_array_equal(seen, digit_from_bytes(body))
+        assert seen.max() > 0.5 and seen.sum() > 20  # white ink on black
+
+
+def test_info_names_the_model_and_its_test_error(client, model, meta):
+    """GET /info and the page's header: the weights' record names the model and its
+    test error; without a record, the file's name and no error."""
+    error = meta["metrics"]["error_rate"]
+    assert client.get("/info").json() == {
+        "model": meta["model"], "weights": "best.safetensors", "test_error": error,
+        "sha256": None,
+    }  # fmt: skip
+    page = client.get("/").text
+    assert f'<strong id="model-name">{meta["model"]}</strong>' in page
+    assert f'<strong id="test-error">{100 * error:.2f} %</strong>' in page
+    bare = TestClient(create_app(model, "mine.safetensors", browser=False), base_url=LOCAL)
+    assert bare.get("/info").json() == {
+        "model": "mine.safetensors", "weights": "mine.safetensors", "test_error": None,
+        "sha256": None,
+    }  # fmt: skip
+    assert '<strong id="test-error">not recorded</strong>' in bare.get("/").text
+    odd = {"model": "<b>m&1</b>", "metrics": {"error_rate": "high"}}  # escaped, not trusted
+    app = create_app(model, "x.safetensors", browser=False, meta=odd)
+    with TestClient(app, base_url=LOCAL) as c:
+        assert c.get("/info").json()["test_error"] is None
+        text = c.get("/").text
+        assert "&lt;b&gt;m&amp;1&lt;/b&gt;" in text and "<b>m&1" not in text
+
+
+def test_the_favicon_and_the_pads_role(client):
+    page = client.get("/").text
+    icon = re.search(r'<link rel="icon"[^>]*href="([^"]+)"', page)
+    assert icon, "the page names no icon"
+    for url in (icon.group(1), "/favicon.ico"):
+        r = client.get(url)
+        assert r.status_code == 200 and r.headers["content-type"].startswith("image/svg+xml")
+        assert r.content.startswith(b"<svg")
+    pad = re.search(r"<canvas id=\"pad\"[^>]*>", page).group(0)
+    assert 'role="img"' in pad and re.search(r'aria-label="[^"]*draw[^"]*"', pad)
+    assert re.search(r'<input id="file" type="file" accept="image/\*">', page)
+    assert re.search(r'<canvas id="seen" width="28" height="28" role="img"', page)
 
 
 def test_bytes_and_file_preprocessing_agree(tmp_path):
@@ -421,6 +494,8 @@ def test_every_answer_carries_the_security_headers(client):
     answers = [
         client.get("/"),
         client.get("/healthz"),
+        client.get("/info"),
+        client.get("/favicon.ico"),
         client.get("/static/app.js"),
         client.get("/static/style.css"),
         client.get("/model.onnx"),
@@ -456,6 +531,7 @@ def test_the_weights_sha256_is_at_healthz_and_on_the_page(model):
     app = create_app(model, "best.safetensors", browser=False, sha256=digest)
     with TestClient(app, base_url=LOCAL) as c:
         assert c.get("/healthz").json()["sha256"] == digest
+        assert c.get("/info").json()["sha256"] == digest
         assert f"Weights: best.safetensors, SHA-256 {digest}" in c.get("/").text
         assert (
             "sha256"

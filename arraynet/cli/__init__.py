@@ -2,7 +2,9 @@
 
 Commands live in `train` (train), `models` (evaluate, predict, export, serve, zoo),
 `tools` (backends, parity, bench, sweep, plot) and `data` (data fetch, verify, path);
-`options` holds the shared options and `output` the consoles, JSON lines and errors.
+`app` holds the typer apps and how their help looks, `options` the shared options and
+their help panels, `rundirs` the default run folders (runs/<model>-<time>, runs/latest),
+and `output` the consoles, JSON lines and errors.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from arraynet.cli.output import (
     finite,
     script_errors,
 )
+from arraynet.log import configure_cli_logging
 
 _finite = finite  # (its name in the single-module cli.py, which tests import)
 
@@ -57,8 +60,9 @@ def main() -> None:
     # A diverging run is reported in one line (TrainingDiverged); NumPy's own warnings
     # about the overflows on the way would only bury it.
     warnings.filterwarnings("ignore", category=RuntimeWarning, message=_NUMPY_FP_WARNINGS)
+    configure_cli_logging()  # library notes: lines on stderr
     try:
-        app()
+        app(prog_name="arraynet")  # (also under `python -m arraynet.cli`: completion, usage)
     except (
         CliError,
         BackendUnavailable,

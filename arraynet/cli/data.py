@@ -3,18 +3,35 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
+import typer
 from rich.console import Console
 
-from arraynet.cli.app import data_app
-from arraynet.cli.options import DataDirOpt, JsonOpt
+from arraynet.cli.app import data_app, examples
+from arraynet.cli.options import JsonOpt
 from arraynet.cli.output import CliError, emit_json
+
+DataDirOpt = Annotated[
+    str | None,
+    typer.Option("--data-dir", metavar="DIR",
+                 help="the MNIST folder (default: ARRAYNET_DATA, else a cache folder)"),
+]  # fmt: skip
 
 
 # -- data -------------------------------------------------------------------------------
-@data_app.command("fetch")
+@data_app.command(
+    "fetch",
+    epilog=examples(
+        "arraynet data fetch",
+        "arraynet data fetch --data-dir ~/mnist",
+        "ARRAYNET_DATA=~/mnist arraynet data fetch   # the folder every command reads",
+    ),
+)
 def data_fetch(data_dir: DataDirOpt = None) -> None:
-    """Make sure the four MNIST files are present and verified (download what is missing)."""
+    """Download the MNIST files that are missing, and verify all four.
+
+    Prints the folder they are in."""
     from arraynet.data import fetch
 
     Console().print(str(fetch(data_dir)))
@@ -22,7 +39,7 @@ def data_fetch(data_dir: DataDirOpt = None) -> None:
 
 @data_app.command("verify")
 def data_verify(data_dir: DataDirOpt = None, json_mode: JsonOpt = False) -> None:
-    """Check the SHA-256 and IDX header of each file."""
+    """Check each MNIST file's SHA-256 and IDX header."""
     from arraynet.data import verify
 
     rows = verify(data_dir)
@@ -41,7 +58,9 @@ def data_verify(data_dir: DataDirOpt = None, json_mode: JsonOpt = False) -> None
 
 @data_app.command("path")
 def data_path(data_dir: DataDirOpt = None) -> None:
-    """The folder the MNIST files are read from (or will be downloaded to)."""
+    """Print the folder the MNIST files are read from.
+
+    The folder `arraynet data fetch` downloads to when the files are not there yet."""
     from arraynet.data import resolve_data_dir
 
     Console().print(str(resolve_data_dir(data_dir)))

@@ -9,11 +9,15 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from arraynet.cli.app import app
+from arraynet.cli.app import app, examples
 from arraynet.cli.options import (
+    CHECKS,
+    MODEL_DATA,
+    OUTPUT,
     BackendOpt,
     DataDirOpt,
     DeviceOpt,
@@ -31,27 +35,55 @@ MODELS_DIR = Path(__file__).resolve().parents[2] / "models"  # the shipped weigh
 
 
 # -- evaluate / predict -----------------------------------------------------------------
-@app.command()
+@app.command(
+    epilog=examples(
+        "arraynet evaluate models/m9.safetensors",
+        "arraynet evaluate runs/latest/model.safetensors --tta",
+        "arraynet evaluate models/m12.safetensors models/m13.safetensors --json",
+    )
+)
 def evaluate(
-    weights: Annotated[list[Path], typer.Argument(help="weights file(s); several are averaged")],
+    weights: Annotated[
+        list[Path],
+        typer.Argument(metavar="WEIGHTS", help="weights file(s); several are averaged"),
+    ],
+    data: Annotated[
+        str | None,
+        typer.Option(
+            metavar="DATA",
+            rich_help_panel=MODEL_DATA,
+            help="dataset whose test set to score (default: mnist)",
+        ),
+    ] = None,
+    data_dir: DataDirOpt = None,
+    tta: Annotated[
+        bool,
+        typer.Option(
+            "--tta", rich_help_panel=MODEL_DATA, help="average over 1-pixel shifts of each image"
+        ),
+    ] = False,
     backend: BackendOpt = "numpy",
     device: DeviceOpt = None,
     threads: ThreadsOpt = None,
     tf32: Tf32Opt = False,
-    data: Annotated[
-        str | None, typer.Option(help="dataset whose test set to score (default: mnist)")
-    ] = None,
-    data_dir: DataDirOpt = None,
-    tta: Annotated[bool, typer.Option(help="average over 1-pixel shifts of each image")] = False,
     sha256: Annotated[
         list[str] | None,
-        typer.Option("--sha256", help="expected SHA-256 of each weights file, in order"),
+        typer.Option(
+            "--sha256",
+            metavar="HEX",
+            rich_help_panel=CHECKS,
+            help="expected SHA-256 of each weights file, in order",
+        ),
     ] = None,
     allow_unchecked: UncheckedOpt = False,
     allow_nonfinite: NonfiniteOpt = False,
     json_mode: JsonOpt = False,
 ) -> None:
-    """Test error of trained weights on a test set (the 10,000 MNIST images by default)."""
+    """Score trained weights on a test set (MNIST's by default).
+
+    Prints the test error on the 10,000 MNIST test images, or on the --data set's test
+    images. Several weights files are scored as an ensemble: their probabilities are
+    averaged."""
     from arraynet.jobs import evaluate_weights
 
     if sha256 and len(sha256) != len(weights):
@@ -70,17 +102,27 @@ def evaluate(
         emit_json(res)
 
 
-@app.command()
+@app.command(
+    epilog=examples(
+        "arraynet predict models/m12.safetensors digit.png",
+        "arraynet predict runs/latest/model.safetensors *.png --json",
+    )
+)
 def predict(
-    weights: Annotated[Path, typer.Argument(help="weights file")],
-    images: Annotated[list[Path], typer.Argument(help="PNG or JPEG digits")],
+    weights: Annotated[Path, typer.Argument(metavar="WEIGHTS", help="weights file")],
+    images: Annotated[
+        list[Path], typer.Argument(metavar="IMAGES", help="PNG or JPEG pictures of one digit")
+    ],
     backend: BackendOpt = "numpy",
     sha256: ShaOpt = None,
     allow_unchecked: UncheckedOpt = False,
     allow_nonfinite: NonfiniteOpt = False,
     json_mode: JsonOpt = False,
 ) -> None:
-    """Classify digit images (greyscale, inverted when dark-on-light, fitted to 28x28)."""
+    """Classify pictures of handwritten digits.
+
+    Each picture is read as greyscale, inverted when it is dark on light and fitted to
+    28x28, as MNIST's digits are."""
     from arraynet.io import load_model
     from arraynet.io.images import FORMATS, load_digit
 
@@ -102,15 +144,22 @@ def predict(
 CHECK_TOL = 1e-5
 
 
-@app.command()
+@app.command(
+    epilog=examples(
+        "arraynet export models/m12.safetensors m12.onnx",
+        "arraynet export models/m12.safetensors m12.onnx --check",
+        "arraynet export runs/latest/model.safetensors model.onnx --json",
+    )
+)
 def export(
-    weights: Annotated[Path, typer.Argument(help="weights file")],
-    out: Annotated[Path, typer.Argument(help="ONNX file to write, e.g. model.onnx")],
+    weights: Annotated[Path, typer.Argument(metavar="WEIGHTS", help="weights file")],
+    out: Annotated[Path, typer.Argument(metavar="OUT", help="ONNX file to write, e.g. model.onnx")],
     check: Annotated[
         bool,
         typer.Option(
+            "--check",
             help="score the 10,000 test images with onnxruntime and arraynet first; "
-            "write only when every class agrees and outputs are within 1e-5"
+            "write only when every class agrees and outputs are within 1e-5",
         ),
     ] = False,
     threads: ThreadsOpt = None,
@@ -120,7 +169,10 @@ def export(
     allow_nonfinite: NonfiniteOpt = False,
     json_mode: JsonOpt = False,
 ) -> None:
-    """Write trained weights as an ONNX graph (opset 17, float32 NHWC input, batch axis N)."""
+    """Write trained weights as an ONNX file.
+
+    The graph is ONNX opset 17 with a float32 NHWC input and a batch axis N (needs the
+    onnx extra; --check also onnxruntime)."""
     from arraynet.io import load_model
     from arraynet.io.onnx_export import OPSET, compare, export_bytes, onnx_session
 
@@ -158,16 +210,24 @@ def export(
         emit_json(res)
 
 
-@app.command()
+@app.command(
+    epilog=examples(
+        "arraynet serve models/m12.safetensors      # then open http://127.0.0.1:8000",
+        "arraynet serve runs/latest/model.safetensors --port 8080",
+    )
+)
 def serve(
-    weights: Annotated[Path, typer.Argument(help="weights file (a model ending in softmax)")],
-    host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    weights: Annotated[
+        Path, typer.Argument(metavar="WEIGHTS", help="weights file (a model ending in softmax)")
+    ],
+    host: Annotated[str, typer.Option(metavar="ADDRESS", help="address to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(metavar="N", help="TCP port")] = 8000,
     allowed_host: Annotated[
         list[str] | None,
         typer.Option(
-            help="a Host name clients use, besides 127.0.0.1, localhost and [::1] "
-            "(repeat; '*': any)"
+            metavar="NAME",
+            help="a Host name clients use, besides 127.0.0.1, localhost and ::1 "
+            "(repeatable; '*': any)",
         ),
     ] = None,
     threads: ThreadsOpt = None,
@@ -175,8 +235,10 @@ def serve(
     allow_unchecked: UncheckedOpt = False,
     allow_nonfinite: NonfiniteOpt = False,
 ) -> None:
-    """A web page to draw a digit on and see the model's top three classes; POST /predict
-    takes a PNG or JPEG and answers JSON."""
+    """Serve a web page to draw digits on and see the model's guesses.
+
+    The page shows the model's top three classes as you draw; POST /predict takes a PNG or
+    JPEG and answers JSON (needs the serve extra)."""
     from arraynet.io import file_sha256, load_model
     from arraynet.serve import run_server
     from arraynet.serve.app import allowed_host_names
@@ -189,9 +251,9 @@ def serve(
         raise CliError(f"--allowed-host: {e}") from None
     checks = {"sha256": sha256, "allow_unchecked": allow_unchecked,
               "allow_nonfinite": allow_nonfinite}  # fmt: skip
-    model, _ = load_model(weights, make_backend("numpy", None, threads), **checks)
+    model, meta = load_model(weights, make_backend("numpy", None, threads), **checks)
     run_server(model, host=host, port=port, name=weights.name, sha256=file_sha256(weights),
-               allowed_hosts=allowed_host)  # fmt: skip
+               allowed_hosts=allowed_host, meta=meta)  # fmt: skip
 
 
 # -- zoo -------------------------------------------------------------------------------
@@ -199,12 +261,19 @@ def serve(
 def zoo(
     export: Annotated[
         str | None,
-        typer.Option(help="print this entry as a layout file (layers and recipe) instead"),
+        typer.Option(
+            metavar="MODEL",
+            rich_help_panel=OUTPUT,
+            help="print this entry as a layout file (layers and recipe) instead",
+        ),
     ] = None,
     json_mode: JsonOpt = False,
 ) -> None:
-    """The zoo: layouts, parameter counts, the seed's error (for arraynet's own entries the
-    target) and the shipped weights' error."""
+    """List the zoo's models with their sizes, layouts and test errors.
+
+    'seed' is the test error the seed reported (for arraynet's own entries, the target);
+    'ours' is the error of the weights shipped in models/. A narrow terminal gets a
+    shorter table; --json has everything."""
     from arraynet.backends import get_backend
     from arraynet.zoo import ZOO
 
@@ -233,13 +302,76 @@ def zoo(
     if json_mode:
         emit_json({"models": rows})
         return
+    con = Console()
+    con.print(zoo_table(rows) if con.width >= WIDE else narrow_zoo_table(rows, con.width))
+
+
+WIDE = 160  # columns from which `arraynet zoo` shows the whole table
+
+
+def _percent(error: float | None) -> str:
+    return "-" if error is None else f"{100 * error:.2f}%"
+
+
+def zoo_table(rows: list[dict]) -> Table:
+    """The whole table: every layer, the recipe, and what trained the shipped weights."""
     t = Table("model", "params", "layout", "recipe", "seed (target)", "shipped err (optimizer)")
     for r in rows:
-        se = "-" if r["shipped_error"] is None else f"{100 * r['shipped_error']:.2f}%"
+        se = _percent(r["shipped_error"])
         se += f" ({r['shipped_optimizer']})" if r["shipped_optimizer"] else ""
         t.add_row(r["model"], f"{r['parameters']:,}", r["layers"], r["recipe"],
-                  f"{100 * r['seed_error']:.2f}%", se)  # fmt: skip
-    Console().print(t)
+                  _percent(r["seed_error"]), se)  # fmt: skip
+    return t
+
+
+def narrow_zoo_table(rows: list[dict], width: int) -> Table:
+    """A line a model (two where its layout does not fit): name, parameters, the seed's
+    and our test error, the layout in short, and from 110 columns on the recipe."""
+    recipe = width >= 110
+    cells = [
+        [r["model"], f"{r['parameters']:,}", _percent(r["seed_error"]),
+         _percent(r["shipped_error"]), describe_layers(r["layers"]),
+         *([r["recipe"]] if recipe else [])]
+        for r in rows
+    ]  # fmt: skip
+    heads = ["model", "params", "seed", "ours", "layout", *(["recipe"] if recipe else [])]
+    sizes = [max(len(str(c[i])) for c in [heads, *cells]) for i in range(len(heads))]
+    free = width - 3 * (len(heads) - 1) - sum(sizes[:4])  # (3 spaces between columns)
+    if recipe:  # the recipe keeps its width while the layout gets at least 30 columns
+        sizes[5] = max(10, min(sizes[5], free - 30))
+        free -= sizes[5] + 3
+    sizes[4] = max(8, min(sizes[4], free))
+    t = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, padding=(0, 1))
+    for head, size in zip(heads, sizes, strict=True):
+        right = head in ("params", "seed", "ours")
+        t.add_column(head, justify="right" if right else "left", width=size,
+                     no_wrap=head != "layout", overflow="ellipsis")  # fmt: skip
+    for c in cells:
+        t.add_row(*c)
+    return t
+
+
+def describe_layers(layers: str) -> str:
+    """The zoo's layer string in short: 'C8 relu P D C16 relu P D F FC10 softmax' ->
+    'conv 8/16, relu, pool, dropout' (flatten, a softmax output and a single dense layer,
+    the output, left unsaid)."""
+    tokens = layers.split()
+    convs = [t[1:] for t in tokens if t[:1] == "C" and t[1:].isdigit()]
+    dense = [t[2:] for t in tokens if t[:2] == "FC" and t[2:].isdigit()]
+    grouped: list[list] = []
+    for c in convs:  # runs of equal widths: 32x3
+        if grouped and grouped[-1][0] == c:
+            grouped[-1][1] += 1
+        else:
+            grouped.append([c, 1])
+    parts = ["conv " + "/".join(c if n == 1 else f"{c}x{n}" for c, n in grouped)] if convs else []
+    parts += [f"FC {'-'.join(dense)}"] if len(dense) > 1 else []  # (one: the output layer)
+    named = {"P": "pool", "BN": "BN", "D": "dropout"}
+    words = [t for t in tokens if t.isalpha() and t.islower() and t != "softmax"]
+    words += [named[t] for t in named if t in tokens]
+    if tokens and tokens[-1] != "softmax" and tokens[-1].isalpha() and tokens[-1].islower():
+        words.append(f"{tokens[-1]} out")
+    return ", ".join([*parts, *dict.fromkeys(words)])
 
 
 def _shipped(record_file: Path) -> tuple[float | None, str | None]:

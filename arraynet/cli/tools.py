@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -9,27 +10,35 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from arraynet.cli.app import app
+from arraynet.cli.app import app, examples
 from arraynet.cli.options import (
+    HARDWARE,
+    MODEL_DATA,
+    RECIPE,
+    RUN,
     BackendOpt,
     DataDirOpt,
     DataOpt,
     DeviceOpt,
+    EpochsOpt,
     JsonOpt,
+    ModelOpt,
     Tf32Opt,
     ThreadsOpt,
+    TrainLimitOpt,
     check_model,
     comm_world,
     make_backend,
     rng_kind,
 )
 from arraynet.cli.output import CliError, console, emit_json
+from arraynet.cli.rundirs import SWEEPS, discard_if_empty, new_folder, point_latest
 
 
 # -- backends ---------------------------------------------------------------------------
 @app.command()
 def backends(json_mode: JsonOpt = False) -> None:
-    """Which backends import here and which devices they see."""
+    """Show which backends import here and which devices they see."""
     from arraynet.backends import probe
     from arraynet.parallel.comm import probe_comm
 
@@ -59,24 +68,41 @@ def backends(json_mode: JsonOpt = False) -> None:
 # -- parity / bench ---------------------------------------------------------------------
 @app.command()
 def parity(
-    model: Annotated[
-        str, typer.Option("--model", "-m", help="zoo entry or a layout .json file")
-    ] = "m12",
-    backends_: Annotated[
-        str, typer.Option("--backends", help="comma-separated")
-    ] = "numpy,array-api-strict",
-    batch_size: Annotated[int, typer.Option()] = 8,
-    seed: Annotated[int, typer.Option()] = 0,
-    tol: Annotated[float, typer.Option(help="tolerance, scaled by max(1, max|ref|)")] = 1e-4,
-    dtype: Annotated[str, typer.Option(help="float32 or float64")] = "float32",
-    rng: Annotated[
-        str, typer.Option("--rng", help="host (the same dropout masks everywhere) or device")
-    ] = "host",
+    model: ModelOpt = "m12",
     data_dir: DataDirOpt = None,
+    backends_: Annotated[
+        str,
+        typer.Option(
+            "--backends",
+            metavar="LIST",
+            rich_help_panel=HARDWARE,
+            help="comma-separated; the first is the reference",
+        ),
+    ] = "numpy,array-api-strict",
+    batch_size: Annotated[
+        int, typer.Option(metavar="N", rich_help_panel=RECIPE, help="batch size")
+    ] = 8,
+    seed: Annotated[int, typer.Option(metavar="N", rich_help_panel=RECIPE, help="random seed")] = 0,
+    tol: Annotated[
+        float, typer.Option(metavar="X", help="tolerance, scaled by max(1, max|ref|)")
+    ] = 1e-4,
+    dtype: Annotated[str, typer.Option(metavar="NAME", help="float32 or float64")] = "float32",
+    rng: Annotated[
+        str,
+        typer.Option(
+            "--rng",
+            metavar="WHERE",
+            rich_help_panel=HARDWARE,
+            help="host (the same dropout masks everywhere) or device",
+        ),
+    ] = "host",
     json_mode: JsonOpt = False,
 ) -> None:
-    """Forward and backward of one batch on several backends, compared with the first.
-    A backend may name a device: torch@cuda:0, array-api-strict@device1."""
+    """Compare one batch's forward and backward pass across backends.
+
+    The first backend is the reference. A backend may name a device: torch@cuda:0,
+    array-api-strict@device1. The exit status is 1 when a tensor differs by more than
+    --tol."""
     from arraynet.parity import run_parity
 
     check_model(model)
@@ -109,27 +135,35 @@ def parity(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(
+    epilog=examples(
+        "arraynet bench -m m12 --steps 20",
+        "arraynet bench -m m9 --batch-size 64 --no-augment --json",
+        "arraynet bench -m m14 --backend auto",
+    )
+)
 def bench(
-    model: Annotated[
-        str, typer.Option("--model", "-m", help="zoo entry or a layout .json file")
-    ] = "m12",
+    model: ModelOpt = "m12",
     data: DataOpt = None,
+    data_dir: DataDirOpt = None,
+    batch_size: Annotated[
+        int, typer.Option(metavar="N", rich_help_panel=RECIPE, help="training batch size")
+    ] = 16,
+    steps: Annotated[int, typer.Option(metavar="N", help="timed steps (after a warm-up)")] = 100,
+    eval_batch_size: Annotated[int, typer.Option(metavar="N", help="evaluation batch size")] = 500,
+    no_augment: Annotated[
+        bool, typer.Option("--no-augment", help="skip the augmented figure")
+    ] = False,
     backend: BackendOpt = "numpy",
     device: DeviceOpt = None,
     threads: ThreadsOpt = None,
     tf32: Tf32Opt = False,
-    batch_size: Annotated[int, typer.Option()] = 16,
-    steps: Annotated[int, typer.Option(help="timed steps (after a warm-up)")] = 100,
-    eval_batch_size: Annotated[int, typer.Option()] = 500,
-    no_augment: Annotated[
-        bool, typer.Option("--no-augment", help="skip the augmented figure")
-    ] = False,
-    data_dir: DataDirOpt = None,
     json_mode: JsonOpt = False,
 ) -> None:
-    """Median training and evaluation throughput (images/s) on real batches (MNIST, or
-    the --data set)."""
+    """Measure training and evaluation throughput in images per second.
+
+    The median over timed steps on real batches (MNIST, or the --data set), with and
+    without augmentation."""
     from arraynet.bench import run_bench
 
     check_model(model)
@@ -156,28 +190,60 @@ def sweep(
     model: Annotated[
         list[str],
         typer.Option(
-            "--model", "-m", help="zoo entries or layout files (repeat, or comma-separated)"
+            "--model",
+            "-m",
+            metavar="MODEL",
+            rich_help_panel=MODEL_DATA,
+            help="zoo entries or layout files (repeat, or comma-separated)",
         ),
     ],
-    seeds: Annotated[str, typer.Option(help="seeds, e.g. 0,1,2")] = "0",
+    data_dir: DataDirOpt = None,
+    train_limit: TrainLimitOpt = None,
+    seeds: Annotated[
+        str, typer.Option(metavar="LIST", rich_help_panel=RECIPE, help="seeds, e.g. 0,1,2")
+    ] = "0",
     override: Annotated[
         list[str] | None,
-        typer.Option(help="recipe settings 'KEY=VALUE,...' (repeat: one variant each)"),
+        typer.Option(
+            metavar="KEY=VALUE,...",
+            rich_help_panel=RECIPE,
+            help="recipe settings (repeat: one variant each)",
+        ),
     ] = None,
-    epochs: Annotated[int | None, typer.Option(help="epochs (default: each recipe's)")] = None,
-    train_limit: Annotated[int | None, typer.Option(help="use the first N training images")] = None,
-    ray: Annotated[str, typer.Option(help="'local' (start Ray here) or a cluster ADDRESS")] = (
-        "local"
-    ),
-    num_cpus: Annotated[int, typer.Option(help="--ray local: CPUs for Ray (one a trial)")] = 2,
-    max_failures: Annotated[int, typer.Option(help="retries of a failed trial")] = 2,
-    out: Annotated[Path, typer.Option(help="sweep folder (trials/, results.json/.csv)")] = Path(
-        "sweeps/latest"
-    ),
-    data_dir: DataDirOpt = None,
+    epochs: EpochsOpt = None,
+    ray: Annotated[
+        str,
+        typer.Option(
+            metavar="ADDRESS",
+            rich_help_panel=HARDWARE,
+            help="'local' (start Ray here) or a cluster's address",
+        ),
+    ] = "local",
+    num_cpus: Annotated[
+        int,
+        typer.Option(
+            metavar="N", rich_help_panel=HARDWARE, help="--ray local: CPUs for Ray (one a trial)"
+        ),
+    ] = 2,
+    max_failures: Annotated[
+        int, typer.Option(metavar="N", rich_help_panel=HARDWARE, help="retries of a failed trial")
+    ] = 2,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="DIR",
+            rich_help_panel=RUN,
+            help="sweep folder (default: a new sweeps/NAME-TIME, which sweeps/latest "
+            "then names; give an old one to finish its trials)",
+        ),
+    ] = None,
     json_mode: JsonOpt = False,
 ) -> None:
-    """Independent trainings (models x seeds x overrides) as Ray Tune trials; one table."""
+    """Run many trainings as Ray Tune trials, and compare them.
+
+    The trials are models x seeds x overrides, each an independent `arraynet train` run;
+    at the end one table compares them (results.json and results.csv in the sweep
+    folder). Needs the sweep extra."""
     from arraynet.sweep import parse_overrides, plan, run_sweep
 
     names = [m.strip() for text in model for m in text.split(",") if m.strip()]
@@ -189,7 +255,12 @@ def sweep(
         raise CliError("--num-cpus wants at least 1 and --max-failures at least 0")
     if epochs is not None and epochs < 1:
         raise CliError(f"--epochs wants at least 1, not {epochs}")
-    trials = plan(names, seed_list, [parse_overrides(o) for o in override or []], epochs, out)
+    overrides = [parse_overrides(o) for o in override or []]
+    stem = Path(names[0]).stem if len(names) == 1 else "sweep"
+    # (the trials get absolute folders: Ray runs each in a working folder of its own)
+    trials, out = planned_sweep(
+        lambda to: plan(names, seed_list, overrides, epochs, to.resolve()), out, stem
+    )
     con = console(json_mode)
     con.print(f"sweep of {len(trials)} trials on Ray ({ray}) into {out}")
     rows = run_sweep(trials, out, ray=ray, num_cpus=num_cpus, max_failures=max_failures,
@@ -208,14 +279,36 @@ def sweep(
         raise CliError(f"{len(failed)} of {len(rows)} trials failed; first: {failed[0]['error']}")
 
 
+def planned_sweep(
+    plan: Callable[[Path], list[dict]], out: Path | None, stem: str
+) -> tuple[list[dict], Path]:
+    """The trials `plan` makes for the sweep folder, and that folder: --out, or a new
+    sweeps/<stem>-<time>, which sweeps/latest names once the plan stands."""
+    if out is not None:
+        return plan(out), out
+    out = new_folder(SWEEPS, stem)
+    try:
+        trials = plan(out)
+    except BaseException:
+        discard_if_empty(out)
+        raise
+    point_latest(out)
+    return trials, out
+
+
 # -- plot -------------------------------------------------------------------------------
 @app.command()
 def plot(
-    run_dir: Annotated[Path, typer.Argument(help="a run folder written by `arraynet train`")],
+    run_dir: Annotated[
+        Path, typer.Argument(metavar="RUN_DIR", help="a run folder written by `arraynet train`")
+    ],
     backend: BackendOpt = "numpy",
     data_dir: DataDirOpt = None,
 ) -> None:
-    """PNG curves, confusion matrix, misclassified and augmented digits into RUN_DIR."""
+    """Draw a run's curves, confusion matrix and digits as PNG files.
+
+    Writes curves.png, confusion.png, misclassified.png and augmented.png into RUN_DIR
+    (needs the plot extra)."""
     from arraynet.io.plots import make_plots
 
     for path in make_plots(run_dir, make_backend(backend), data_dir):

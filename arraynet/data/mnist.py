@@ -82,9 +82,13 @@ MNIST = Data
 
 # -- locating files ----------------------------------------------------------------------------
 def cache_dir() -> Path:
-    """The user cache folder: `$XDG_CACHE_HOME/arraynet/mnist` or `~/.cache/arraynet/mnist`."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser() / "arraynet" / "mnist"
+    """The user cache folder's `mnist/`, the platform's own (platformdirs): on Linux
+    `$XDG_CACHE_HOME/arraynet/mnist`, else `~/.cache/arraynet/mnist`; on macOS
+    `~/Library/Caches/arraynet/mnist` (`$XDG_CACHE_HOME` is honoured there too); on
+    Windows `%LOCALAPPDATA%\\arraynet\\Cache\\mnist`."""
+    from platformdirs import user_cache_dir  # (imported on first use: a quick CLI start)
+
+    return Path(user_cache_dir("arraynet", appauthor=False)) / "mnist"
 
 
 def checkout_data_dir() -> Path | None:

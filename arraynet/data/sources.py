@@ -9,7 +9,6 @@ Every bad input raises DataError (a ValueError) with a one-line message naming t
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 from arraynet.data.container import Data, DataError, check_fits, from_arrays
@@ -17,6 +16,7 @@ from arraynet.data.download import load_mnist
 from arraynet.data.formats import FORMATS, load_path, register_format
 from arraynet.data.mnist import ENV_VAR, missing_files, missing_message, resolve_data_dir
 from arraynet.files import one_line
+from arraynet.log import get_logger
 
 __all__ = [
     "FORMATS",
@@ -31,6 +31,8 @@ __all__ = [
 
 #: Datasets known by name (anything else is a path).
 NAMES: tuple[str, ...] = ("mnist",)
+
+_log = get_logger(__name__)
 
 
 def load(
@@ -79,11 +81,10 @@ def _load_mnist(
             download = data_dir is None and not os.environ.get(ENV_VAR)
         if not download:
             raise DataError(missing_message(folder, missing, data_dir, api=True))
-        print(
-            f"arraynet: downloading the MNIST files into {folder} (`arraynet data fetch` "
+        _log.warning(  # a WARNING: on stderr by default (arraynet.log)
+            "arraynet: downloading the MNIST files into %s (`arraynet data fetch` "
             "does this ahead of time; download=False never downloads)",
-            file=sys.stderr,
-            flush=True,
+            folder,
         )
     m = load_mnist(folder, download=bool(missing), quiet=quiet)
     return from_arrays(m.x_train, m.y_train, m.x_test, m.y_test, name=m.name)

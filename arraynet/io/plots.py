@@ -39,13 +39,14 @@ def make_plots(run_dir: str | Path, backend: Any, data_dir: str | None = None) -
         raise PlotError(f"{state_path}: unreadable ({e})") from None
     plt = _plt()
     hist = state.get("history") or []
-    written = [_curves(plt, hist, run / "curves.png")]
+    weights = run / "model.safetensors"
+    metrics = run_metrics(weights) if weights.is_file() else None
+    written = [_curves(plt, hist, run / "curves.png", metrics)]
     from arraynet.data.arrays import float_inputs
     from arraynet.train.inputs import fit_data, load_data
 
     data = load_data((state.get("meta") or {}).get("data"), data_dir, quiet=True)
     labels = np.asarray(data.y_test).astype(np.int64)
-    weights = run / "model.safetensors"
     if weights.is_file():
         model, _ = load_model(weights, backend)
         classes = fit_data(model, data)
@@ -77,18 +78,68 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def _curves(plt: Any, hist: list[dict], path: Path) -> Path:
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+def run_metrics(weights: Path) -> dict | None:
+    """The metrics recorded with a run's final weights (best_epoch, error_rate ...), read
+    from the file's header alone; None when it records none."""
+    from arraynet.io.weights import read_header
+
+    metrics = read_header(weights)[1].get("metrics")
+    return metrics if isinstance(metrics, dict) else None
+
+
+NO_VALIDATION = "no validation split:\ntrain with --val-split N\nto see validation error"
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def curves_figure(plt: Any, hist: list[dict], metrics: dict | None = None) -> Any:
+    """The figure of curves.png: loss, error (%) and learning rate by epoch (whole-number
+    ticks). From `metrics` (what the run recorded with its weights): the best epoch, a
+    dotted vertical line on each panel, and the test error, a dashed horizontal line on
+    the error panel. Without validation data the error panel says how to get it."""
+    from matplotlib.ticker import MaxNLocator
+
+    metrics = metrics or {}
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), sharex=True)  # the same epochs
     ep = [h["epoch"] for h in hist]
-    axes[0].plot(ep, [h["train_loss"] for h in hist], label="train")
-    if hist and "val_loss" in hist[0]:
-        axes[0].plot(ep, [h["val_loss"] for h in hist], label="validation")
-        axes[1].plot(ep, [100 * h["val_error"] for h in hist], label="validation")
+    dot = {"marker": "o"} if len(ep) == 1 else {}  # (a line of one point is not drawn)
+    axes[0].plot(ep, [h["train_loss"] for h in hist], label="train", **dot)
+    val = [h for h in hist if "val_error" in h and "val_loss" in h]
+    if val:
+        vep = [h["epoch"] for h in val]
+        axes[0].plot(vep, [h["val_loss"] for h in val], label="validation", **dot)
+        axes[1].plot(vep, [100 * h["val_error"] for h in val], label="validation", **dot)
+    else:
+        axes[1].text(0.5, 0.78, NO_VALIDATION, transform=axes[1].transAxes, ha="center",
+                     va="center", color="0.35", bbox={"fc": "white", "ec": "0.8"})  # fmt: skip
+    axes[2].plot(ep, [h["lr"] for h in hist], **dot)
+    best = metrics.get("best_epoch")
+    if _number(best) and best >= 1:
+        for ax in axes:
+            ax.axvline(best, color="0.4", linestyle=":", label=f"best epoch ({int(best)})")
+    test = metrics.get("error_rate")
+    if _number(test):
+        axes[1].axhline(100 * test, color="tab:red", linestyle="--",
+                        label=f"test error {100 * test:.2f} %")  # fmt: skip
+        if not val:  # the line alone: from 0, with the note above it
+            axes[1].set_ylim(0, max(200 * test, 0.1))
     axes[0].set(title="loss", xlabel="epoch", yscale="log")
-    axes[0].legend()
     axes[1].set(title="error (%)", xlabel="epoch")
-    axes[2].plot(ep, [h["lr"] for h in hist])
     axes[2].set(title="learning rate", xlabel="epoch", yscale="log")
+    for ax in axes:
+        if len(set(ep)) == 1:  # one epoch: a window around it, not matplotlib's +-5 %
+            ax.set_xlim(ep[0] - 1, ep[0] + 1)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for ax in axes[:2]:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8, loc="best" if val else "lower left")
+    return fig
+
+
+def _curves(plt: Any, hist: list[dict], path: Path, metrics: dict | None = None) -> Path:
+    fig = curves_figure(plt, hist, metrics)
     out = _save(fig, path)
     plt.close(fig)
     return out

@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +40,7 @@ from arraynet.files import atomic_write_bytes, file_sha256, one_line
 from arraynet.files import atomic_write_json as atomic_write_json  # (re-exported: the old home)
 from arraynet.files import umask as umask
 from arraynet.layers import BUILTIN
+from arraynet.log import get_logger
 from arraynet.network import Network, state_misfit
 
 META_KEY = "arraynet"
@@ -54,6 +54,7 @@ ST_DTYPES = {  # safetensors' dtype codes, as NumPy names them
 MAX_HEADER_BYTES = 100 << 20  # safetensors' own bound on a header
 MAX_MANIFEST_BYTES = 1 << 20
 _NOTED: set[str] = set()  # files already reported as carrying no checksum
+_log = get_logger(__name__)
 _PARSE_ERRORS = (
     SafetensorError, ValueError, KeyError, TypeError, RecursionError, OverflowError, MemoryError,
 )  # fmt: skip
@@ -134,8 +135,8 @@ def load_arrays(
         key = str(path.resolve())
         if note_unverified and key not in _NOTED:
             _NOTED.add(key)
-            sys.stderr.write(f"arraynet: note: {path} carries no checksum (saved before "
-                             "arraynet wrote them), so its data cannot be verified\n")  # fmt: skip
+            _log.warning("arraynet: note: %s carries no checksum (saved before arraynet wrote "
+                         "them), so its data cannot be verified", path)  # fmt: skip
     elif checksum(arrays, raw) != recorded:
         raise WeightsError(
             f"{path}: checksum mismatch: the file's tensor data or metadata has changed since "

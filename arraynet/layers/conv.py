@@ -110,17 +110,27 @@ class Conv2D(Layer):
         return (ho, wo, self.filters)
 
     def forward(self, x: Array, training: bool = False) -> Array:
+        y = self.forward_linear(x, training)
+        return y if self.act is None else self.act.forward(y, training)
+
+    def forward_linear(self, x: Array, training: bool = False) -> Array:
+        """The convolution plus bias, before the activation (a final softmax's logits)."""
         kernels = self.backend.kernels
         y, saved = kernels.conv2d_forward(
             x, self.params["kernel"], self.params["bias"], self.pad, self.stride, training
         )
         if training:
             self._saved = saved
-        return y if self.act is None else self.act.forward(y, training)
+        return y
 
     def backward(self, dy: Array) -> Array | None:
         if self.act is not None:
             dy = self.act.backward(dy)
+        return self.backward_linear(dy)
+
+    def backward_linear(self, dy: Array) -> Array | None:
+        """`backward` from dL/d(convolution output), past the activation (for a fused
+        softmax)."""
         saved, self._saved = self._saved, None
         dw, db, dx = self.backend.kernels.conv2d_backward(
             saved, dy, self.params["kernel"], self.pad, self.stride, self.need_input_grad

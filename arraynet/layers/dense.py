@@ -62,14 +62,22 @@ class Dense(Layer):
         return (self.units,)
 
     def forward(self, x: Array, training: bool = False) -> Array:
+        y = self.forward_linear(x, training)
+        return y if self.act is None else self.act.forward(y, training)
+
+    def forward_linear(self, x: Array, training: bool = False) -> Array:
+        """x @ kernel + bias, before the activation (a final softmax's logits)."""
         if training:
             self._x = x
-        y = self.backend.kernels.dense_forward(x, self.params["kernel"], self.params["bias"])
-        return y if self.act is None else self.act.forward(y, training)
+        return self.backend.kernels.dense_forward(x, self.params["kernel"], self.params["bias"])
 
     def backward(self, dy: Array) -> Array | None:
         if self.act is not None:
             dy = self.act.backward(dy)
+        return self.backward_linear(dy)
+
+    def backward_linear(self, dy: Array) -> Array | None:
+        """`backward` from dL/d(linear output), past the activation (for a fused softmax)."""
         x, self._x = self._x, None
         dw, db, dx = self.backend.kernels.dense_backward(
             x, dy, self.params["kernel"], self.need_input_grad

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from arraynet.backends.base import Array, Backend
+from arraynet.log import get_logger
 
 # (rank, size, local rank, local size) variables, by launcher
 _ENV = (
@@ -246,11 +247,11 @@ class MPIComm(Communicator):
         while not request.Test():
             waited = time.monotonic() - start
             if waited > self.timeout:
-                sys.stderr.write(
-                    f"arraynet: error: rank {self.rank} waited {waited:.0f} s for the other "
-                    f"ranks at {what} (ARRAYNET_COMM_TIMEOUT={self.timeout:g}); a rank hangs "
-                    "or is far behind; ending the job\n"
-                )
+                get_logger(__name__).error(
+                    "arraynet: error: rank %d waited %.0f s for the other ranks at %s "
+                    "(ARRAYNET_COMM_TIMEOUT=%g); a rank hangs or is far behind; ending the job",
+                    self.rank, waited, what, self.timeout,
+                )  # fmt: skip
                 self.abort(1)
             # spin for the first millisecond, then sleep 1 % of the wait so far (at most
             # 10 ms): polling adds at most about 1 % to any wait

@@ -1,8 +1,12 @@
-"""The Starlette app: GET / (the drawing page), POST /predict, GET /healthz, GET /model.onnx.
+"""The Starlette app: GET / (the drawing page), POST /predict, GET /healthz, GET /info,
+GET /model.onnx, GET /favicon.ico.
 
 POST /predict takes a PNG or JPEG body (at most MAX_BYTES bytes, MAX_PIXELS pixels),
 preprocesses it as `arraynet predict` does and answers
-{"digit": d, "probabilities": [p0, ..., p9]}. Bad input is a 4xx with {"error": "..."}.
+{"digit": d, "probabilities": [p0, ..., p9], "input_png": "data:image/png;base64,..."}
+(input_png: the 28x28 picture the model saw, grey value x 255). Bad input is a 4xx with
+{"error": "..."}. GET /info is what the page's header shows: {"model": name,
+"weights": file name, "test_error": fraction or null, "sha256": hex or null}.
 When onnxruntime-web is bundled (static/ort/, scripts/vendor_ort_web.py) and the onnx
 package is installed, GET /model.onnx is the model's ONNX export and the page can answer
 in the browser instead.
@@ -20,13 +24,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import html
+import io
 import ipaddress
 import logging
 import mimetypes
 import os
 import queue
 import socket
-import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -34,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from arraynet.io.images import FORMATS, MAX_PIXELS  # (the limits `arraynet predict` keeps)
+from arraynet.log import get_logger
 
 MAX_BYTES = 1024 * 1024  # 1 MiB: a drawn digit is a few kB
 MAX_BATCH = 64  # pictures per forward pass
@@ -245,17 +250,15 @@ class Pipeline:
             self.large_in_flight += delta
             return True
 
-    async def decode(self, body: bytes) -> Any:
-        """The model's input for an encoded picture (raises ImageError, or Busy when the
-        lane of large pictures is full)."""
-        from arraynet.io.images import digit_from_bytes
-
+    async def decode(self, body: bytes) -> tuple[Any, str]:
+        """The model's input for an encoded picture and its preview (`decode_picture`);
+        raises ImageError, or Busy when the lane of large pictures is full."""
         large = LARGE_PIXELS < picture_pixels(body) <= MAX_PIXELS
         if large and not self._enter_large(1):
             raise Busy(f"the server is busy ({self.max_large} large pictures under way)")
         try:
             pool = self._pool("large" if large else "small")
-            fut = pool.submit(digit_from_bytes, body, "body", FORMATS, MAX_PIXELS)
+            fut = pool.submit(decode_picture, body)
             return await asyncio.wrap_future(fut)
         finally:
             if large:
@@ -364,11 +367,136 @@ def browser_model(model: Any) -> bytes | None:
     return export_bytes(model)
 
 
-def index_page(name: str, sha256: str | None) -> str:
-    """The drawing page, naming the weights (and their SHA-256) at its foot."""
-    label = f"Weights: {name}" + (f", SHA-256 {sha256}" if sha256 else "")
+def model_info(name: str, sha256: str | None, meta: dict | None) -> dict[str, Any]:
+    """What GET /info answers and the page's header shows: the model's name (from the
+    weights' record, else the file's `name`), the weights file, the test error the record
+    holds (a fraction, None when it holds none) and the file's SHA-256 (None: not given)."""
+    meta = meta if isinstance(meta, dict) else {}
+    metrics = meta.get("metrics") if isinstance(meta.get("metrics"), dict) else {}
+    error = metrics.get("error_rate")
+    number = isinstance(error, (int, float)) and not isinstance(error, bool)
+    model = meta.get("model")
+    return {
+        "model": model if isinstance(model, str) and model else name,
+        "weights": name,
+        "test_error": float(error) if number else None,
+        "sha256": sha256,
+    }
+
+
+def index_page(info: dict[str, Any]) -> str:
+    """The drawing page: the model and its test error in the header, the weights (and
+    their SHA-256) at its foot."""
+    label = f"Weights: {info['weights']}" + (
+        f", SHA-256 {info['sha256']}" if info["sha256"] else ""
+    )
+    error = info["test_error"]
+    shown = "not recorded" if error is None else f"{100 * error:.2f} %"
+    model = (
+        f'Model <strong id="model-name">{html.escape(info["model"])}</strong>, '
+        f'test error <strong id="test-error">{html.escape(shown)}</strong>'
+    )
     page = (STATIC / "index.html").read_text(encoding="utf-8")
-    return page.replace("<!--weights-->", html.escape(label), 1)
+    return page.replace("<!--model-->", model, 1).replace("<!--weights-->", html.escape(label), 1)
+
+
+def preview_png(x: Any) -> str:
+    """The model's (1, 28, 28, 1) input as a data-URL PNG, 8-bit grey: value x 255, which
+    is exact for the preprocessed digits (their values are k / 255)."""
+    import base64
+
+    import numpy as np
+    from PIL import Image
+
+    a = np.asarray(x, dtype=np.float32).reshape(x.shape[1], x.shape[2])
+    grey = np.rint(np.clip(a, 0.0, 1.0) * 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(grey, "L").save(buf, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def decode_picture(body: bytes) -> tuple[Any, str]:
+    """An encoded picture's model input and its preview (`preview_png`); ImageError when
+    it is not a PNG or JPEG digit within MAX_PIXELS."""
+    from arraynet.io.images import digit_from_bytes
+
+    x = digit_from_bytes(body, "body", FORMATS, MAX_PIXELS)
+    return x, preview_png(x)
+
+
+class Service:
+    """The app's request handlers, over one `Pipeline` and the page, the health answer,
+    the model facts and the ONNX export made once at start."""
+
+    def __init__(self, pipeline: Pipeline, onnx_bytes: bytes | None, info: dict) -> None:
+        from arraynet.io.images import ImageError
+
+        self.pipeline, self.onnx_bytes, self.info = pipeline, onnx_bytes, info
+        self.health = {"status": "ok", "model": info["weights"], "browser": onnx_bytes is not None}
+        if info["sha256"] is not None:
+            self.health["sha256"] = info["sha256"]
+        self.page = index_page(info)
+        self.favicon = (STATIC / "favicon.svg").read_bytes()
+        self.image_error = ImageError
+
+    async def index(self, request: Any) -> Any:
+        from starlette.responses import HTMLResponse
+
+        return HTMLResponse(self.page)
+
+    async def healthz(self, request: Any) -> Any:
+        from starlette.responses import JSONResponse
+
+        return JSONResponse(self.health)
+
+    async def model_info(self, request: Any) -> Any:
+        from starlette.responses import JSONResponse
+
+        return JSONResponse(self.info)
+
+    async def favicon_ico(self, request: Any) -> Any:
+        from starlette.responses import Response
+
+        return Response(self.favicon, media_type="image/svg+xml")
+
+    async def model_onnx(self, request: Any) -> Any:
+        from starlette.responses import Response
+
+        if self.onnx_bytes is None:
+            return _error(404, "the in-browser mode is off (onnxruntime-web or onnx missing)")
+        return Response(self.onnx_bytes, media_type="application/octet-stream")
+
+    async def predict(self, request: Any) -> Any:
+        from starlette.responses import JSONResponse
+
+        pipeline = self.pipeline
+        if not pipeline.admit():
+            return _busy(f"the server is busy ({pipeline.max_in_flight} predictions under way)")
+        try:
+            body = await _read_body(request)
+            if body is None:
+                return _error(413, f"the body must be an image of at most {MAX_BYTES:,} bytes")
+            try:
+                x, preview = await pipeline.decode(body)
+            except self.image_error as e:
+                return _error(STATUS.get(e.reason, 400), str(e))
+            except Busy as e:
+                return _busy(str(e))
+            try:
+                probs = await pipeline.predict(x)
+            except Exception as e:  # a bug: logged, and a JSON answer with the headers
+                logging.getLogger(__name__).exception("the model failed")
+                return _error(500, f"the model failed: {type(e).__name__}: {e}")
+        finally:
+            pipeline.release()
+        digit = max(range(len(probs)), key=probs.__getitem__)
+        return JSONResponse({"digit": digit, "probabilities": probs, "input_png": preview})
+
+    async def http_error(self, request: Any, exc: Exception) -> Any:
+        from starlette.exceptions import HTTPException
+
+        assert isinstance(exc, HTTPException)
+        return _error(exc.status_code, str(exc.detail))
 
 
 def create_app(
@@ -381,10 +509,13 @@ def create_app(
     max_batch: int = MAX_BATCH,
     decode_workers: int = DECODE_WORKERS,
     max_large: int = MAX_LARGE_IN_FLIGHT,
+    meta: dict | None = None,
 ) -> Any:
     """The app serving a built model (its last layer a softmax); `browser` offers the
-    in-browser mode when it can run; `sha256` (of the weights file) is shown at /healthz
-    and on the page. Host headers naming loopback or `allowed_hosts` ("*": any) are
+    in-browser mode when it can run; `sha256` (of the weights file) is shown at /healthz,
+    /info and on the page; `meta` (the record saved with the weights, `load_model`'s
+    second answer) gives the model's name and test error at /info and in the page's
+    header. Host headers naming loopback or `allowed_hosts` ("*": any) are
     answered; beyond `max_in_flight` predictions at once (or `max_large` pictures of over
     LARGE_PIXELS), a 503; the model runs on batches of at most `max_batch` pictures,
     decoded by `decode_workers` threads (the large ones by one more)."""
@@ -394,61 +525,13 @@ def create_app(
     applications = _need("starlette.applications")
     from starlette.exceptions import HTTPException
     from starlette.middleware import Middleware
-    from starlette.requests import Request
-    from starlette.responses import HTMLResponse, JSONResponse, Response
-
-    error, busy = _error, _busy
     from starlette.routing import Mount, Route
     from starlette.staticfiles import StaticFiles
-
-    from arraynet.io.images import ImageError
 
     allowed = allowed_host_names(allowed_hosts)
     pipeline = Pipeline(Predictor(model), max_in_flight, max_batch, decode_workers, max_large)
     onnx_bytes = browser_model(model) if browser else None
-    health = {"status": "ok", "model": name, "browser": onnx_bytes is not None}
-    if sha256 is not None:
-        health["sha256"] = sha256
-    page = index_page(name, sha256)
-    too_big = f"the body must be an image of at most {MAX_BYTES:,} bytes"
-
-    async def index(request: Request) -> HTMLResponse:
-        return HTMLResponse(page)
-
-    async def healthz(request: Request) -> JSONResponse:
-        return JSONResponse(health)
-
-    async def model_onnx(request: Request) -> Response:
-        if onnx_bytes is None:
-            return error(404, "the in-browser mode is off (onnxruntime-web or onnx missing)")
-        return Response(onnx_bytes, media_type="application/octet-stream")
-
-    async def predict(request: Request) -> JSONResponse:
-        if not pipeline.admit():
-            return busy(f"the server is busy ({pipeline.max_in_flight} predictions under way)")
-        try:
-            body = await _read_body(request)
-            if body is None:
-                return error(413, too_big)
-            try:
-                x = await pipeline.decode(body)
-            except ImageError as e:
-                return error(STATUS.get(e.reason, 400), str(e))
-            except Busy as e:
-                return busy(str(e))
-            try:
-                probs = await pipeline.predict(x)
-            except Exception as e:  # a bug: logged, and a JSON answer with the headers
-                logging.getLogger(__name__).exception("the model failed")
-                return error(500, f"the model failed: {type(e).__name__}: {e}")
-        finally:
-            pipeline.release()
-        digit = max(range(len(probs)), key=probs.__getitem__)
-        return JSONResponse({"digit": digit, "probabilities": probs})
-
-    async def http_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, HTTPException)
-        return error(exc.status_code, str(exc.detail))
+    service = Service(pipeline, onnx_bytes, model_info(name, sha256, meta))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
@@ -456,16 +539,18 @@ def create_app(
         await asyncio.to_thread(pipeline.close)
 
     routes = [
-        Route("/", index),
-        Route("/healthz", healthz),
-        Route("/predict", predict, methods=["POST"]),
-        Route("/model.onnx", model_onnx),
+        Route("/", service.index),
+        Route("/healthz", service.healthz),
+        Route("/info", service.model_info),
+        Route("/favicon.ico", service.favicon_ico),
+        Route("/predict", service.predict, methods=["POST"]),
+        Route("/model.onnx", service.model_onnx),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     app = applications.Starlette(
         routes=routes,
         middleware=[Middleware(Guard, allowed=allowed)],
-        exception_handlers={HTTPException: http_error},
+        exception_handlers={HTTPException: service.http_error},
         lifespan=lifespan,
     )
     app.state.pipeline = pipeline
@@ -539,9 +624,11 @@ def run_server(
     name: str = "model",
     sha256: str | None = None,
     allowed_hosts: Iterable[str] | None = None,
+    meta: dict | None = None,
 ) -> None:
-    """Serve the page and the API with uvicorn until interrupted. Bound to a non-loopback
-    address, it says so on stderr and answers that address (and `host`) as a Host too."""
+    """Serve the page and the API with uvicorn until interrupted (`meta`: the weights'
+    record, see `create_app`). Bound to a non-loopback address, it says so on stderr and
+    answers that address (and `host`) as a Host too."""
     uvicorn = _need("uvicorn")
     hosts = list(allowed_hosts or ())
     allowed_host_names(hosts)  # a bad name is an error before the socket opens
@@ -552,12 +639,12 @@ def run_server(
     if warning is not None:
         hosts += [bound[0]] + ([host] if host_name(host) is not None else [])
     try:
-        app = create_app(model, name, sha256=sha256, allowed_hosts=hosts)
+        app = create_app(model, name, sha256=sha256, allowed_hosts=hosts, meta=meta)
     except BaseException:
         sock.close()
         raise
-    if warning is not None:
-        print(warning, file=sys.stderr, flush=True)
+    if warning is not None:  # a WARNING: on stderr by default (arraynet.log)
+        get_logger(__name__).warning("%s", warning)
     print(f"serving {name} on http://{where}:{bound[1]}/ (Ctrl-C stops)", flush=True)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     server.run(sockets=[sock])

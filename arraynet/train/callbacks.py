@@ -12,6 +12,8 @@ from __future__ import annotations
 import csv
 import io
 import os
+import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -137,8 +139,10 @@ def recipe_callbacks(recipe: Any) -> list[Callback]:
 
 
 def format_row(row: dict) -> str:
-    """One epoch's line: lr, loss, validation figures, time, speed."""
+    """One epoch's line: lr, loss (and accuracy), validation figures, time, speed."""
     parts = [f"epoch {row['epoch']:>3}", f"lr {row['lr']:.2e}", f"loss {row['train_loss']:.4f}"]
+    if "accuracy" in row:  # (fit's metrics=["accuracy"])
+        parts.append(f"acc {100 * row['accuracy']:.2f}%")
     if "val_loss" in row:
         parts += [f"val_loss {row['val_loss']:.4f}", f"val_err {100 * row['val_error']:.2f}%"]
     parts += [f"{row['seconds']:.1f}s", f"{row['img_per_s'] or 0:,.0f} img/s"]
@@ -151,16 +155,179 @@ AT_CHANCE = ("warning: the training loss is no better than chance; the network m
              "(every ReLU off); another --seed usually trains")  # fmt: skip
 
 
+class TrainingWarning(UserWarning):
+    """A training run that goes on but likely needs a look (e.g. a loss no better than
+    chance). `warnings.filterwarnings("ignore", category=arraynet.TrainingWarning)`
+    silences them."""
+
+
+def warn_at_chance(t: Training, row: dict) -> None:
+    """A TrainingWarning when the epoch's loss is no better than chance (at most once an
+    epoch, whichever callback notices first; Python's default filter then shows it once);
+    the CLI prints `AT_CHANCE` instead."""
+    if row.get("at_chance") and getattr(t, "_warned_at_chance", None) != row["epoch"]:
+        t._warned_at_chance = row["epoch"]
+        warnings.warn(
+            "the training loss is no better than chance; the network may have died (every "
+            "ReLU off); another seed= usually trains",
+            TrainingWarning,
+            stacklevel=1,
+        )
+
+
+class ChanceWarning(Callback):
+    """Warns (`TrainingWarning`) when an epoch's loss is no better than chance: fit adds
+    it whatever its `verbose`."""
+
+    def on_epoch_end(self, t: Training, row: dict) -> None:
+        warn_at_chance(t, row)
+
+
 class Progress(Callback):
-    """Prints one line per epoch (and a warning when the loss is no better than chance)."""
+    """Prints one line per epoch (fit's verbose=2); a loss no better than chance is a
+    `TrainingWarning`."""
 
     def __init__(self, print_fn: Callable[[str], Any] = print) -> None:
         self.print = print_fn
 
     def on_epoch_end(self, t: Training, row: dict) -> None:
         self.print(format_row(row))
-        if row.get("at_chance"):
-            self.print(AT_CHANCE)
+        warn_at_chance(t, row)
+
+
+class ProgressBar(Progress):
+    """fit's verbose=1: a per-batch progress bar (rich) while each epoch trains, then the
+    epoch's line as `Progress` prints it. The bar shows in a terminal or a notebook
+    (`console`, default rich's on stdout, says which it is); elsewhere (a log, a pipe)
+    only the lines are printed. It reads nothing from the device: it counts the batches
+    the loop reports. `close()` ends the bar (fit calls it even when training fails)."""
+
+    def __init__(self, print_fn: Callable[[str], Any] = print, console: Any = None) -> None:
+        super().__init__(print_fn)
+        self.console = console
+        self.bar: Any = None
+        self.task: Any = None
+
+    def on_train_begin(self, t: Training) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+        from rich.progress import Progress as Bar
+
+        con = self.console or Console()
+        self.bar = Bar(
+            TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("batches"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=con,
+            transient=True,
+            disable=not (con.is_terminal or con.is_jupyter),
+        )
+        self.bar.start()
+
+    def on_epoch_begin(self, t: Training, epoch: int, n: int) -> None:
+        steps = -(-n // t.recipe.batch_size)
+        self.task = self.bar.add_task("train", total=steps, epoch=epoch + 1,
+                                      epochs=t.recipe.epochs)  # fmt: skip
+
+    def on_batch_end(self, t: Training, batch: int, size: int) -> None:
+        self.bar.update(self.task, completed=batch)
+
+    def on_epoch_end(self, t: Training, row: dict) -> None:
+        if self.task is not None:
+            self.bar.refresh()  # (the full bar, once: updates redraw at most 10 times a second)
+            self.bar.remove_task(self.task)
+            self.task = None
+        super().on_epoch_end(t, row)
+
+    def on_train_end(self, t: Training) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+
+class Accuracy(Callback):
+    """fit's `metrics=["accuracy"]`: the share of training predictions that hit while
+    each epoch trains (Keras's "accuracy"), counted on the device by the model
+    (`Network.train_hits`) and read once at the epoch's end into the row's "accuracy"."""
+
+    def __init__(self) -> None:
+        self.seen = 0
+
+    def on_epoch_begin(self, t: Training, epoch: int, n: int) -> None:
+        b = t.backend
+        t.model.train_hits = b.xp.zeros((), dtype=t.model.dtype, device=b.device)
+        self.seen = 0
+
+    def on_batch_end(self, t: Training, batch: int, size: int) -> None:
+        self.seen += size  # (all ranks' images)
+
+    def on_epoch_end(self, t: Training, row: dict) -> None:
+        hits = float(t.backend.to_host(t.model.train_hits))
+        t.model.train_hits = None
+        if t.parallel is not None:
+            (hits,) = t.parallel.sum_floats([hits])
+        row["accuracy"] = hits / self.seen if self.seen else 0.0
+
+    def on_train_end(self, t: Training) -> None:
+        t.model.train_hits = None
+
+    def checkpoint_state(self, t: Training) -> dict:
+        """Nothing to keep; defined so the callback runs before the checkpoint, which
+        then saves the row with its accuracy (`Training.end_epoch`)."""
+        return {}
+
+
+class History(list):
+    """What `Sequential.fit` returns: the run's rows, one dict per epoch (a list, as
+    before: `history[-1]["train_loss"]`, `len(history)`), with Keras's views:
+
+    - `history`: metric name -> per-epoch list: "loss", "val_loss" (with validation
+      data), and for each name in fit's `metrics` (e.g. "accuracy") that name and
+      "val_" + it; a value an epoch lacks is None.
+    - `epoch`: the epochs' numbers, 0-based as Keras counts them.
+    - `rows`: the rows themselves (every column: lr, val_error, seconds ...).
+    - `params`: fit's settings (epochs, batch_size, steps, verbose); `model`: the model.
+    """
+
+    def __init__(self, rows: Any = (), metrics: Any = (), params: dict | None = None) -> None:
+        super().__init__(rows)
+        self.metrics = list(metrics)
+        self.params = dict(params or {})
+        self.model: Any = None
+
+    @property
+    def rows(self) -> list[dict]:
+        return list(self)
+
+    @property
+    def epoch(self) -> list[int]:
+        return [r["epoch"] - 1 for r in self]
+
+    @property
+    def history(self) -> dict[str, list]:
+        out = {"loss": [r.get("train_loss") for r in self]}
+        for m in self.metrics:
+            out[m] = [r.get("accuracy") for r in self]
+        if any("val_loss" in r for r in self):
+            out["val_loss"] = [r.get("val_loss") for r in self]
+            for m in self.metrics:
+                out[f"val_{m}"] = [
+                    1.0 - r["val_error"] if r.get("val_error") is not None else None for r in self
+                ]
+        return out
 
 
 class Hooks(Callback):
@@ -236,7 +403,11 @@ def write_history_csv(path: str | os.PathLike, history: list[dict]) -> None:
 
 class TensorBoard(Callback):
     """Per-epoch scalars for TensorBoard (tensorboardX, the `tensorboard` extra):
-    train/loss, val/error, val/loss, lr, img_per_s, at the epoch number (1-based)."""
+    train/loss, val/error, val/loss, lr, img_per_s, at the epoch number (1-based).
+
+    Each run writes into its own subfolder of `logdir`, so that runs sharing a logdir stay
+    apart in TensorBoard: `run_name`, else the run folder's name (a resumed run goes on in
+    its subfolder), else `run-<date>-<time>` (with a suffix when that exists)."""
 
     order = 50
     TAGS: ClassVar[dict[str, str]] = {
@@ -244,7 +415,7 @@ class TensorBoard(Callback):
         "lr": "lr", "img_per_s": "img_per_s",
     }  # fmt: skip
 
-    def __init__(self, logdir: str | os.PathLike) -> None:
+    def __init__(self, logdir: str | os.PathLike, run_name: str | None = None) -> None:
         try:
             from tensorboardX import SummaryWriter
         except ImportError:
@@ -252,13 +423,32 @@ class TensorBoard(Callback):
                 "TensorBoard logs need tensorboardX: uv sync --extra tensorboard "
                 "(or pip install tensorboardX)"
             ) from None
+        if run_name is not None and (not run_name or Path(run_name).name != run_name):
+            raise ValueError(f"run_name wants a folder name, not {run_name!r}")
         self.logdir = Path(logdir)
+        self.run_name = run_name
+        self.run_dir: Path | None = None  # logdir / the run's subfolder, once training starts
         self._writer_type = SummaryWriter
         self.writer: Any = None
 
+    def _subfolder(self, t: Training) -> str:
+        if self.run_name is not None:
+            return self.run_name
+        for cb in t.callbacks:
+            folder = getattr(cb, "folder", None) if getattr(cb, "saves_run", False) else None
+            if folder is not None:
+                return folder.path.resolve().name
+        stamp = time.strftime("run-%Y%m%d-%H%M%S")
+        name, k = stamp, 1
+        while (self.logdir / name).exists():
+            k += 1
+            name = f"{stamp}-{k}"
+        return name
+
     def on_train_begin(self, t: Training) -> None:
         check_writable_dir(self.logdir, "--logdir")
-        self.writer = self._writer_type(str(self.logdir))
+        self.run_dir = self.logdir / self._subfolder(t)
+        self.writer = self._writer_type(str(self.run_dir))
 
     def on_epoch_end(self, t: Training, row: dict) -> None:
         for key, tag in self.TAGS.items():
@@ -290,16 +480,22 @@ class ModelCheckpoint(Callback):
 
 __all__ = [
     "SWA",
+    "Accuracy",
     "CSVLogger",
     "Callback",
+    "ChanceWarning",
     "EarlyStopping",
+    "History",
     "Hooks",
     "ModelCheckpoint",
     "Progress",
+    "ProgressBar",
     "TensorBoard",
+    "TrainingWarning",
     "check_writable_dir",
     "check_writable_file",
     "format_row",
     "recipe_callbacks",
+    "warn_at_chance",
     "write_history_csv",
 ]

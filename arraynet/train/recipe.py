@@ -14,6 +14,32 @@ FLAGS = (
     "ema", "warmup", "swa_from", "distill", "min_delta", "patience", "elastic",
 )  # fmt: skip
 
+# How `Recipe.validate` words its messages: "cli" for `arraynet train`'s flags, "api" for
+# `Sequential.fit`'s keywords; in "api" a setting fit has no keyword for is named as the
+# recipe's field (API_NAMES), the others as `name=`.
+API_NAMES = {
+    "aug_p": "augment=", "elastic": "augment['elastic']", "augment": "augment=",
+    "monitor": "recipe.monitor", "swa_from": "recipe.swa_from", "distill": "recipe.distill",
+    "early_stopping": "recipe.early_stopping", "min_delta": "recipe.early_stopping[0]",
+    "patience": "recipe.early_stopping[1]", "zoom": "augment['zoom']",
+    "rotation": "augment['rotation']", "shift": "augment['shift']",
+}  # fmt: skip
+WORDS = {
+    "cli": {
+        "epochs": "--epochs",
+        "swa": "--swa-from averages the weights itself: turn off --ema and early stopping "
+        "(--patience 0)",
+        "monitor": "--monitor val_loss needs a validation split (--val-split N)",
+    },
+    "api": {
+        "epochs": "epochs=",
+        "swa": "recipe.swa_from averages the weights itself: turn off ema= and "
+        "recipe.early_stopping",
+        "monitor": "recipe.monitor 'val_loss' needs validation data (validation_data= or "
+        "validation_split=)",
+    },
+}
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -42,16 +68,24 @@ class Recipe:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def validate(self, validation: bool | None = None) -> Recipe:
+    def validate(self, validation: bool | None = None, words: str = "cli") -> Recipe:
         """The recipe itself, or a ValueError naming the first setting out of range.
-        `validation` tells whether the run has validation data (None: not known yet)."""
+        `validation` tells whether the run has validation data (None: not known yet).
+        `words`: "cli" names settings by their command-line flags (`--lr`), "api" by
+        `Sequential.fit`'s keywords (`lr=`) or the recipe's fields (`recipe.swa_from`)."""
         from arraynet.losses import LOSSES
         from arraynet.optimizers import OPTIMIZERS
         from arraynet.schedules import NAMES
 
+        if words not in WORDS:
+            raise ValueError(f"words wants one of {', '.join(WORDS)}, not {words!r}")
+        say = WORDS[words]
+
         def bad(name: str, want: str, value: Any) -> ValueError:
             flag = name.split()[0]
-            if flag in FLAGS:  # settings with a command-line flag are named by it
+            if words == "api":
+                name = API_NAMES.get(flag, f"{flag}=") + name[len(flag) :]
+            elif flag in FLAGS:  # settings with a command-line flag are named by it
                 name = f"--{flag.replace('_', '-')}" + name[len(flag) :]
             return ValueError(f"{name} wants {want}, not {value!r}")
 
@@ -88,12 +122,11 @@ class Recipe:
             number("min_delta", self.early_stopping[0], 0.0, 1.0)
             count("patience", self.early_stopping[1], 1)
         if self.swa_from > self.epochs:
-            raise bad("swa_from", f"an epoch up to --epochs ({self.epochs})", self.swa_from)
+            raise bad("swa_from", f"an epoch up to {say['epochs']} ({self.epochs})", self.swa_from)
         if self.swa_from and (self.ema or self.early_stopping):
-            raise ValueError("--swa-from averages the weights itself: turn off --ema and early "
-                             "stopping (--patience 0)")  # fmt: skip
+            raise ValueError(say["swa"])
         if self.monitor == "val_loss" and validation is False:
-            raise ValueError("--monitor val_loss needs a validation split (--val-split N)")
+            raise ValueError(say["monitor"])
         aug = self.augment
         missing = [k for k in ("zoom", "rotation", "shift") if k not in aug]
         if missing:
