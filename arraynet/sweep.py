@@ -126,6 +126,12 @@ def run_sweep(
     """Run `trials` on Ray Tune (`ray='local'` starts Ray here with `num_cpus`, one CPU a
     trial; otherwise it is the address of a running cluster); writes out/results.json and
     out/results.csv and returns the rows, in plan order."""
+    # Ray reads these when it is imported. Under `uv run`, Ray would otherwise build each
+    # worker a fresh environment from the project with uv (a copy of the work tree, with
+    # uv's default groups only: no Ray in it, so every worker dies at start).
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # (verbose=0 then prints nothing)
+    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     try:
         import ray as ray_mod
         from ray import tune
@@ -133,9 +139,6 @@ def run_sweep(
         msg = f"sweeps need Ray Tune ({e}); install: pip install 'arraynet[sweep]'"
         raise ValueError(msg) from None
     out.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # (verbose=0 then prints nothing)
-    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")  # (no copy of the work tree)
     data = str(Path(data_dir).resolve()) if data_dir else os.environ.get("ARRAYNET_DATA")
     env = {"ARRAYNET_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
     if data:
