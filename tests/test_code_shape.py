@@ -1,5 +1,6 @@
 """The house keeps its shape: no function in `arraynet/` grows past about 100 lines (a
-habit, like ruff; split one that does into helpers with names that explain them)."""
+habit, like ruff; split one that does into helpers with names that explain them), and
+NumPy is imported only where CONTRIBUTING.md's Array-API rules allow it."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "arraynet"
 MAX_LINES = 110  # "about 100": a command's typer option list may take it a little over
+NUMPY_HOMES = ("backends", "data", "io", "parallel")  # (weight I/O is in io/)
 
 
 def long_functions(root: Path, limit: int) -> list[str]:
@@ -44,3 +46,32 @@ def test_methods_count_too(tmp_path, limit):
     (tmp_path / "pkg").mkdir()
     (tmp_path / "pkg" / "c.py").write_text(f"class C:\n    def m(self):\n{body}\n")
     assert long_functions(tmp_path / "pkg", limit) == ["pkg/c.py:2 m (13 lines)"]
+
+
+def numpy_importers(root: Path) -> list[str]:
+    """Modules under `root` that import NumPy anywhere (lazily inside a function too)."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            if any(n == "numpy" or n.startswith("numpy.") for n in names):
+                found.append(path.relative_to(root).as_posix())
+                break
+    return found
+
+
+def test_numpy_is_imported_only_in_its_homes():
+    outside = [m for m in numpy_importers(PACKAGE) if m.split("/")[0] not in NUMPY_HOMES]
+    assert outside == [], "layer, training and serving code takes its namespace from its inputs"
+
+
+def test_the_numpy_check_sees_a_lazy_import(tmp_path):
+    (tmp_path / "layers").mkdir()
+    (tmp_path / "layers" / "x.py").write_text("def f():\n    import numpy.linalg as la\n")
+    (tmp_path / "io").mkdir()
+    (tmp_path / "io" / "y.py").write_text("import math\n")
+    assert numpy_importers(tmp_path) == ["layers/x.py"]

@@ -163,3 +163,17 @@ def _shift(a: np.ndarray, dy: int, dx: int) -> np.ndarray:
     xs, xd = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
     out[yd, xd] = a[ys, xs]
     return out
+
+
+def preview_png(x: Any) -> str:
+    """The model's (1, 28, 28, 1) input as a data-URL PNG, 8-bit grey: value x 255, which
+    is exact for the preprocessed digits (their values are k / 255)."""
+    import base64
+
+    from PIL import Image
+
+    a = np.asarray(x, dtype=np.float32).reshape(x.shape[1], x.shape[2])
+    grey = np.rint(np.clip(a, 0.0, 1.0) * 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(grey, "L").save(buf, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import html
-import io
 import ipaddress
 import logging
 import mimetypes
@@ -400,25 +399,10 @@ def index_page(info: dict[str, Any]) -> str:
     return page.replace("<!--model-->", model, 1).replace("<!--weights-->", html.escape(label), 1)
 
 
-def preview_png(x: Any) -> str:
-    """The model's (1, 28, 28, 1) input as a data-URL PNG, 8-bit grey: value x 255, which
-    is exact for the preprocessed digits (their values are k / 255)."""
-    import base64
-
-    import numpy as np
-    from PIL import Image
-
-    a = np.asarray(x, dtype=np.float32).reshape(x.shape[1], x.shape[2])
-    grey = np.rint(np.clip(a, 0.0, 1.0) * 255).astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(grey, "L").save(buf, "PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
 def decode_picture(body: bytes) -> tuple[Any, str]:
     """An encoded picture's model input and its preview (`preview_png`); ImageError when
     it is not a PNG or JPEG digit within MAX_PIXELS."""
-    from arraynet.io.images import digit_from_bytes
+    from arraynet.io.images import digit_from_bytes, preview_png
 
     x = digit_from_bytes(body, "body", FORMATS, MAX_PIXELS)
     return x, preview_png(x)

@@ -31,6 +31,7 @@ class Callback:
 
     order = 0
     saves_run = False  # True for the checkpoint (ModelCheckpoint)
+    writes_row = False  # True: adds to the epoch's row, so it runs before the checkpoint
 
     def on_train_begin(self, t: Training) -> None: ...
     def on_epoch_begin(self, t: Training, epoch: int, n: int) -> None: ...
@@ -263,6 +264,8 @@ class Accuracy(Callback):
     each epoch trains (Keras's "accuracy"), counted on the device by the model
     (`Network.train_hits`) and read once at the epoch's end into the row's "accuracy"."""
 
+    writes_row = True  # the checkpoint saves the row with its accuracy
+
     def __init__(self) -> None:
         self.seen = 0
 
@@ -283,11 +286,6 @@ class Accuracy(Callback):
 
     def on_train_end(self, t: Training) -> None:
         t.model.train_hits = None
-
-    def checkpoint_state(self, t: Training) -> dict:
-        """Nothing to keep; defined so the callback runs before the checkpoint, which
-        then saves the row with its accuracy (`Training.end_epoch`)."""
-        return {}
 
 
 class History(list):

@@ -108,7 +108,8 @@ class Training:
 
     At an epoch's end the callbacks run in three groups: first those whose state the
     checkpoint keeps (the recipe's weight averaging and early stopping, and any callback
-    with `checkpoint_arrays`/`checkpoint_state`), then the checkpoint (`saves_run`), then
+    with `checkpoint_arrays`/`checkpoint_state`) or that add to the row (`writes_row`),
+    then the checkpoint (`saves_run`), then
     the rest (progress, CSV and TensorBoard logs ...), so a logger that fails cannot lose
     the epoch. Within a group: the recipe's first, then `callbacks` in the order given,
     then by `order`."""
@@ -200,7 +201,8 @@ class Training:
 
 
 def _group(cb: Any) -> int:
-    """0: a callback whose state the checkpoint keeps; 1: the checkpoint; 2: the rest."""
+    """0: a callback whose state the checkpoint keeps, or that adds to the epoch's row
+    (`writes_row`); 1: the checkpoint; 2: the rest."""
     from arraynet.train.callbacks import Callback
 
     if getattr(cb, "saves_run", False):
@@ -210,7 +212,7 @@ def _group(cb: Any) -> int:
         getattr(kind, name, None) is not getattr(Callback, name)
         for name in ("checkpoint_arrays", "checkpoint_state", "restore")
     )
-    return 0 if keeps else 2
+    return 0 if keeps or getattr(cb, "writes_row", False) else 2
 
 
 def run_epoch(t: Training) -> dict:
