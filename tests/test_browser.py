@@ -139,9 +139,18 @@ def _shows_what_the_model_saw(page, body: bytes) -> None:
     from arraynet.io.images import digit_from_bytes
 
     want = digit_from_bytes(body).ravel()
-    shown = page.evaluate("window.lastAnswer")
+    # The page asks while the stroke is drawn too: wait (up to 10 s) for the answer to the
+    # finished drawing, whose request may still be in flight when the digit first shows.
+    deadline = time.monotonic() + 10
+    while True:
+        shown = page.evaluate("window.lastAnswer")
+        seen = page.evaluate(SEEN_PIXELS)
+        done = np.allclose(shown["input"], want, atol=1e-6) and np.allclose(seen, want, atol=1e-6)
+        if done or time.monotonic() > deadline:
+            break
+        page.wait_for_timeout(100)
     np.testing.assert_allclose(shown["input"], want, atol=1e-6)
-    np.testing.assert_allclose(page.evaluate(SEEN_PIXELS), want, atol=1e-6)
+    np.testing.assert_allclose(seen, want, atol=1e-6)
     assert want.max() > 0.5 and want.sum() > 20  # white ink on black
 
 
