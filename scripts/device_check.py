@@ -1,5 +1,7 @@
-"""One short GPU check: device, parity of every zoo layout, m12 speed against PyTorch (arraynet
-on CuPy and on torch CUDA tensors), column sums (sum(axis=0) against products with ones),
+"""One short GPU check: the GPU-marked kernel tests, device, parity of every zoo layout (also
+with arraynet's own CUDA kernels), the own CUDA kernels against the default ones operation by
+operation, m12 speed against PyTorch (arraynet on CuPy with its default and with its own
+kernels, and on torch CUDA tensors), column sums (sum(axis=0) against products with ones),
 host against device random numbers (speed, and the host transfers and synchronisations of
 each training step), and a short m12 training run; everything lands in ONE JSON file,
 `<out>/device_check.json`.
@@ -7,11 +9,34 @@ each training step), and a short m12 training run; everything lands in ONE JSON 
     python scripts/device_check.py                 # CUDA machine: CuPy against NumPy and torch
     python scripts/device_check.py --cpu           # the same steps on NumPy with tiny sizes
 
+Steps, in order (`--steps` picks some):
+
+- gpu_tests: `python -m pytest -m gpu -q -p no:cacheprovider tests/test_kernels.py
+  tests/test_cuda_kernels.py` (the files that exist) in a subprocess: exit code, counts and
+  the output's last 40 lines (on the CPU every test skips; a missing pytest is the step's
+  error and the next step runs);
+- device: the GPU (CuPy's view, nvidia-smi -L) or the CPU;
+- parity: every model, NumPy against CuPy, CuPy with arraynet's own CUDA kernels
+  (ARRAYNET_CUDA_KERNELS=1; label `numpy-vs-cupy+cuda_kernels`) and torch on CUDA; on the
+  CPU against array-api-strict, `cuda-on-cpu` (the same CUDA source built for the host) and
+  torch;
+- kernels: scripts/bench_kernels.py, each hot operation (convolutions of m12 and m14, batch
+  norm, max pooling, softmax cross-entropy, column sums, Adam) with `CudaKernels` against
+  the default kernels at batch 64 and 512: ms per call, default/cuda and max|diff| (CPU:
+  `cuda-on-cpu` against the portable definitions at batch 2);
+- bench: m12 training/evaluation images/s per batch size of arraynet (default kernels),
+  arraynet with its own CUDA kernels, arraynet's layers on torch tensors, and PyTorch eager;
+- reductions, rng: column sums; host against device random numbers;
+- train: a few epochs of m12 (`--train-kernels cuda`: with the own CUDA kernels).
+
+A default GPU run takes about 5-7 minutes on an H100 (the CUDA kernels compile with NVRTC
+on first use, a few seconds); `--cpu` about 1-2 minutes.
+
 Usually started through `scripts/device_check.sh` (which also sets up carried wheels and
 MNIST; see the comment there). Every step is guarded: a failing step records its error in
 the JSON and the next step runs. The JSON is rewritten after every step (and every training
-epoch), so a run killed at its time limit still leaves what it had measured. The exit status
-is 0 when every step ran and parity held, else 1.
+epoch, parity model and kernel case), so a run killed at its time limit still leaves what it
+had measured. The exit status is 0 when every step ran and parity held, else 1.
 
 Sizes come from flags; each flag's default can also be set in the environment as
 DEVICE_CHECK_<FLAG> (e.g. DEVICE_CHECK_BENCH_STEPS=50, DEVICE_CHECK_MODELS=m1,m12).
@@ -27,6 +52,7 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import shlex
 import statistics
 import subprocess
@@ -42,7 +68,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-ALL_MODELS = [f"m{i}" for i in range(1, 14)]
+# every base layout of the zoo (m14: batch norm and stride-2 convolutions, the own CUDA
+# kernels' hot paths)
+ALL_MODELS = [f"m{i}" for i in range(1, 15)]
 
 # Sizes per mode; a flag (or DEVICE_CHECK_<FLAG>) overrides one.
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -56,6 +84,11 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "bench_augment": 1,
         "epochs": 3,
         "train_limit": 0,  # 0: all 60,000 training images
+        "train_kernels": "default",
+        "kernel_batches": "64,512",
+        "kernel_rounds": 5,
+        "kernel_reps": 10,
+        "tests_timeout": 240,
     },
     "cpu": {
         "models": ",".join(ALL_MODELS),
@@ -67,9 +100,17 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "bench_augment": 0,
         "epochs": 1,
         "train_limit": 500,
+        "train_kernels": "default",
+        "kernel_batches": "2",
+        "kernel_rounds": 1,
+        "kernel_reps": 2,
+        "tests_timeout": 240,
     },
 }
 T0 = time.perf_counter()
+STEPS = "gpu_tests,device,parity,kernels,bench,reductions,rng,train"
+GPU_TEST_FILES = ("tests/test_kernels.py", "tests/test_cuda_kernels.py")
+TRAIN_KERNELS = ("default", "cuda")
 
 
 def log(msg: str) -> None:
@@ -108,16 +149,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train-limit", type=int, help="training images (0: all)")
     p.add_argument("--train-out", help="training run folder (default a fresh /tmp folder)")
     p.add_argument(
-        "--steps",
-        default="device,parity,bench,reductions,rng,train",
-        help="which steps to run (comma-separated)",
-    )
+        "--train-kernels", choices=TRAIN_KERNELS,
+        help="default: the backend's default kernels (the measured path); cuda: arraynet's "
+        "own CUDA kernels (CuPy with ARRAYNET_CUDA_KERNELS=1; CPU: cuda-on-cpu, slow)",
+    )  # fmt: skip
+    p.add_argument("--kernel-batches", help="kernels step: comma-separated batch sizes")
+    p.add_argument("--kernel-rounds", type=int, help="kernels step: alternating rounds")
+    p.add_argument("--kernel-reps", type=int, help="kernels step: timed calls per round")
+    p.add_argument("--kernel-ops", help="kernels step: keep the cases matching these words")
+    p.add_argument("--tests-timeout", type=int, help="gpu_tests step: seconds before a kill")
+    p.add_argument("--steps", default=STEPS, help="which steps to run (comma-separated)")
     args = p.parse_args(argv)
     mode = "cpu" if args.cpu else "gpu"
     for key, default in DEFAULTS[mode].items():
         if getattr(args, key) is None:
             env = _env(key)
             setattr(args, key, type(default)(env) if env is not None else default)
+    if args.train_kernels not in TRAIN_KERNELS:
+        p.error(f"--train-kernels (or DEVICE_CHECK_TRAIN_KERNELS) must be one of {TRAIN_KERNELS}")
     args.mode = mode
     args.out = args.out or os.environ.get("OUT") or str(REPO / "runs" / "device_check")
     args.data_dir = args.data_dir or find_mnist()
@@ -186,6 +235,66 @@ class Report:
         return result
 
 
+# -- step 0: the GPU-marked kernel tests -----------------------------------------------------
+_COUNT = re.compile(r"(\d+) (passed|failed|skipped|deselected|xfailed|xpassed|errors?|warnings?)")
+_PLURAL = {"error": "errors", "warning": "warnings"}
+_TOOK = re.compile(r" in [\d.]+s")
+
+
+def pytest_summary(text: str) -> tuple[str | None, dict[str, int]]:
+    """pytest's closing summary line ('3 passed, 42 skipped in 2.81s') and its counts."""
+    for raw in reversed(text.splitlines()):
+        line = raw.strip().strip("=").strip()
+        if line.startswith("no tests ran") or (_COUNT.search(line) and _TOOK.search(line)):
+            counts: dict[str, int] = {}
+            for n, word in _COUNT.findall(line):
+                word = _PLURAL.get(word, word)
+                counts[word] = counts.get(word, 0) + int(n)
+            return line, counts
+    return None, {}
+
+
+def step_gpu_tests(args: argparse.Namespace, rep: Report, ctx: dict) -> None:
+    """`pytest -m gpu` on the kernel test files, in a subprocess of this python from the
+    repo root; on the CPU every GPU-marked test skips (recorded as such)."""
+    files = [f for f in GPU_TEST_FILES if (REPO / f).is_file()]
+    res: dict[str, Any] = {"files": files, "missing": [f for f in GPU_TEST_FILES if f not in files]}
+    rep.doc["gpu_tests"] = res
+    if not files:
+        raise RuntimeError(f"none of {', '.join(GPU_TEST_FILES)} exists")
+    if not _has("pytest"):
+        raise RuntimeError("pytest is not installed for this python (carry its wheels in "
+                           ".wheels/: see scripts/device_check.sh)")  # fmt: skip
+    cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", *files]
+    res["command"] = shlex.join(["python", *cmd[1:]])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    if args.data_dir:
+        env["ARRAYNET_DATA"] = str(args.data_dir)
+    t = time.perf_counter()
+    try:
+        p = subprocess.run(
+            cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, timeout=args.tests_timeout,
+        )  # fmt: skip
+        text, rc = p.stdout, p.returncode
+    except subprocess.TimeoutExpired as e:
+        out = e.output or ""
+        text, rc = out.decode(errors="replace") if isinstance(out, bytes) else out, None
+        res["timed_out_after_s"] = args.tests_timeout
+    summary, counts = pytest_summary(text)
+    res.update(returncode=rc, seconds=round(time.perf_counter() - t, 2), summary=summary,
+               passed=counts.get("passed", 0), failed=counts.get("failed", 0),
+               skipped=counts.get("skipped", 0), errors=counts.get("errors", 0), counts=counts,
+               tail=text.splitlines()[-40:])  # fmt: skip
+    if args.mode == "cpu":
+        res["note"] = "CPU mode: no CUDA device, so the gpu-marked tests skip"
+    log(f"gpu tests: {summary or 'no summary line'} (exit {rc}, {res['seconds']:.1f}s)")
+    if rc not in (0, 5):  # 5: no test collected
+        why = f"timed out after {args.tests_timeout}s" if rc is None else f"exit {rc}"
+        raise RuntimeError(f"gpu tests: {summary or 'no summary line'} ({why})")
+
+
 # -- step 1: the device ----------------------------------------------------------------------
 def step_device(args: argparse.Namespace, rep: Report, ctx: dict) -> None:
     from arraynet.backends import get_backend
@@ -223,6 +332,7 @@ def step_device(args: argparse.Namespace, rep: Report, ctx: dict) -> None:
         info["cores"] = os.cpu_count()
     rep.doc["device"] = b.device_name() if args.mode == "gpu" else f"cpu ({cpu_name()})"
     rep.doc["backend"] = b.name
+    rep.doc["backend_kernels"] = type(b.kernels).__name__  # CudaKernels if ARRAYNET_CUDA_KERNELS=1
     rep.doc["tf32"] = bool(args.tf32)
     log(f"device: {rep.doc['device']}")
 
@@ -236,22 +346,37 @@ def cpu_name() -> str:
 
 
 # -- step 2: parity --------------------------------------------------------------------------
-def parity_pairs(args: argparse.Namespace) -> list[tuple[str, str, str | None]]:
-    """(label, backend, device) of the backends compared with numpy.
+def parity_pairs(args: argparse.Namespace) -> list[tuple[str, str, str | None, bool]]:
+    """(label, backend, device, own CUDA kernels) of the backends compared with numpy.
 
-    On a GPU: CuPy and torch on CUDA (a missing torch is an error there). On the CPU:
-    array-api-strict, and torch on the CPU when it is installed.
+    On a GPU: CuPy (its default kernels, then arraynet's own CUDA kernels) and torch on
+    CUDA (a missing torch is an error there). On the CPU: array-api-strict, cuda-on-cpu
+    (the own CUDA kernels built for the host) and torch on the CPU when it is installed.
     """
     if args.mode == "gpu":
         pairs = [
-            ("numpy-vs-cupy", "cupy", args.device),
-            ("numpy-vs-torch@cuda", "torch", args.device),
+            ("numpy-vs-cupy", "cupy", args.device, False),
+            ("numpy-vs-cupy+cuda_kernels", "cupy", args.device, True),
+            ("numpy-vs-torch@cuda", "torch", args.device, False),
         ]
     else:
-        pairs = [("numpy-vs-array-api-strict", "array-api-strict", None)]
+        pairs = [
+            ("numpy-vs-array-api-strict", "array-api-strict", None, False),
+            ("numpy-vs-cuda-on-cpu", "cuda-on-cpu", None, True),
+        ]
         if _has("torch"):
-            pairs.append(("numpy-vs-torch@cpu", "torch", "cpu"))
+            pairs.append(("numpy-vs-torch@cpu", "torch", "cpu", False))
     return pairs
+
+
+def kernels_env(name: str, own: bool) -> contextlib.AbstractContextManager:
+    """For 'cupy': ARRAYNET_CUDA_KERNELS=1 (own) or unset (default kernels) while the block
+    builds backends, restored afterwards; other backends pick their kernels themselves."""
+    if name != "cupy":
+        return contextlib.nullcontext()
+    from bench_kernels import ENV, env_var
+
+    return env_var(ENV, "1" if own else None)
 
 
 def step_parity(args: argparse.Namespace, rep: Report, ctx: dict) -> None:
@@ -263,15 +388,17 @@ def step_parity(args: argparse.Namespace, rep: Report, ctx: dict) -> None:
     rep.doc["parity"] = parity
     rep.doc["parity_max_abs_diff"] = worst
     rep.doc["parity_ok"] = False
-    all_ok = True
+    rep.doc["parity_cuda_kernels_ok"] = False
+    all_ok = own_ok = True
     for model in models:
         parity[model] = {}
-        for label, name, device in parity_pairs(args):
+        for label, name, device, own in parity_pairs(args):
             try:
-                r = run_parity(
-                    model, ["numpy", name], batch_size=args.parity_batch, tol=args.tol,
-                    data_dir=args.data_dir, devices={name: device} if device else None,
-                )  # fmt: skip
+                with kernels_env(name, own):
+                    r = run_parity(
+                        model, ["numpy", name], batch_size=args.parity_batch, tol=args.tol,
+                        data_dir=args.data_dir, devices={name: device} if device else None,
+                    )  # fmt: skip
                 failed = [
                     f"{x['tensor']}: {x['max_abs_diff']:.3g}" for x in r["rows"] if not x["ok"]
                 ]
@@ -280,8 +407,10 @@ def step_parity(args: argparse.Namespace, rep: Report, ctx: dict) -> None:
                     row["failed"] = failed
             except Exception as e:
                 row = {"ok": False, "max_abs_diff": None, "error": f"{type(e).__name__}: {e}"}
+            row["cuda_kernels"] = own
             parity[model][label] = row
             all_ok &= bool(row["ok"])
+            own_ok &= bool(row["ok"]) or not own
             diff = row["max_abs_diff"]
             shown = "error: " + row["error"] if "error" in row else f"max|diff| {diff:.3e}"
             log(f"parity {model} {label}: {'ok' if row['ok'] else 'FAIL'} ({shown})")
@@ -289,11 +418,56 @@ def step_parity(args: argparse.Namespace, rep: Report, ctx: dict) -> None:
         worst[model] = max(diffs) if diffs else None
         rep.save()
     rep.doc["parity_ok"] = bool(all_ok and models)
+    rep.doc["parity_cuda_kernels_ok"] = bool(own_ok and models)
     rep.doc["parity_tolerance"] = args.tol
     if not all_ok:
         raise RuntimeError("parity failed for " + ", ".join(
             f"{m} {k}" for m, d in parity.items() for k, r in d.items() if not r["ok"]
         ))  # fmt: skip
+
+
+# -- step 2b: the own CUDA kernels, operation by operation -----------------------------------
+def step_kernels(args: argparse.Namespace, rep: Report, ctx: dict) -> None:
+    """scripts/bench_kernels.py: every hot operation with arraynet's own CUDA kernels
+    against the backend's default kernels (CuPy's; on the CPU, cuda-on-cpu against the
+    portable definitions), ms per call, default/cuda and max|diff|, in this process."""
+    from bench_kernels import TOL, kernel_pair, run
+
+    name = "cupy" if args.mode == "gpu" else "cuda-on-cpu"
+    batches = [int(s) for s in str(args.kernel_batches).split(",") if s.strip()]
+    ops = [w.strip() for w in args.kernel_ops.split(",") if w.strip()] if args.kernel_ops else None
+    rows: list[dict] = []
+    res: dict[str, Any] = {
+        "backend": name, "batches": batches, "rounds": args.kernel_rounds,
+        "reps": args.kernel_reps, "ops_filter": ops, "tf32": bool(args.tf32), "rows": rows,
+        "parity_tolerance": f"max_abs_diff <= {TOL} * max(1, max_abs_ref)",
+        "meaning": "ms per call (median over rounds); default_over_cuda > 1: arraynet's own "
+        "CUDA kernel is faster than the default kernels"
+        + ("" if args.mode == "gpu" else " (cuda-on-cpu: timings say nothing about a GPU)"),
+    }  # fmt: skip
+    rep.doc["kernels"] = res
+    b, default, cuda = kernel_pair(name, args.device if args.mode == "gpu" else None,
+                                   bool(args.tf32))  # fmt: skip
+    res.update(default_kernels=type(default).__name__, cuda_kernels=repr(cuda))
+    rep.save()
+
+    def on_row(row: dict) -> None:
+        rows.append(row)
+        rep.save()
+
+    run(b, default, cuda, batches, args.kernel_rounds, args.kernel_reps, ops, on_row=on_row)
+    by_op: dict[str, list[float]] = {}
+    for r in rows:
+        if r.get("default_over_cuda"):
+            by_op.setdefault(r["op"], []).append(r["default_over_cuda"])
+    res["median_default_over_cuda"] = {k: round(statistics.median(v), 3) for k, v in by_op.items()}
+    bad = [f"{r['op']} {r['shape_name']}" for r in rows if "error" in r or not r["ok"]]
+    res["parity_ok"] = bool(rows) and not bad
+    res["failed"] = bad
+    log(f"kernels: median default/cuda per op {res['median_default_over_cuda']}")
+    if bad:
+        raise RuntimeError(f"own CUDA kernels: {len(bad)} of {len(rows)} cases failed or "
+                           f"differ: {', '.join(bad[:8])}")  # fmt: skip
 
 
 # -- step 3: speed against PyTorch -----------------------------------------------------------
@@ -384,15 +558,53 @@ def _bench_arraynet(args: argparse.Namespace, b: Any, bs: int) -> dict:
     )  # fmt: skip
     r.pop("versions", None)
     r.pop("machine", None)
-    log(f"bench {b.name} {args.bench_model} b{bs}: train {r['train_img_per_s']} img/s, "
-        f"eval {r['eval_img_per_s']} img/s")  # fmt: skip
+    log(f"bench {b.name} ({r.get('kernels')}) {args.bench_model} b{bs}: train "
+        f"{r['train_img_per_s']} img/s, eval {r['eval_img_per_s']} img/s")  # fmt: skip
     return r
 
 
+def _bench_row(args: argparse.Namespace, bench: dict, row: str, b: Any, bs: int) -> None:
+    """bench[row]['b<bs>'] = arraynet's images/s on backend `b`, or the error under
+    bench['errors']['<row> b<bs>']."""
+    key = f"b{bs}"
+    try:
+        if b is None:
+            raise RuntimeError("no arraynet backend (the device step failed)")
+        bench[row][key] = _bench_arraynet(args, b, bs)
+    except Exception as e:
+        bench["errors"][f"{row} {key}"] = f"{type(e).__name__}: {e}"
+        log(f"bench {row} {key} FAILED: {e}")
+
+
+def _bench_ratios(bench: dict, key: str) -> None:
+    """Each arraynet row's images/s over PyTorch eager's (`ratios`), and the own CUDA
+    kernels' over the default kernels' (`cuda_kernels_over_default`)."""
+    t = bench["torch"].get(key)
+    a, own = bench["arraynet"].get(key), bench["arraynet_cuda_kernels"].get(key)
+    if a and own:
+        mine = bench["cuda_kernels_over_default"]
+        mine[f"train_{key}"] = round(own["train_img_per_s"] / a["train_img_per_s"], 3)
+        mine[f"eval_b{own['eval_batch_size']}"] = round(
+            own["eval_img_per_s"] / a["eval_img_per_s"], 3
+        )
+    rows = (("", a), ("torch_backend_", bench["arraynet_torch"].get(key)),
+            ("cuda_kernels_", own))  # fmt: skip
+    for prefix, r in rows:
+        if r and t:
+            ratios = bench["ratios"]
+            ratios[f"{prefix}train_{key}"] = round(r["train_img_per_s"] / t["train_img_per_s"], 3)
+            ratios[f"{prefix}eval_b{t['eval_batch_size']}"] = round(
+                r["eval_img_per_s"] / t["eval_img_per_s"], 3
+            )
+
+
 def step_bench(args: argparse.Namespace, rep: Report, ctx: dict) -> None:
-    """arraynet on the check's backend (CuPy on a GPU), arraynet's layers on torch tensors
-    (torch's kernels behind arraynet's contract, same device) and PyTorch eager, per batch
-    size, with the ratios of both arraynet rows to PyTorch's."""
+    """arraynet on the check's backend (CuPy on a GPU), arraynet with its own CUDA kernels
+    (CuPy with ARRAYNET_CUDA_KERNELS=1; CPU: cuda-on-cpu), arraynet's layers on torch
+    tensors (torch's kernels behind arraynet's contract, same device) and PyTorch eager,
+    per batch size, with the ratios of the arraynet rows to PyTorch's."""
+    from bench_kernels import cuda_backend
+
     from arraynet.backends import get_backend
 
     b = ctx.get("backend")
@@ -401,36 +613,38 @@ def step_bench(args: argparse.Namespace, rep: Report, ctx: dict) -> None:
     bench: dict[str, Any] = {
         "model": args.bench_model, "backend": b.name if b else None, "steps": args.bench_steps,
         "warmup": args.bench_warmup, "tf32": bool(args.tf32), "arraynet": {},
-        "arraynet_torch": {}, "torch": {}, "ratios": {}, "errors": {},
+        "arraynet_cuda_kernels": {}, "arraynet_torch": {}, "torch": {}, "ratios": {},
+        "cuda_kernels_over_default": {}, "errors": {},
     }  # fmt: skip
     rep.doc["bench"] = bench
+    dev = args.device if args.mode == "gpu" else "cpu"
+    cb = None
+    try:
+        own = "cupy" if args.mode == "gpu" else "cuda-on-cpu"
+        cb = cuda_backend(own, args.device if own == "cupy" else None, bool(args.tf32))
+        bench["cuda_kernels_backend"] = f"{cb.name} ({cb.kernels!r})"
+    except Exception as e:
+        bench["errors"]["arraynet_cuda_kernels"] = f"{type(e).__name__}: {e}"
     have_torch = _has("torch")
     tb = None
     if have_torch:
         try:
-            dev = args.device if args.mode == "gpu" else "cpu"
             tb = get_backend("torch", dev, tf32=bool(args.tf32))
         except Exception as e:
             bench["errors"]["arraynet_torch"] = f"{type(e).__name__}: {e}"
     for bs in sizes:
         key = f"b{bs}"
-        try:
-            if b is None:
-                raise RuntimeError("no arraynet backend (the device step failed)")
-            bench["arraynet"][key] = _bench_arraynet(args, b, bs)
-        except Exception as e:
-            bench["errors"][f"arraynet {key}"] = f"{type(e).__name__}: {e}"
-            log(f"bench arraynet b{bs} FAILED: {e}")
+        _bench_row(args, bench, "arraynet", b, bs)
         rep.save()
+        if cb is not None:
+            _bench_row(args, bench, "arraynet_cuda_kernels", cb, bs)
+            rep.save()
         if not have_torch:
             bench["errors"][f"torch {key}"] = "torch is not installed (skipped)"
+            _bench_ratios(bench, key)
             continue
         if tb is not None:
-            try:
-                bench["arraynet_torch"][key] = _bench_arraynet(args, tb, bs)
-            except Exception as e:
-                bench["errors"][f"arraynet_torch {key}"] = f"{type(e).__name__}: {e}"
-                log(f"bench arraynet on torch b{bs} FAILED: {e}")
+            _bench_row(args, bench, "arraynet_torch", tb, bs)
             rep.save()
         try:
             t = torch_bench(args, bs)
@@ -440,23 +654,16 @@ def step_bench(args: argparse.Namespace, rep: Report, ctx: dict) -> None:
         except Exception as e:
             bench["errors"][f"torch {key}"] = f"{type(e).__name__}: {e}"
             log(f"bench torch b{bs} FAILED: {e}")
-        t = bench["torch"].get(key)
-        for prefix, a in (("", bench["arraynet"].get(key)),
-                          ("torch_backend_", bench["arraynet_torch"].get(key))):  # fmt: skip
-            if a and t:
-                ratios = bench["ratios"]
-                ratios[f"{prefix}train_{key}"] = round(
-                    a["train_img_per_s"] / t["train_img_per_s"], 3
-                )
-                ratios[f"{prefix}eval_b{t['eval_batch_size']}"] = round(
-                    a["eval_img_per_s"] / t["eval_img_per_s"], 3
-                )
+        _bench_ratios(bench, key)
         rep.save()
     bench["ratio_meaning"] = (
         f"{bench['backend']} images/s divided by PyTorch eager images/s; torch_backend_*: "
-        "arraynet's layers on torch tensors (torch's kernels) divided by PyTorch eager"
+        "arraynet's layers on torch tensors (torch's kernels) divided by PyTorch eager; "
+        "cuda_kernels_*: arraynet with its own CUDA kernels divided by PyTorch eager; "
+        "cuda_kernels_over_default: own CUDA kernels' images/s over the default kernels'"
     )
-    log(f"bench ratios ({bench['backend']}/torch): {bench['ratios']}")
+    log(f"bench ratios ({bench['backend']}/torch): {bench['ratios']}; own CUDA kernels over "
+        f"default: {bench['cuda_kernels_over_default']}")  # fmt: skip
     real = {k: v for k, v in bench["errors"].items() if "skipped" not in v}
     if real:
         raise RuntimeError("; ".join(f"{k}: {v}" for k, v in real.items()))
@@ -603,13 +810,20 @@ def step_train(args: argparse.Namespace, rep: Report, ctx: dict) -> None:
     from arraynet.zoo import recipe_for
 
     b = ctx.get("backend")
+    if args.train_kernels == "cuda":  # arraynet's own CUDA kernels
+        from bench_kernels import cuda_backend
+
+        gpu = args.mode == "gpu"
+        b = cuda_backend("cupy" if gpu else "cuda-on-cpu", args.device if gpu else None,
+                         bool(args.tf32))  # fmt: skip
     if b is None:
         raise RuntimeError("no backend (the device step failed)")
     require_mnist(args)
     recipe = recipe_for(args.train_model).with_overrides(epochs=args.epochs)
     out_dir = args.train_out or tempfile.mkdtemp(prefix="device_check_train_")
     train: dict[str, Any] = {
-        "model": args.train_model, "backend": b.name, "epochs": args.epochs,
+        "model": args.train_model, "backend": b.name, "train_kernels": args.train_kernels,
+        "kernels": type(b.kernels).__name__, "epochs": args.epochs,
         "train_limit": args.train_limit or None, "recipe": recipe.to_dict(), "out_dir": out_dir,
         "epoch_rows": [],
     }  # fmt: skip
@@ -695,6 +909,7 @@ def main(argv: list[str] | None = None) -> int:
         "mode": args.mode,
         "device": None,
         "parity_ok": None,
+        "parity_cuda_kernels_ok": None,
         "command": command,
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "host": {"platform": platform.platform(), "node": platform.node(), "cpus": os.cpu_count()},
@@ -710,8 +925,9 @@ def main(argv: list[str] | None = None) -> int:
     ctx: dict[str, Any] = {}
     rep.step("versions", lambda: doc["versions"].update(versions()))
     log(f"versions: {doc['versions']}")
-    steps = {"device": step_device, "parity": step_parity, "bench": step_bench,
-             "reductions": step_reductions, "rng": step_rng, "train": step_train}  # fmt: skip
+    steps = {"gpu_tests": step_gpu_tests, "device": step_device, "parity": step_parity,
+             "kernels": step_kernels, "bench": step_bench, "reductions": step_reductions,
+             "rng": step_rng, "train": step_train}  # fmt: skip
     for name in args.steps:
         if name not in steps:
             doc["errors"][name] = f"unknown step {name!r}; choose from {', '.join(steps)}"
@@ -720,10 +936,17 @@ def main(argv: list[str] | None = None) -> int:
     doc["status"] = "done"
     doc["total_seconds"] = round(time.perf_counter() - T0, 2)
     rep.save()
+    tests = doc.get("gpu_tests") or {}
+    kernels = doc.get("kernels") or {}
     summary = {
         "device": doc["device"],
+        "gpu_tests": {k: tests.get(k) for k in ("returncode", "passed", "failed", "skipped")},
         "parity_ok": doc["parity_ok"],
+        "parity_cuda_kernels_ok": doc["parity_cuda_kernels_ok"],
+        "kernels_parity_ok": kernels.get("parity_ok"),
+        "kernels_default_over_cuda": kernels.get("median_default_over_cuda"),
         "ratios": (doc.get("bench") or {}).get("ratios"),
+        "cuda_kernels_over_default": (doc.get("bench") or {}).get("cuda_kernels_over_default"),
         "rng_device_over_host": {
             k: v for k, v in (doc.get("rng") or {}).items() if k.endswith("speed")
         },

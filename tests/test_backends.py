@@ -84,7 +84,7 @@ def test_numpy_has_only_cpu():
 
 def test_probe_lists_every_backend():
     rows = {r["backend"]: r for r in probe()}
-    assert set(rows) == {"numpy", "cupy", "torch", "array-api-strict"}
+    assert set(rows) == {"numpy", "cupy", "torch", "array-api-strict", "cuda-on-cpu"}
     assert rows["numpy"]["available"] and rows["numpy"]["devices"] == ["cpu"]
     if not rows["cupy"]["available"]:
         assert "uv sync --extra cuda" in rows["cupy"]["error"] or "CUDA" in rows["cupy"]["error"]

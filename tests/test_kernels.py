@@ -17,6 +17,7 @@ import pytest
 
 from arraynet.backends import get_backend
 from arraynet.backends import numpy_kernels as nk
+from arraynet.backends.cuda_on_cpu import compiler
 from arraynet.backends.kernels import CONTRACT, PAIRS, Kernels, Saved, check_overrides
 from arraynet.layers.conv import same_padding
 from tests.conftest import HAVE_TORCH
@@ -38,6 +39,14 @@ def _torch_cuda() -> bool:
     return torch.cuda.is_available()
 
 
+def _cupy_with_cuda_kernels():
+    from arraynet.backends.cuda_kernels import CudaKernels, CupyRuntime
+
+    b = get_backend("cupy")
+    b.kernels = CudaKernels(CupyRuntime(b.cupy))
+    return b
+
+
 no_torch = "torch is not installed"
 no_cuda = "needs a CUDA device (CuPy or torch with CUDA): none here"
 # (id, backend maker, marks): every kernel class that can run here
@@ -57,6 +66,17 @@ KERNEL_SETS = [
     pytest.param(
         lambda: get_backend("cupy"),
         id="cupy",
+        marks=[pytest.mark.gpu, pytest.mark.skipif(not _cupy_ready(), reason=no_cuda)],
+    ),
+    # arraynet's own CUDA kernels: built for the host here, on CuPy on a GPU
+    pytest.param(
+        lambda: get_backend("cuda-on-cpu"),
+        id="cuda-on-cpu",
+        marks=pytest.mark.skipif(compiler() is None, reason="needs a C++ compiler (g++)"),
+    ),
+    pytest.param(
+        _cupy_with_cuda_kernels,
+        id="cupy-cuda-kernels",
         marks=[pytest.mark.gpu, pytest.mark.skipif(not _cupy_ready(), reason=no_cuda)],
     ),
 ]

@@ -16,6 +16,9 @@ BACKENDS: dict[str, str] = {
     "cupy": "arraynet.backends.cupy_backend",
     "torch": "arraynet.backends.torch_backend",
     "array-api-strict": "arraynet.backends.strict_backend",
+    # arraynet's CUDA kernels compiled for the host, on NumPy arrays: kernel parity without
+    # a GPU (slow: every launch runs its threads one after another)
+    "cuda-on-cpu": "arraynet.backends.cuda_on_cpu",
 }
 NAMES = tuple(BACKENDS)  # the built-in backends
 ALIASES = {"strict": "array-api-strict", "np": "numpy", "cp": "cupy", "pytorch": "torch"}

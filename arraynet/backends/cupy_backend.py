@@ -72,6 +72,15 @@ class CupyBackend(Backend):
         return out
 
 
+def cuda_kernels_requested() -> bool:
+    """Whether ARRAYNET_CUDA_KERNELS=1 asks for arraynet's own CUDA kernels on CuPy
+    (`arraynet.backends.cuda_kernels`: opt-in while no GPU has measured them)."""
+    value = os.environ.get("ARRAYNET_CUDA_KERNELS", "").strip().lower()
+    if value not in ("", "0", "1", "false", "true", "no", "yes", "off", "on"):
+        raise ValueError(f"ARRAYNET_CUDA_KERNELS must be 1 or 0, not {value!r}")
+    return value in ("1", "true", "yes", "on")
+
+
 def cuda_usable() -> bool:
     """True when CuPy imports and sees at least one CUDA device."""
     try:
@@ -111,6 +120,10 @@ def make(device: str | None = None, *, fast: bool = True, threads: int | None = 
     from arraynet.backends.kernels import Kernels
 
     kernels = CupyKernels() if fast else Kernels()
+    if fast and cuda_kernels_requested():
+        from arraynet.backends.cuda_kernels import CudaKernels, CupyRuntime
+
+        kernels = CudaKernels(CupyRuntime(cupy))
     b = CupyBackend(name="cupy", xp=xpc, device=cupy.cuda.Device(index), kernels=kernels)
     b.cupy = cupy
     b.device.use()
