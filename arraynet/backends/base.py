@@ -16,6 +16,12 @@ class BackendUnavailable(RuntimeError):
     """A backend cannot be used here; the message says what to install or fix."""
 
 
+def derived_seed(seed: int, *keys: int) -> int:
+    """An independent 64-bit seed derived from `seed` and `keys` (e.g. a rank and a job
+    size): NumPy's SeedSequence, so nearby inputs give unrelated streams."""
+    return int(np.random.SeedSequence([seed, *keys]).generate_state(1, dtype=np.uint64)[0])
+
+
 class HostRNG:
     """Seeded random numbers drawn on the host with NumPy, then copied to the backend.
 

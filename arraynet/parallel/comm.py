@@ -20,15 +20,15 @@ job of more than one rank.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sys
 import time
 from typing import Any
 
-import numpy as np
-
-from arraynet.backends.base import Array, Backend
+from arraynet.backends.base import Array, Backend, derived_seed
+from arraynet.backends.host import host_buffer, host_copy
 from arraynet.log import get_logger
 
 # (rank, size, local rank, local size) variables, by launcher
@@ -177,7 +177,7 @@ class MPIComm(Communicator):
                 "an all-reduce",
             )
             return flat
-        host = np.ascontiguousarray(backend.to_host(flat))  # staged through the host
+        host = host_copy(backend, flat)  # staged through the host
         self._wait(self.comm.Iallreduce(self.MPI.IN_PLACE, host, op=self.MPI.SUM), "an all-reduce")
         return backend.from_host(host, dtype=flat.dtype)
 
@@ -187,7 +187,7 @@ class MPIComm(Communicator):
                 backend.synchronize()
             self._wait(self.comm.Ibcast(_buffer(flat), root=0), "a broadcast")
             return flat
-        host = np.ascontiguousarray(backend.to_host(flat))
+        host = host_copy(backend, flat)
         self._wait(self.comm.Ibcast(host, root=0), "a broadcast")
         return backend.from_host(host, dtype=flat.dtype)
 
@@ -203,30 +203,28 @@ class MPIComm(Communicator):
         return xp.reshape(self._allreduce_inplace(flat, backend), x.shape)
 
     def sum_floats(self, values: list[float]) -> list[float]:
-        buf = np.asarray(values, dtype=np.float64)
+        buf = host_buffer(values, "float64")
         self._wait(self.comm.Iallreduce(self.MPI.IN_PLACE, buf, op=self.MPI.SUM), "an all-reduce")
         return [float(v) for v in buf]
 
     def bcast_json(self, obj: Any) -> Any:
         data = json.dumps(obj).encode() if self.rank == 0 else b""
-        n = np.array([len(data)], dtype=np.int64)
+        n = host_buffer([len(data)], "int64")
         self._wait(self.comm.Ibcast(n, root=0), "a broadcast")
-        buf = np.frombuffer(data, dtype=np.uint8).copy() if self.rank == 0 else None
-        if buf is None:
-            buf = np.empty(int(n[0]), dtype=np.uint8)
+        buf = host_buffer(data if self.rank == 0 else bytes(int(n[0])))
         self._wait(self.comm.Ibcast(buf, root=0), "a broadcast")
         return json.loads(buf.tobytes().decode())
 
     def gather_json(self, obj: Any) -> list | None:
-        data = np.frombuffer(json.dumps(obj).encode(), dtype=np.uint8)
-        sizes = np.zeros(self.size, dtype=np.int64)
-        mine = np.array([data.size], dtype=np.int64)  # alive until the gather completes
+        data = host_buffer(json.dumps(obj).encode())
+        sizes = host_buffer([0] * self.size, "int64")
+        mine = host_buffer([data.size], "int64")  # alive until the gather completes
         self._wait(self.comm.Igather(mine, sizes, root=0), "a gather")
         recv = None
         if self.rank == 0:
-            recv = np.empty(int(sizes.sum()), dtype=np.uint8)
+            recv = host_buffer(bytes(int(sizes.sum())))
             self._wait(self.comm.Igatherv(data, (recv, sizes), root=0), "a gather")
-            bounds = np.concatenate([[0], np.cumsum(sizes)])
+            bounds = [0, *itertools.accumulate(int(k) for k in sizes)]
             return [
                 json.loads(recv[bounds[i] : bounds[i + 1]].tobytes().decode())
                 for i in range(self.size)
@@ -312,7 +310,7 @@ class NCCLComm(MPIComm):
     def _nccl_type(self, dtype: Any) -> int:
         n = self.nccl
         types = {"float32": n.NCCL_FLOAT32, "float64": n.NCCL_FLOAT64, "float16": n.NCCL_FLOAT16}
-        return types[str(np.dtype(str(dtype).split(".")[-1]))]
+        return types[str(dtype).split(".")[-1]]  # (torch.float32 -> float32)
 
     def _check(self, backend: Backend) -> None:
         if backend.name != "cupy":
@@ -423,7 +421,7 @@ def rank_seed(seed: int, rank: int, size: int) -> int:
     else an independent stream derived from (seed, rank, size)."""
     if size == 1:
         return seed
-    return int(np.random.SeedSequence([seed, rank, size]).generate_state(1, dtype=np.uint64)[0])
+    return derived_seed(seed, rank, size)
 
 
 def probe_comm(comm: Communicator) -> dict:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-import numpy as np
+from typing import Any
+
+from array_api_compat import array_namespace
+
+Array = Any
 
 
 def epoch_batches(
-    order: np.ndarray, batch_size: int, rank: int = 0, size: int = 1
-) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    order: Array, batch_size: int, rank: int = 0, size: int = 1
+) -> tuple[Array, list[tuple[int, int]]]:
     """This rank's indices for the epoch and the (start, stop) of each of its batches in them.
 
     Global batch i is `order[i * batch_size : (i + 1) * batch_size]`; rank r takes the r-th
@@ -30,5 +34,5 @@ def epoch_batches(
         parts.append(order[lo : lo + share])
         bounds.append((at, at + share))
         at += share
-    local = np.concatenate(parts) if parts else order[:0]
+    local = array_namespace(order).concat(parts) if parts else order[:0]
     return local, bounds
