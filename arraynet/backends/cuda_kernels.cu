@@ -7,20 +7,16 @@
 //     block and thread in a loop: the parity tests run these kernels without a GPU.
 // So the kernels keep to what both can run: no __shared__ memory, no __syncthreads, no
 // atomics; each thread writes only its own outputs (every result is deterministic), and
-// every kernel walks its range with a grid-stride loop (any grid size is correct).
-// C++14 (generic lambdas).
+// every kernel walks its range with a grid-stride loop, `an_each` (any grid size is
+// correct). C++14 (generic lambdas).
 //
 // Layouts: images are NHWC and C-contiguous; a (rows, C) matrix is a row-major view of
-// every axis but the last. Indices are 64-bit.
+// every axis but the last. Sizes arrive as 64-bit integers (`i64`).
 
 typedef AN_REAL real;
 typedef long long i64;
 
-#define AN_GRID_LOOP(i, n) \
-    for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < (n); \
-         i += (i64)blockDim.x * gridDim.x)
-
-// Element-wise kernels run `body(idx)` for each idx < total, with 32-bit index arithmetic
+// Every kernel runs `body(idx)` for each idx < total, with 32-bit index arithmetic
 // when the whole range fits (a GPU divides 64-bit integers in software, several times
 // slower), else 64-bit: `body` takes its index type from its argument.
 template <typename F>
@@ -166,7 +162,7 @@ extern "C" __global__ void an_channel_partials(
     const real* __restrict__ a, const real* __restrict__ b, const real* __restrict__ shift,
     double* __restrict__ partial, int mode, i64 rows, i64 c, i64 rows_per_chunk, i64 chunks)
 {
-    AN_GRID_LOOP(idx, chunks * c) {
+    an_each(chunks * c, [&](auto idx) {
         const i64 ch = idx % c;
         const i64 k = idx / c;
         const i64 r0 = k * rows_per_chunk;
@@ -184,18 +180,18 @@ extern "C" __global__ void an_channel_partials(
             for (i64 r = r0; r < r1; ++r) acc += (double)(a[r * c + ch] * b[r * c + ch]);
         }
         partial[idx] = acc;
-    }
+    });
 }
 
 // out[ch] = (real)(scale * sum over k of partial[k, ch]).
 extern "C" __global__ void an_channel_finish(
     const double* __restrict__ partial, real* __restrict__ out, i64 chunks, i64 c, double scale)
 {
-    AN_GRID_LOOP(ch, c) {
+    an_each(c, [&](auto ch) {
         double acc = 0.0;
         for (i64 k = 0; k < chunks; ++k) acc += partial[k * c + ch];
         out[ch] = (real)(acc * scale);
-    }
+    });
 }
 
 // ---------------------------------------------------------------------------------------
@@ -210,14 +206,14 @@ extern "C" __global__ void an_bn_stats(
     real* __restrict__ inv, real* __restrict__ new_mean, real* __restrict__ new_var,
     i64 chunks, i64 c, double count, real unbias, real momentum, real eps)
 {
-    AN_GRID_LOOP(ch, c) {
+    an_each(c, [&](auto ch) {
         double acc = 0.0;
         for (i64 k = 0; k < chunks; ++k) acc += partial[k * c + ch];
         const real var = (real)(acc / count);
         inv[ch] = (real)1 / (real)sqrt(var + eps);
         new_mean[ch] = momentum * running_mean[ch] + ((real)1 - momentum) * mean[ch];
         new_var[ch] = momentum * running_var[ch] + ((real)1 - momentum) * (var * unbias);
-    }
+    });
 }
 
 // xhat = (x - mean) * inv, y = xhat * gamma + beta.
@@ -271,7 +267,7 @@ extern "C" __global__ void an_softmax_xent(
 {
     const real keep = (real)1 - smoothing;
     const real spread = smoothing / (real)k;
-    AN_GRID_LOOP(row, n) {
+    an_each(n, [&](auto row) {
         const real* zr = z + row * k;
         const real* tr = target + row * k;
         real top = zr[0];
@@ -287,18 +283,18 @@ extern "C" __global__ void an_softmax_xent(
             grad[row * k + j] = ((real)exp(s) / total - t) / (real)n;
         }
         row_loss[row] = loss;
-    }
+    });
 }
 
 // loss[0] = sum of the row losses / n, added in row order.
 extern "C" __global__ void an_mean_loss(const double* __restrict__ row_loss,
                                         real* __restrict__ loss, i64 n)
 {
-    AN_GRID_LOOP(one, 1) {
+    an_each(1, [&](auto one) {
         double acc = 0.0;
         for (i64 r = 0; r < n; ++r) acc += row_loss[r];
         loss[0] = (real)(acc / (double)n);
-    }
+    });
 }
 
 // ---------------------------------------------------------------------------------------
@@ -315,7 +311,7 @@ extern "C" __global__ void an_adam(
     const i64 total = starts[count];
     const real step = scalars[0];
     const real v_scale = scalars[1];
-    AN_GRID_LOOP(idx, total) {
+    an_each(total, [&](auto idx) {
         i64 lo = 0, hi = count - 1;  // the last tensor whose start is <= idx
         while (lo < hi) {
             const i64 mid = (lo + hi + 1) / 2;
@@ -332,5 +328,5 @@ extern "C" __global__ void an_adam(
         m[e] = mi;
         v[e] = vi;
         p[e] = p[e] - step * mi / ((real)sqrt(vi) * v_scale + eps);
-    }
+    });
 }

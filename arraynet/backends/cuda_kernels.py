@@ -113,6 +113,16 @@ def _i(v: int) -> np.int64:
     return np.int64(v)
 
 
+def _ints(*values: int) -> tuple[np.int64, ...]:
+    """Python integers as the kernels' 64-bit `i64` arguments."""
+    return tuple(np.int64(v) for v in values)
+
+
+def _pointwise(kh: int, kw: int, stride: int, pad: tuple) -> bool:
+    """A 1x1, stride-1, unpadded convolution: its patch matrix is the input itself."""
+    return kh == kw == stride == 1 and not any(pad)
+
+
 class CudaKernels(Kernels):
     """The contract's hot operations as arraynet's own CUDA kernels (see the module)."""
 
@@ -152,20 +162,9 @@ class CudaKernels(Kernels):
         per = -(-rows // chunks) if rows else 1
         chunks = max(1, -(-rows // per))
         partial = xp.empty((chunks, c), dtype=xp.float64, device=a.device)
-        self._run(
-            "an_channel_partials",
-            a,
-            chunks * c,
-            a,
-            a if b is None else b,
-            a if shift is None else shift,
-            partial,
-            np.int32(mode),
-            _i(rows),
-            _i(c),
-            _i(per),
-            _i(chunks),
-        )
+        operands = (a, a if b is None else b, a if shift is None else shift, partial)
+        sizes = _ints(rows, c, per, chunks)
+        self._run("an_channel_partials", a, chunks * c, *operands, np.int32(mode), *sizes)
         return partial, chunks
 
     def _finish(self, partial: Array, chunks: int, like: Array, scale: float) -> Array:
@@ -197,28 +196,12 @@ class CudaKernels(Kernels):
         pt, pb, pl, pr = pad
         ho = (h + pt + pb - kh) // stride + 1
         wo = (w + pl + pr - kw) // stride + 1
-        if kh == kw == stride == 1 and not any(pad):
+        if _pointwise(kh, kw, stride, pad):
             cols = xp.reshape(x, (n * h * w, c))
         else:
             cols = xp.empty((n * ho * wo, kh * kw * c), dtype=x.dtype, device=x.device)
-            self._run(
-                "an_im2col",
-                x,
-                n * ho * wo * kh * kw * c,
-                x,
-                cols,
-                _i(n),
-                _i(h),
-                _i(w),
-                _i(c),
-                _i(ho),
-                _i(wo),
-                _i(kh),
-                _i(kw),
-                _i(stride),
-                _i(pt),
-                _i(pl),
-            )
+            geometry = _ints(n, h, w, c, ho, wo, kh, kw, stride, pt, pl)
+            self._run("an_im2col", x, n * ho * wo * kh * kw * c, x, cols, *geometry)
         y = self._c(cols @ xp.reshape(kernel, (kh * kw * c, f)))
         self._run("an_add_bias", y, n * ho * wo * f, y, self._c(bias), _i(n * ho * wo), _i(f))
         saved = CudaConvSaved(cols, (h, w)) if training else None
@@ -237,27 +220,11 @@ class CudaKernels(Kernels):
             return dkernel, dbias, None
         kmat = xp.reshape(kernel, (kh * kw * c, f))
         dcols = self._c(dy2 @ xp.matrix_transpose(kmat))  # (N*Ho*Wo, kh*kw*C)
-        if kh == kw == stride == 1 and not any(pad):
+        if _pointwise(kh, kw, stride, pad):
             return dkernel, dbias, xp.reshape(dcols, (n, h, w, c))
         dx = xp.empty((n, h, w, c), dtype=dy.dtype, device=dy.device)
-        self._run(
-            "an_col2im",
-            dy,
-            n * h * w * c,
-            dcols,
-            dx,
-            _i(n),
-            _i(h),
-            _i(w),
-            _i(c),
-            _i(ho),
-            _i(wo),
-            _i(kh),
-            _i(kw),
-            _i(stride),
-            _i(pad[0]),
-            _i(pad[2]),
-        )
+        geometry = _ints(n, h, w, c, ho, wo, kh, kw, stride, pad[0], pad[2])
+        self._run("an_col2im", dy, n * h * w * c, dcols, dx, *geometry)
         return dkernel, dbias, dx
 
     # -- pooling ------------------------------------------------------------------------
@@ -268,20 +235,9 @@ class CudaKernels(Kernels):
         shape = (n, h // p, w // p, c)
         y = xp.empty(shape, dtype=x.dtype, device=x.device)
         slot = xp.empty(shape, dtype=xp.int32, device=x.device) if training else None
-        self._run(
-            "an_maxpool_forward",
-            x,
-            math.prod(shape),
-            x,
-            y,
-            self._slot_dummy(x) if slot is None else slot,
-            np.int32(bool(training)),
-            _i(n),
-            _i(h),
-            _i(w),
-            _i(c),
-            _i(p),
-        )
+        slots = self._slot_dummy(x) if slot is None else slot
+        self._run("an_maxpool_forward", x, math.prod(shape), x, y, slots,
+                  np.int32(bool(training)), *_ints(n, h, w, c, p))  # fmt: skip
         return y, (CudaPoolSaved(slot, p, (n, h, w, c)) if training else None)
 
     def maxpool_backward(self, saved, dy):
@@ -289,19 +245,8 @@ class CudaKernels(Kernels):
         xp = array_namespace(dy)
         n, h, w, c = s.in_shape
         dx = xp.empty(s.in_shape, dtype=dy.dtype, device=dy.device)
-        self._run(
-            "an_maxpool_backward",
-            dy,
-            n * h * w * c,
-            self._c(dy),
-            s.slot,
-            dx,
-            _i(n),
-            _i(h),
-            _i(w),
-            _i(c),
-            _i(s.p),
-        )
+        self._run("an_maxpool_backward", dy, n * h * w * c, self._c(dy), s.slot, dx,
+                  *_ints(n, h, w, c, s.p))  # fmt: skip
         return dx
 
     # -- batch normalisation ------------------------------------------------------------
@@ -315,40 +260,15 @@ class CudaKernels(Kernels):
         partial, chunks = self._channel_sums(x, 1, shift=mean)
         new = [xp.empty((c,), dtype=x.dtype, device=x.device) for _ in range(3)]
         inv, new_mean, new_var = new
-        self._run(
-            "an_bn_stats",
-            x,
-            c,
-            partial,
-            mean,
-            self._c(running_mean),
-            self._c(running_var),
-            inv,
-            new_mean,
-            new_var,
-            _i(chunks),
-            _i(c),
-            np.float64(count),
-            self._real(x, count / max(count - 1, 1)),
-            self._real(x, momentum),
-            self._real(x, eps),
-        )
+        running = (self._c(running_mean), self._c(running_var))
+        numbers = [self._real(x, v) for v in (count / max(count - 1, 1), momentum, eps)]
+        self._run("an_bn_stats", x, c, partial, mean, *running, inv, new_mean, new_var,
+                  *_ints(chunks, c), np.float64(count), *numbers)  # fmt: skip
         xhat = xp.empty(x.shape, dtype=x.dtype, device=x.device)
         y = xp.empty(x.shape, dtype=x.dtype, device=x.device)
-        self._run(
-            "an_bn_normalize",
-            x,
-            count * c,
-            x,
-            mean,
-            inv,
-            self._c(gamma),
-            self._c(beta),
-            xhat,
-            y,
-            _i(count * c),
-            _i(c),
-        )
+        affine = (self._c(gamma), self._c(beta))
+        self._run("an_bn_normalize", x, count * c, x, mean, inv, *affine, xhat, y,
+                  *_ints(count * c, c))  # fmt: skip
         return y, CudaNormSaved(xhat, inv), new_mean, new_var
 
     def batchnorm_backward(self, saved, dy, gamma):
@@ -362,21 +282,8 @@ class CudaKernels(Kernels):
         partial, chunks = self._channel_sums(dy, 0)
         dbeta = self._finish(partial, chunks, dy, 1.0)
         dx = xp.empty(dy.shape, dtype=dy.dtype, device=dy.device)
-        self._run(
-            "an_bn_backward",
-            dy,
-            count * c,
-            dy,
-            s.xhat,
-            self._c(gamma),
-            s.inv,
-            dgamma,
-            dbeta,
-            dx,
-            _i(count * c),
-            _i(c),
-            self._real(dy, count),
-        )
+        self._run("an_bn_backward", dy, count * c, dy, s.xhat, self._c(gamma), s.inv, dgamma,
+                  dbeta, dx, *_ints(count * c, c), self._real(dy, count))  # fmt: skip
         return dx, dgamma, dbeta
 
     def batchnorm_inference(self, x, running_mean, running_var, gamma, beta, eps):
@@ -384,20 +291,8 @@ class CudaKernels(Kernels):
         x = self._c(x)
         total, c = math.prod(x.shape), x.shape[-1]
         y = xp.empty(x.shape, dtype=x.dtype, device=x.device)
-        self._run(
-            "an_bn_inference",
-            x,
-            total,
-            x,
-            self._c(running_mean),
-            self._c(running_var),
-            self._c(gamma),
-            self._c(beta),
-            y,
-            _i(total),
-            _i(c),
-            self._real(x, eps),
-        )
+        stats = [self._c(a) for a in (running_mean, running_var, gamma, beta)]
+        self._run("an_bn_inference", x, total, x, *stats, y, *_ints(total, c), self._real(x, eps))
         return y
 
     # -- loss ---------------------------------------------------------------------------
